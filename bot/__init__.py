@@ -1,0 +1,1 @@
+"""Everything that talks to people: the CLI, and later Slack, Teams and the scheduler."""

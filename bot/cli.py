@@ -1,0 +1,312 @@
+"""expertbot's command line. Every command is a thin wrapper over a library function."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+import typer
+from rich.console import Console
+
+from bot.logging import configure_logging
+from bot.settings import Settings, load_settings
+from knowledge.config import SourceConfig
+from knowledge.database import make_engine, redact_url
+from knowledge.errors import AlreadyRunningError, ExpertbotError
+from knowledge.evaluation import evaluate_retrieval, load_cases
+from knowledge.models import AccessScope, SearchFilters
+from knowledge.reports import SyncReport
+from knowledge.runtime import Knowledge
+from knowledge.search import MODES
+
+log = structlog.get_logger("expertbot.cli")
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+EXIT_ERROR = 1
+EXIT_ALREADY_RUNNING = 3
+EXIT_INTERNAL = 70
+
+app = typer.Typer(
+    name="expertbot",
+    help="The expert bot of your company: answers from your documents, learns from your experts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+index_app = typer.Typer(help="Inspect the knowledge index.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure retrieval quality on your own questions.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+app.add_typer(eval_app, name="eval")
+
+
+class _State:
+    config_file: Path | None = None
+    overrides: dict[str, Any] = {}
+    settings: Settings | None = None
+
+
+state = _State()
+
+
+@app.callback()
+def _main(
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML config file (default: $EXPERTBOT_CONFIG or ./expertbot.toml)."
+    ),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Where embedded stores live (default: $EXPERTBOT_DATA_DIR or ./.expertbot)."
+    ),
+    log_level: str | None = typer.Option(None, "--log-level", help="debug, info, warning or error."),
+) -> None:
+    state.config_file = config
+    state.overrides = {"data_dir": data_dir, "log_level": log_level}
+
+
+T = TypeVar("T")
+
+
+def _run(work: Callable[[Settings], Awaitable[T]]) -> T:
+    """Load settings, configure logging, run the coroutine; domain errors become one clear line."""
+    try:
+        settings = load_settings(config_file=state.config_file, overrides=state.overrides)
+    except ExpertbotError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+    configure_logging(settings.log_level or "warning", settings.log_format)
+    try:
+        return asyncio.run(work(settings))
+    except AlreadyRunningError as exc:
+        err.print(f"[yellow]{exc}[/yellow]")
+        raise typer.Exit(EXIT_ALREADY_RUNNING) from None
+    except ExpertbotError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception:
+        crash = _write_crash_log(settings.data_dir)
+        err.print(f"[red]internal error[/red]: this is a bug; details are in {crash}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def _write_crash_log(data_dir: Path) -> Path:
+    path = data_dir / "logs" / "crash.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(f"--- {datetime.now().isoformat()} expertbot {' '.join(sys.argv[1:])}\n")
+            fh.write(traceback.format_exc())
+    except OSError:
+        return Path("(crash log could not be written)")
+    return path
+
+
+def _knowledge(settings: Settings) -> Knowledge:
+    return Knowledge.build(
+        settings.knowledge,
+        data_dir=settings.data_dir,
+        engine=make_engine(settings.resolved_database_url),
+    )
+
+
+def _sources_for(paths: list[Path], settings: Settings) -> list[SourceConfig] | None:
+    if not paths:
+        return None
+    configured = {s.path.resolve(): s for s in settings.knowledge.sources}
+    return [configured.get(p.resolve()) or SourceConfig(path=p) for p in paths]
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@app.command()
+def sync(
+    paths: list[Path] = typer.Argument(None, help="Folders to sync (default: the configured sources)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the sync report as JSON."),
+    wait: bool = typer.Option(False, "--wait", help="If a sync is running, wait for it to end first."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Drop the index and re-embed everything."),
+) -> None:
+    """Sync the index with the documents: add new, re-embed changed, delete removed ones."""
+
+    async def work(settings: Settings) -> SyncReport:
+        knowledge = _knowledge(settings)
+        await knowledge.open(index=False)
+        try:
+            return await _sync_with_progress(knowledge, _sources_for(paths or [], settings), wait, rebuild, as_json)
+        finally:
+            await knowledge.close()
+
+    report = _run(work)
+    if as_json:
+        _print_json(report.as_json())
+        return
+    for item in report.items:
+        if item.action in ("skipped", "failed"):
+            err.print(f"  {item.action}: {item.source}:{item.doc_id}: {item.reason}")
+    out.print(report.summary())
+
+
+async def _sync_with_progress(
+    knowledge: Knowledge, sources: list[SourceConfig] | None, wait: bool, rebuild: bool, quiet: bool
+) -> SyncReport:
+    if quiet or not err.is_terminal:
+        return await knowledge.syncer.run(sources, wait=wait, rebuild=rebuild)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("syncing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}"), console=err, transient=True,
+    ) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(done: int, total: int, doc_id: str) -> None:
+            bar.update(task, completed=done, total=total, description=doc_id[-50:])
+
+        return await knowledge.syncer.run(sources, wait=wait, rebuild=rebuild, progress=progress)
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(..., help="What to look for."),
+    k: int = typer.Option(None, "-k", min=1, max=100, help="How many hits (default: knowledge.search.k)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid, vector or keyword."),
+    public_only: bool = typer.Option(False, "--public-only", help="Search public documents only."),
+    source: list[str] = typer.Option(None, "--source", help="Only these sources (repeatable)."),
+) -> None:
+    """Search the knowledge index (hybrid: vector + keyword) and show the best passages."""
+
+    async def work(settings: Settings) -> list[Any]:
+        knowledge = _knowledge(settings)
+        await knowledge.open()
+        try:
+            filters = SearchFilters(
+                scope=AccessScope.public_only() if public_only else None,
+                sources=frozenset(source) if source else None,
+            )
+            return await knowledge.search.search(query, k=k, filters=filters, mode=mode)  # type: ignore[arg-type]
+        finally:
+            await knowledge.close()
+
+    hits = _run(work)
+    if as_json:
+        _print_json([h.as_json() for h in hits])
+        return
+    if not hits:
+        out.print("no results (is the index empty? run `expertbot sync`)")
+        return
+    for n, hit in enumerate(hits, start=1):
+        where = f" › {hit.heading}" if hit.heading else ""
+        label = "" if hit.access == "public" else f" [{hit.access}]"
+        out.print(f"[bold][{n}] {hit.title}{where}[/bold]{label}  (score {hit.score:.4f})")
+        out.print(f"    {hit.uri}", style="dim")
+        snippet = " ".join(hit.text.split())
+        out.print(f"    {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    file: Path = typer.Argument(..., help='JSON lines: {"question": ..., "doc": <document id>}.'),
+    k: int = typer.Option(5, "-k", min=1, max=100, help="Recall@k cut-off."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics and per-question ranks as JSON."),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid, vector, keyword, or all (compare)."),
+) -> None:
+    """Recall@1, Recall@k and MRR of the gold document for each question in FILE."""
+    modes = list(MODES) if mode == "all" else [mode]
+
+    async def work(settings: Settings) -> list[tuple[Any, list[Any]]]:
+        cases = load_cases(file)
+        knowledge = _knowledge(settings)
+        await knowledge.open()
+        try:
+            return [
+                await evaluate_retrieval(knowledge.search, cases, k=k, mode=m)  # type: ignore[arg-type]
+                for m in modes
+            ]
+        finally:
+            await knowledge.close()
+
+    results = _run(work)
+    if as_json:
+        _print_json(
+            [
+                {
+                    **metrics.as_json(),
+                    "results": [
+                        {"question": o.case.question, "gold": sorted(o.case.docs), "rank": o.rank, "top": o.top_docs}
+                        for o in outcomes
+                    ],
+                }
+                for metrics, outcomes in results
+            ]
+        )
+        return
+    out.print(f"{'mode':<8} {'questions':>9} {'R@1':>6} {f'R@{k}':>6} {'MRR':>6}")
+    for metrics, _ in results:
+        out.print(
+            f"{metrics.mode:<8} {metrics.questions:>9} {metrics.recall_at_1:>6.3f} "
+            f"{metrics.recall_at_k:>6.3f} {metrics.mrr:>6.3f}"
+        )
+
+
+@index_app.command("status")
+def index_status(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Documents, chunks, the last sync, the store and the embedding model."""
+
+    async def work(settings: Settings) -> dict[str, Any]:
+        knowledge = _knowledge(settings)
+        await knowledge.open()
+        try:
+            stats, last = await knowledge.status()
+        finally:
+            await knowledge.close()
+        return {
+            "store": stats.store,
+            "location": stats.location,
+            "documents": stats.documents,
+            "chunks": stats.chunks,
+            "ann_index": stats.ann_index,
+            "embedding_model": knowledge.embedder.model_name,
+            "embedding_dim": knowledge.embedder.dim,
+            "database": redact_url(settings.resolved_database_url),
+            "last_sync": last.as_json() | {"items": len(last.items)} if last else None,
+        }
+
+    status = _run(work)
+    if as_json:
+        _print_json(status)
+        return
+    out.print(f"store:      {status['store']} ({status['location']})")
+    out.print(f"documents:  {status['documents']}")
+    out.print(f"chunks:     {status['chunks']}" + ("  (ANN index)" if status["ann_index"] else ""))
+    out.print(f"embedding:  {status['embedding_model']} ({status['embedding_dim']}-d)")
+    out.print(f"database:   {status['database']}")
+    last = status["last_sync"]
+    if last:
+        out.print(
+            f"last sync:  {last['finished_at'] or last['started_at']} {last['status']}: "
+            f"{last['added']} added, {last['updated']} updated, {last['deleted']} deleted, "
+            f"{last['unchanged']} unchanged, {last['skipped']} skipped, {last['failed']} failed"
+        )
+    else:
+        out.print("last sync:  never (run `expertbot sync`)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The one `Settings` object, assembled at the entry point only.
+
+Precedence, highest first: command-line options, environment (`EXPERTBOT_…`, nested with
+`__`, e.g. `EXPERTBOT_KNOWLEDGE__STORE=weaviate`), the platforms' conventional variables
+(`WEAVIATE_URL`, `WEAVIATE_API_KEY`), the TOML file (`--config`, `EXPERTBOT_CONFIG`, or
+`./expertbot.toml` when present), then defaults. Unknown keys and bad values are errors that
+name the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from knowledge.config import KnowledgeConfig
+from knowledge.database import sqlite_url
+from knowledge.errors import ConfigError
+
+ENV_PREFIX = "EXPERTBOT_"
+# Variables with our prefix that are not settings keys.
+_NOT_SETTINGS = {"EXPERTBOT_CONFIG"}
+# Conventional variables of other tools, mapped onto our keys.
+_CONVENTIONAL = {
+    "WEAVIATE_URL": ("knowledge", "weaviate", "url"),
+    "WEAVIATE_API_KEY": ("knowledge", "weaviate", "api_key"),
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(default=Path(".expertbot"), description="Where every embedded store lives.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the SQL store; default SQLite in the data dir."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] | None = Field(
+        default=None, description="Default: warning for one-shot commands, info for the server."
+    )
+    log_format: Literal["auto", "console", "json"] = "auto"
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or sqlite_url(self.data_dir / "expertbot.db")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        layers = _LAYERS.get(settings_cls, {})
+        return (
+            init_settings,
+            env_settings,
+            InitSettingsSource(settings_cls, init_kwargs=layers.get("conventional", {})),
+            InitSettingsSource(settings_cls, init_kwargs=layers.get("file", {})),
+        )
+
+
+_LAYERS: dict[type[BaseSettings], dict[str, dict[str, Any]]] = {}
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the Settings from file, environment and overrides; ConfigError names a bad key."""
+    environ = os.environ if environ is None else environ
+    path = config_file or (Path(environ["EXPERTBOT_CONFIG"]) if environ.get("EXPERTBOT_CONFIG") else None)
+    if path is None and Path("expertbot.toml").is_file():
+        path = Path("expertbot.toml")
+    file_data = _read_toml(path) if path else {}
+    _check_env_keys(environ)
+    conventional: dict[str, Any] = {}
+    for var, keys in _CONVENTIONAL.items():
+        if environ.get(var):
+            node = conventional
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+            node[keys[-1]] = environ[var]
+
+    class _Resolved(Settings):
+        pass
+
+    _LAYERS[_Resolved] = {"file": file_data, "conventional": conventional}
+    try:
+        resolved = _Resolved(**{k: v for k, v in (overrides or {}).items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    finally:
+        _LAYERS.pop(_Resolved, None)
+    return resolved
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _check_env_keys(environ: Mapping[str, str]) -> None:
+    for var in environ:
+        if not var.startswith(ENV_PREFIX) or var in _NOT_SETTINGS:
+            continue
+        parts = var[len(ENV_PREFIX) :].lower().split("__")
+        model: type[BaseModel] | None = Settings
+        for part in parts:
+            fields: dict[str, FieldInfo] = model.model_fields if model else {}
+            if part not in fields:
+                raise ConfigError(f"unknown setting {var} (no key {'.'.join(parts)})")
+            annotation = fields[part].annotation
+            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(settings)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        shown = "" if err["type"] == "extra_forbidden" else f" (got {err.get('input')!r})"
+        if "api_key" in key or "secret" in key or "token" in key:
+            shown = ""
+        lines.append(f"{key}: {msg}{shown}")
+    where = f" in {path} or the environment" if path else ""
+    return f"invalid settings{where}: " + "; ".join(lines)

@@ -1,0 +1,1 @@
+"""The knowledge half of expertbot: documents → chunks → embeddings → index → search."""

@@ -1,0 +1,93 @@
+"""Configuration of the knowledge pipeline (part of the one `Settings` object in bot/settings.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from knowledge.models import Access
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Strict):
+    """A folder of documents. Its `access` applies to every document in it unless the
+    document's own front matter says otherwise."""
+
+    path: Path
+    name: str | None = Field(default=None, description="Defaults to the folder's name.")
+    access: Access = Access.PUBLIC
+    allowed: list[str] = Field(default_factory=list, description="Channels / groups for 'restricted'.")
+    base_url: str | None = Field(
+        default=None,
+        description="Cite documents as base_url + their id (e.g. the wiki they come from); "
+        "default: their file:// path.",
+    )
+    include: list[str] = Field(default_factory=lambda: ["*"])
+    exclude: list[str] = Field(default_factory=list)
+
+    @property
+    def source_name(self) -> str:
+        return self.name or self.path.resolve().name
+
+
+class EmbeddingConfig(_Strict):
+    model: str = Field(
+        default=DEFAULT_EMBEDDING_MODEL,
+        description="A sentence-transformers name or a local path. The default ships offline.",
+    )
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:0, mps …")
+
+
+class ChunkingConfig(_Strict):
+    max_tokens: int = Field(default=200, ge=16, le=8192)
+    overlap_tokens: int = Field(default=32, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_budget(self) -> ChunkingConfig:
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError("overlap_tokens must be smaller than max_tokens")
+        return self
+
+
+class SearchConfig(_Strict):
+    k: int = Field(default=5, ge=1, le=100)
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of vector search.")
+    candidates: int = Field(default=50, ge=1, le=1000, description="Hits per retriever before fusion.")
+
+
+class LanceDBConfig(_Strict):
+    ann_min_rows: int = Field(
+        default=20_000,
+        ge=256,
+        description="Build the IVF_HNSW_SQ vector index once the table holds this many chunks.",
+    )
+
+
+class WeaviateConfig(_Strict):
+    url: str | None = Field(default=None, description="e.g. http://localhost:8080 (or WEAVIATE_URL).")
+    grpc_url: str | None = Field(
+        default=None, description="host:port of the gRPC endpoint; default: the HTTP host, port 50051."
+    )
+    api_key: SecretStr | None = None
+    collection: str = "ExpertbotChunk"
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class KnowledgeConfig(_Strict):
+    store: Literal["lancedb", "weaviate"] = "lancedb"
+    sources: list[SourceConfig] = Field(default_factory=list)
+    max_file_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    lancedb: LanceDBConfig = Field(default_factory=LanceDBConfig)
+    weaviate: WeaviateConfig = Field(default_factory=WeaviateConfig)

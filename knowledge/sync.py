@@ -1,0 +1,312 @@
+"""Incremental re-sync of the index with its sources.
+
+The index itself is the record of what was synced: every chunk carries its document's
+`index_hash` (content hash + pipeline fingerprint + access label) and chunk count. A sync:
+
+1. takes the `knowledge.sync` lease (a second sync waits or is told "already running");
+2. walks the sources; a document whose hash and chunk count match the index is unchanged and
+   is not even parsed;
+3. parses, chunks and embeds the new and changed documents in batches, reusing the stored
+   vector of any chunk whose text was embedded before, and replaces each batch of documents in
+   one atomic write;
+4. deletes the chunks of documents that disappeared from the synced sources;
+5. brings the full-text and ANN indices up to date, and records the report in the SQL store.
+
+Killed at any point, the index holds each document either whole in its old state or whole in
+its new one; the next run sees what is stale or missing and finishes the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy.engine import Engine
+
+from knowledge.chunking import Chunker
+from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.database import utcnow
+from knowledge.embedding import Embedder
+from knowledge.errors import DocumentError, DocumentSkipped
+from knowledge.index.base import KnowledgeIndex
+from knowledge.locks import JobLock
+from knowledge.models import (
+    Access,
+    Chunk,
+    ChunkRecord,
+    DocKey,
+    DocState,
+    Document,
+    chunk_id,
+    sha256_hex,
+)
+from knowledge.parsing import PARSER_VERSION, parse_document
+from knowledge.reports import SyncReport, SyncRunStore
+from knowledge.sources import SourceFile, check_sources, scan
+
+log = structlog.get_logger(__name__)
+
+SYNC_LOCK = "knowledge.sync"
+KEPT = "; the previous version stays in the index"
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(slots=True)
+class _Pending:
+    doc: Document
+    chunks: list[Chunk]
+    action: str  # added | updated
+    existed: bool
+    index_hash: str
+
+
+class Syncer:
+    def __init__(
+        self,
+        *,
+        index: KnowledgeIndex,
+        embedder: Embedder,
+        engine: Engine,
+        config: KnowledgeConfig,
+        batch_chunks: int = 512,
+        batch_docs: int = 64,
+    ) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.engine = engine
+        self.config = config
+        self.runs = SyncRunStore(engine)
+        self.chunker = Chunker(embedder.count_tokens, config.chunking)
+        self.batch_chunks = batch_chunks
+        self.batch_docs = batch_docs
+        self.fingerprint = sha256_hex(
+            f"{PARSER_VERSION}|{embedder.model_name}|{config.chunking.max_tokens}|"
+            f"{config.chunking.overlap_tokens}"
+        )[:16]
+
+    async def run(
+        self,
+        sources: list[SourceConfig] | None = None,
+        *,
+        trigger: str = "cli",
+        wait: bool = False,
+        rebuild: bool = False,
+        progress: Progress | None = None,
+    ) -> SyncReport:
+        """Sync `sources` (default: the configured ones). Raises AlreadyRunningError, SourceError."""
+        sources = list(self.config.sources if sources is None else sources)
+        if not sources:
+            from knowledge.errors import ConfigError
+
+            raise ConfigError(
+                "no document sources: pass folders to `expertbot sync` or set knowledge.sources"
+            )
+        check_sources(sources)
+        lock = JobLock(self.engine, SYNC_LOCK)
+        async with lock.held(wait=wait):
+            if lock.previous_holder:
+                await asyncio.to_thread(self.runs.mark_interrupted, lock.previous_holder)
+            report = SyncReport(
+                trigger=trigger,
+                store=self.index.name,
+                sources=[{"name": s.source_name, "path": str(s.path)} for s in sources],
+            )
+            await asyncio.to_thread(self.runs.start, report, lock.holder)
+            log.info("sync.started", run_id=report.run_id, trigger=trigger, sources=len(sources))
+            started = time.perf_counter()
+            try:
+                await self._sync(sources, report, rebuild=rebuild, progress=progress)
+                report.status = "ok"
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                report.status, report.error = "interrupted", "the sync was cancelled"
+                raise
+            except Exception as exc:
+                report.status, report.error = "failed", f"{exc.__class__.__name__}: {exc}"
+                raise
+            finally:
+                report.finished_at = utcnow()
+                report.duration_s = round(time.perf_counter() - started, 3)
+                await asyncio.shield(asyncio.to_thread(self.runs.finish, report))
+                log.info(
+                    "sync.finished",
+                    run_id=report.run_id,
+                    status=report.status,
+                    added=report.added,
+                    updated=report.updated,
+                    deleted=report.deleted,
+                    unchanged=report.unchanged,
+                    skipped=report.skipped,
+                    failed=report.failed,
+                    chunks_embedded=report.chunks_embedded,
+                    duration_s=report.duration_s,
+                )
+        return report
+
+    async def _sync(
+        self,
+        sources: list[SourceConfig],
+        report: SyncReport,
+        *,
+        rebuild: bool,
+        progress: Progress | None,
+    ) -> None:
+        await self.index.open(dim=self.embedder.dim, model=self.embedder.model_name, recreate=rebuild)
+        manifest = await self.index.manifest()
+        files = [f for source in sources for f in scan(source)]
+        seen: set[DocKey] = set()
+        pending: dict[DocKey, _Pending] = {}
+        pending_chunks = 0
+        removals: list[DocKey] = []
+
+        for done, file in enumerate(files, start=1):
+            key = DocKey(file.source.source_name, file.doc_id)
+            seen.add(key)
+            state = manifest.get(key)
+            outcome = await asyncio.to_thread(self._prepare, file, state)
+            if isinstance(outcome, _Pending):
+                pending[key] = outcome
+                pending_chunks += len(outcome.chunks)
+                if pending_chunks >= self.batch_chunks or len(pending) >= self.batch_docs:
+                    await self._flush(pending, report)
+                    pending, pending_chunks = {}, 0
+            else:
+                action, reason = outcome
+                if action == "remove":
+                    removals.append(key)
+                    report.record(key.source, key.doc_id, "skipped", reason)
+                else:
+                    report.record(key.source, key.doc_id, action, reason)
+                    if action != "unchanged":
+                        log.info("sync.document_" + action, doc=str(key), reason=reason)
+            if progress:
+                progress(done, len(files), file.doc_id)
+        if pending:
+            await self._flush(pending, report)
+
+        synced = {s.source_name for s in sources}
+        gone = sorted(k for k in manifest if k.source in synced and k not in seen)
+        await self.index.delete_documents(gone + removals)
+        for key in gone:
+            report.record(key.source, key.doc_id, "deleted")
+        await self.index.optimize()
+
+    def _index_hash(self, file: SourceFile, content_hash: str) -> str:
+        src = file.source
+        return sha256_hex(
+            f"{self.fingerprint}|{content_hash}|{src.access.value}|{','.join(src.allowed)}|{file.uri}"
+        )
+
+    def _prepare(self, file: SourceFile, state: DocState | None) -> _Pending | tuple[str, str | None]:
+        """Decide what to do with one file: unchanged, skipped/failed (with reason), or index it."""
+        kept = KEPT if state else ""
+        limit = self.config.max_file_bytes
+        if file.size > limit:
+            return "skipped", f"too large ({file.size / 1e6:.1f} MB > {limit / 1e6:.1f} MB limit){kept}"
+        try:
+            data = file.path.read_bytes()
+        except OSError as exc:
+            return "failed", f"unreadable: {exc.strerror or exc.__class__.__name__}{kept}"
+        if len(data) > limit:
+            return "skipped", f"too large ({len(data) / 1e6:.1f} MB > {limit / 1e6:.1f} MB limit){kept}"
+        content_hash = sha256_hex(data)
+        index_hash = self._index_hash(file, content_hash)
+        if state and state.index_hash == index_hash and state.complete:
+            return "unchanged", None
+        try:
+            parsed = parse_document(file.doc_id, data)
+            chunks = self.chunker.chunk(parsed.sections)
+        except DocumentSkipped as exc:
+            if state and str(exc) in ("empty file", "no text could be extracted"):
+                return "remove", f"{exc} (removed from the index)"
+            return "skipped", f"{exc}{kept}"
+        except DocumentError as exc:
+            return "failed", f"{exc}{kept}"
+        except Exception as exc:  # a parser bug must not abort the sync
+            log.exception("sync.parser_crashed", doc=file.doc_id)
+            return "failed", f"parser error ({exc.__class__.__name__}){kept}"
+        access = parsed.access or file.source.access
+        allowed = parsed.allowed if parsed.allowed is not None else tuple(file.source.allowed)
+        if access is not Access.RESTRICTED:
+            allowed = ()
+        doc = Document(
+            source=file.source.source_name,
+            doc_id=file.doc_id,
+            title=parsed.title,
+            uri=file.uri,
+            modified=file.modified,
+            content_hash=content_hash,
+            access=access,
+            allowed=allowed,
+            sections=parsed.sections,
+        )
+        return _Pending(doc, chunks, "updated" if state else "added", state is not None, index_hash)
+
+    async def _flush(self, pending: dict[DocKey, _Pending], report: SyncReport) -> None:
+        reuse = await self.index.vectors_for([k for k, p in pending.items() if p.existed])
+        texts: dict[str, str] = {}
+        plan: dict[DocKey, list[tuple[Chunk, str, str]]] = {}
+        for key, item in pending.items():
+            rows = []
+            for chunk in item.chunks:
+                text = embedding_text(item.doc.title, chunk)
+                text_hash = sha256_hex(f"{self.embedder.model_name}\x00{text}")
+                rows.append((chunk, text, text_hash))
+                if text_hash not in reuse:
+                    texts[text_hash] = text
+            plan[key] = rows
+        hashes = list(texts)
+        if hashes:
+            vectors = await asyncio.to_thread(
+                self.embedder.embed_documents, [texts[h] for h in hashes]
+            )
+            reuse.update({h: v.tolist() for h, v in zip(hashes, vectors, strict=True)})
+        records: dict[DocKey, list[ChunkRecord]] = {}
+        for key, rows in plan.items():
+            doc, index_hash = pending[key].doc, pending[key].index_hash
+            records[key] = [
+                ChunkRecord(
+                    chunk_id=chunk_id(doc.source, doc.doc_id, chunk.ordinal),
+                    source=doc.source,
+                    doc_id=doc.doc_id,
+                    title=doc.title,
+                    uri=doc.uri,
+                    heading=display_heading(doc.title, chunk.heading_path),
+                    ordinal=chunk.ordinal,
+                    text=chunk.text,
+                    text_hash=text_hash,
+                    index_hash=index_hash,
+                    n_chunks=len(rows),
+                    modified=doc.modified,
+                    access=doc.access.value,
+                    allowed=list(doc.allowed),
+                    vector=list(reuse[text_hash]),
+                )
+                for chunk, _text, text_hash in rows
+            ]
+        await self.index.replace_documents(records)
+        report.chunks_embedded += len(hashes)
+        report.chunks_written += sum(len(r) for r in records.values())
+        for key, item in pending.items():
+            report.record(key.source, key.doc_id, item.action)
+
+
+def _below_title(title: str, path: tuple[str, ...]) -> list[str]:
+    parts = list(path)
+    if parts and parts[0].strip().lower() == title.strip().lower():
+        parts = parts[1:]
+    return parts
+
+
+def display_heading(title: str, path: tuple[str, ...]) -> str:
+    """The section a citation points at: the heading path below the document's title."""
+    return " > ".join(_below_title(title, path))
+
+
+def embedding_text(title: str, chunk: Chunk) -> str:
+    """What gets embedded: the chunk with its title and heading path, for context."""
+    head = " > ".join([title, *_below_title(title, chunk.heading_path)] if title else chunk.heading_path)
+    return f"{head}\n\n{chunk.text}" if head else chunk.text

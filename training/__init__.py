@@ -1,0 +1,1 @@
+"""Models, the feedback store and adapters (built by the learning-loop issue)."""
