@@ -68,10 +68,22 @@ PY_OBJ_ROLES = {"func", "meth", "class", "exc", "data", "attr", "const", "obj"}
 C_ROLES = {"func", "data", "type", "macro", "member", "var", "struct", "expr"}
 
 PY_DIRECTIVES = {
-    "function", "class", "method", "classmethod", "staticmethod", "exception",
-    "data", "attribute", "decorator", "decoratormethod", "property",
-    "abstractmethod", "coroutinefunction", "coroutinemethod",
-    "awaitablefunction", "awaitablemethod",
+    "function",
+    "class",
+    "method",
+    "classmethod",
+    "staticmethod",
+    "exception",
+    "data",
+    "attribute",
+    "decorator",
+    "decoratormethod",
+    "property",
+    "abstractmethod",
+    "coroutinefunction",
+    "coroutinemethod",
+    "awaitablefunction",
+    "awaitablemethod",
 }
 CLASS_LIKE = {"class", "exception"}
 DIRECTIVE_RE = re.compile(
@@ -80,9 +92,23 @@ DIRECTIVE_RE = re.compile(
 LABEL_RE = re.compile(r"^\s*\.\.\s+_(?:`(?P<q>[^`]+)`|(?P<l>[^:`][^:]*)):\s*$")
 
 BUILTIN_TYPES = {
-    "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset",
-    "int", "list", "memoryview", "range", "set", "str", "tuple", "object",
-    "type", "slice",
+    "bool",
+    "bytearray",
+    "bytes",
+    "complex",
+    "dict",
+    "float",
+    "frozenset",
+    "int",
+    "list",
+    "memoryview",
+    "range",
+    "set",
+    "str",
+    "tuple",
+    "object",
+    "type",
+    "slice",
 }
 
 
@@ -106,9 +132,7 @@ def locate_sources(sources_dir: Path | None = None) -> Path:
         return sources_dir
     candidates: list[Path] = []
     try:
-        proc = subprocess.run(
-            ["dpkg", "-L", PACKAGE], capture_output=True, text=True, timeout=20
-        )
+        proc = subprocess.run(["dpkg", "-L", PACKAGE], capture_output=True, text=True, timeout=20)
         if proc.returncode == 0:
             for line in proc.stdout.splitlines():
                 line = line.strip()
@@ -193,7 +217,7 @@ class CorpusIndex:
                 self.envvars.setdefault(arg.split()[0], doc)
                 continue
             # A directive may carry several signatures, one per line.
-            sigs = [arg] + _continuation_signatures(lines, i, indent)
+            sigs = [arg, *_continuation_signatures(lines, i, indent)]
             if domain == "c":
                 for sig in sigs:
                     cname = c_name(sig)
@@ -231,9 +255,7 @@ class CorpusIndex:
         if target.startswith("/"):
             name = target.lstrip("/")
         else:
-            name = posixpath.normpath(
-                posixpath.join(posixpath.dirname(from_doc), target)
-            )
+            name = posixpath.normpath(posixpath.join(posixpath.dirname(from_doc), target))
         return self.docnames.get(name)
 
     def resolve_module(self, name: str) -> str | None:
@@ -481,7 +503,7 @@ def gold_documents(body: str, index: CorpusIndex, faq_doc: str) -> list[str]:
             module = None if m.group(1) in ("", "None") else m.group(1)
     for m in ROLE_RE.finditer(body):
         role = m.group("role")
-        title, target = split_role_content(m.group("content"))
+        _title, target = split_role_content(m.group("content"))
         target = clean_target(target)
         domain, _, rname = role.rpartition(":")
         doc = None

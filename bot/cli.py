@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,15 +42,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 index_app = typer.Typer(help="Inspect the knowledge index.", no_args_is_help=True)
-eval_app = typer.Typer(help="Measure retrieval quality on your own questions.", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Measure retrieval quality on your own questions.", no_args_is_help=True
+)
 app.add_typer(index_app, name="index")
 app.add_typer(eval_app, name="eval")
 
 
 class _State:
-    config_file: Path | None = None
-    overrides: dict[str, Any] = {}
-    settings: Settings | None = None
+    def __init__(self) -> None:
+        self.config_file: Path | None = None
+        self.overrides: dict[str, Any] = {}
 
 
 state = _State()
@@ -62,9 +64,13 @@ def _main(
         None, "--config", help="TOML config file (default: $EXPERTBOT_CONFIG or ./expertbot.toml)."
     ),
     data_dir: Path | None = typer.Option(
-        None, "--data-dir", help="Where embedded stores live (default: $EXPERTBOT_DATA_DIR or ./.expertbot)."
+        None,
+        "--data-dir",
+        help="Where embedded stores live (default: $EXPERTBOT_DATA_DIR or ./.expertbot).",
     ),
-    log_level: str | None = typer.Option(None, "--log-level", help="debug, info, warning or error."),
+    log_level: str | None = typer.Option(
+        None, "--log-level", help="debug, info, warning or error."
+    ),
 ) -> None:
     state.config_file = config
     state.overrides = {"data_dir": data_dir, "log_level": log_level}
@@ -73,7 +79,7 @@ def _main(
 T = TypeVar("T")
 
 
-def _run(work: Callable[[Settings], Awaitable[T]]) -> T:
+def _run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     """Load settings, configure logging, run the coroutine; domain errors become one clear line."""
     try:
         settings = load_settings(config_file=state.config_file, overrides=state.overrides)
@@ -133,10 +139,16 @@ def _print_json(data: Any) -> None:
 
 @app.command()
 def sync(
-    paths: list[Path] = typer.Argument(None, help="Folders to sync (default: the configured sources)."),
+    paths: list[Path] = typer.Argument(
+        None, help="Folders to sync (default: the configured sources)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the sync report as JSON."),
-    wait: bool = typer.Option(False, "--wait", help="If a sync is running, wait for it to end first."),
-    rebuild: bool = typer.Option(False, "--rebuild", help="Drop the index and re-embed everything."),
+    wait: bool = typer.Option(
+        False, "--wait", help="If a sync is running, wait for it to end first."
+    ),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Drop the index and re-embed everything."
+    ),
 ) -> None:
     """Sync the index with the documents: add new, re-embed changed, delete removed ones."""
 
@@ -144,7 +156,9 @@ def sync(
         knowledge = _knowledge(settings)
         await knowledge.open(index=False)
         try:
-            return await _sync_with_progress(knowledge, _sources_for(paths or [], settings), wait, rebuild, as_json)
+            return await _sync_with_progress(
+                knowledge, _sources_for(paths or [], settings), wait, rebuild, as_json
+            )
         finally:
             await knowledge.close()
 
@@ -166,8 +180,13 @@ async def _sync_with_progress(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("syncing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.description}"), console=err, transient=True,
+        TextColumn("syncing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=True,
     ) as bar:
         task = bar.add_task("", total=None)
 
@@ -180,7 +199,9 @@ async def _sync_with_progress(
 @app.command()
 def search(
     query: str = typer.Argument(..., help="What to look for."),
-    k: int = typer.Option(None, "-k", min=1, max=100, help="How many hits (default: knowledge.search.k)."),
+    k: int = typer.Option(
+        None, "-k", min=1, max=100, help="How many hits (default: knowledge.search.k)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the hits as JSON."),
     mode: str = typer.Option("hybrid", "--mode", help="hybrid, vector or keyword."),
     public_only: bool = typer.Option(False, "--public-only", help="Search public documents only."),
@@ -220,7 +241,9 @@ def search(
 def eval_retrieval(
     file: Path = typer.Argument(..., help='JSON lines: {"question": ..., "doc": <document id>}.'),
     k: int = typer.Option(5, "-k", min=1, max=100, help="Recall@k cut-off."),
-    as_json: bool = typer.Option(False, "--json", help="Print metrics and per-question ranks as JSON."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print metrics and per-question ranks as JSON."
+    ),
     mode: str = typer.Option("hybrid", "--mode", help="hybrid, vector, keyword, or all (compare)."),
 ) -> None:
     """Recall@1, Recall@k and MRR of the gold document for each question in FILE."""
@@ -245,7 +268,12 @@ def eval_retrieval(
                 {
                     **metrics.as_json(),
                     "results": [
-                        {"question": o.case.question, "gold": sorted(o.case.docs), "rank": o.rank, "top": o.top_docs}
+                        {
+                            "question": o.case.question,
+                            "gold": sorted(o.case.docs),
+                            "rank": o.rank,
+                            "top": o.top_docs,
+                        }
                         for o in outcomes
                     ],
                 }

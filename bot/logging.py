@@ -12,7 +12,15 @@ from typing import Literal
 
 import structlog
 
-_NOISY = ("httpx", "httpcore", "urllib3", "sentence_transformers", "transformers", "filelock", "lance")
+_NOISY = (
+    "httpx",
+    "httpcore",
+    "urllib3",
+    "sentence_transformers",
+    "transformers",
+    "filelock",
+    "lance",
+)
 
 
 def configure_logging(

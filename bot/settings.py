@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -46,7 +47,9 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    data_dir: Path = Field(default=Path(".expertbot"), description="Where every embedded store lives.")
+    data_dir: Path = Field(
+        default=Path(".expertbot"), description="Where every embedded store lives."
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the SQL store; default SQLite in the data dir."
     )
@@ -70,6 +73,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         layers = _LAYERS.get(settings_cls, {})
+        environ = layers.get("environ")
+        if environ is not None:
+            env_settings = _MappingEnvSource(settings_cls, environ)
         return (
             init_settings,
             env_settings,
@@ -78,7 +84,18 @@ class Settings(BaseSettings):
         )
 
 
-_LAYERS: dict[type[BaseSettings], dict[str, dict[str, Any]]] = {}
+class _MappingEnvSource(EnvSettingsSource):
+    """The environment source, reading a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = {k.lower(): v for k, v in environ.items()}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._environ
+
+
+_LAYERS: dict[type[BaseSettings], dict[str, Any]] = {}
 
 
 def load_settings(
@@ -89,7 +106,9 @@ def load_settings(
 ) -> Settings:
     """Build the Settings from file, environment and overrides; ConfigError names a bad key."""
     environ = os.environ if environ is None else environ
-    path = config_file or (Path(environ["EXPERTBOT_CONFIG"]) if environ.get("EXPERTBOT_CONFIG") else None)
+    path = config_file or (
+        Path(environ["EXPERTBOT_CONFIG"]) if environ.get("EXPERTBOT_CONFIG") else None
+    )
     if path is None and Path("expertbot.toml").is_file():
         path = Path("expertbot.toml")
     file_data = _read_toml(path) if path else {}
@@ -105,7 +124,7 @@ def load_settings(
     class _Resolved(Settings):
         pass
 
-    _LAYERS[_Resolved] = {"file": file_data, "conventional": conventional}
+    _LAYERS[_Resolved] = {"file": file_data, "conventional": conventional, "environ": environ}
     try:
         resolved = _Resolved(**{k: v for k, v in (overrides or {}).items() if v is not None})
     except ValidationError as exc:
@@ -136,7 +155,11 @@ def _check_env_keys(environ: Mapping[str, str]) -> None:
             if part not in fields:
                 raise ConfigError(f"unknown setting {var} (no key {'.'.join(parts)})")
             annotation = fields[part].annotation
-            model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+            model = (
+                annotation
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+                else None
+            )
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

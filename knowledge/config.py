@@ -23,7 +23,9 @@ class SourceConfig(_Strict):
     path: Path
     name: str | None = Field(default=None, description="Defaults to the folder's name.")
     access: Access = Access.PUBLIC
-    allowed: list[str] = Field(default_factory=list, description="Channels / groups for 'restricted'.")
+    allowed: list[str] = Field(
+        default_factory=list, description="Channels / groups for 'restricted'."
+    )
     base_url: str | None = Field(
         default=None,
         description="Cite documents as base_url + their id (e.g. the wiki they come from); "
@@ -61,7 +63,9 @@ class SearchConfig(_Strict):
     k: int = Field(default=5, ge=1, le=100)
     fusion: Literal["rrf", "weighted"] = "rrf"
     alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of vector search.")
-    candidates: int = Field(default=50, ge=1, le=1000, description="Hits per retriever before fusion.")
+    candidates: int = Field(
+        default=50, ge=1, le=1000, description="Hits per retriever before fusion."
+    )
 
 
 class LanceDBConfig(_Strict):
@@ -73,9 +77,12 @@ class LanceDBConfig(_Strict):
 
 
 class WeaviateConfig(_Strict):
-    url: str | None = Field(default=None, description="e.g. http://localhost:8080 (or WEAVIATE_URL).")
+    url: str | None = Field(
+        default=None, description="e.g. http://localhost:8080 (or WEAVIATE_URL)."
+    )
     grpc_url: str | None = Field(
-        default=None, description="host:port of the gRPC endpoint; default: the HTTP host, port 50051."
+        default=None,
+        description="host:port of the gRPC endpoint; default: the HTTP host, port 50051.",
     )
     api_key: SecretStr | None = None
     collection: str = "ExpertbotChunk"

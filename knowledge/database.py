@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -47,7 +48,7 @@ def make_engine(url: str) -> Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
         @sa.event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -56,14 +57,16 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @sa.event.listens_for(engine, "begin")
-        def _on_begin(conn):  # type: ignore[no-untyped-def]
+        def _on_begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     try:
         return sa.create_engine(url, pool_pre_ping=True)
     except Exception as exc:
-        raise DatabaseError(f"cannot use database {redact_url(url)}: {exc.__class__.__name__}") from exc
+        raise DatabaseError(
+            f"cannot use database {redact_url(url)}: {exc.__class__.__name__}"
+        ) from exc
 
 
 def ping(engine: Engine) -> None:
@@ -97,7 +100,9 @@ def migrate(engine: Engine, namespace: str, migrations: Sequence[Migration]) -> 
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(namespace)})
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(namespace)}
+                )
             _migrations_table.create(conn, checkfirst=True)
             done = set(
                 conn.execute(
@@ -119,7 +124,7 @@ def migrate(engine: Engine, namespace: str, migrations: Sequence[Migration]) -> 
     except sa.exc.SQLAlchemyError as exc:
         raise DatabaseError(
             f"migrating {namespace} on {redact_url(str(engine.url))} failed: {exc.__class__.__name__}: "
-            f"{str(exc.orig) if getattr(exc, 'orig', None) else exc}"
+            f"{getattr(exc, 'orig', None) or exc}"
         ) from exc
     return applied
 

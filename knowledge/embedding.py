@@ -65,8 +65,9 @@ class SentenceTransformerEmbedder:
             raise EmbeddingError(
                 f"cannot load embedding model {config.model!r} as a {where}: {exc.__class__.__name__}"
             ) from exc
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or getattr(
-            self._model, "get_sentence_embedding_dimension"
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
         )
         dim = get_dim()
         if not dim:
@@ -74,10 +75,16 @@ class SentenceTransformerEmbedder:
         self.dim = int(dim)
         self.max_tokens = int(self._model.max_seq_length or 512)
         self._tokenizer = self._model.tokenizer
-        log.debug("embedding.loaded", model=config.model, dim=self.dim, device=str(self._model.device))
+        log.debug(
+            "embedding.loaded", model=config.model, dim=self.dim, device=str(self._model.device)
+        )
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+        return len(
+            self._tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)[
+                "input_ids"
+            ]
+        )
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -48,7 +48,9 @@ def _holder_is_dead_here(holder: str) -> bool:
 
 
 class JobLock:
-    def __init__(self, engine: Engine, name: str, *, lease_s: float = 60.0, holder: str | None = None):
+    def __init__(
+        self, engine: Engine, name: str, *, lease_s: float = 60.0, holder: str | None = None
+    ):
         self.engine = engine
         self.name = name
         self.lease = timedelta(seconds=lease_s)
@@ -60,11 +62,16 @@ class JobLock:
         now = utcnow()
         try:
             with self.engine.begin() as conn:
-                row = conn.execute(sa.select(job_locks).where(job_locks.c.name == self.name)).first()
+                row = conn.execute(
+                    sa.select(job_locks).where(job_locks.c.name == self.name)
+                ).first()
                 if row is None:
                     conn.execute(
                         job_locks.insert().values(
-                            name=self.name, holder=self.holder, acquired_at=now, expires_at=now + self.lease
+                            name=self.name,
+                            holder=self.holder,
+                            acquired_at=now,
+                            expires_at=now + self.lease,
                         )
                     )
                     return
@@ -86,7 +93,9 @@ class JobLock:
             holder, since = self.current() or ("another process", now)
             raise AlreadyRunningError(self.name, holder=holder, since=since) from None
         except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot take the {self.name} lock: {exc.__class__.__name__}") from exc
+            raise DatabaseError(
+                f"cannot take the {self.name} lock: {exc.__class__.__name__}"
+            ) from exc
 
     async def acquire(self, *, wait: bool = False, poll_s: float = 1.0) -> None:
         while True:
@@ -117,7 +126,9 @@ class JobLock:
     def release(self) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                job_locks.delete().where(job_locks.c.name == self.name, job_locks.c.holder == self.holder)
+                job_locks.delete().where(
+                    job_locks.c.name == self.name, job_locks.c.holder == self.holder
+                )
             )
 
     @contextlib.asynccontextmanager

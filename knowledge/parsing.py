@@ -78,13 +78,26 @@ def decode_text(data: bytes) -> str:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        import charset_normalizer
-
-        best = charset_normalizer.from_bytes(data).best()
-        if best is None:
-            raise DocumentSkipped("binary file (no text encoding fits)") from None
-        text = str(best)
+        text = _decode_legacy(data)
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# Short texts fit several single-byte code pages equally well; among equally clean
+# candidates, prefer the Western ones most legacy office documents use.
+_PREFERRED = ("cp1252", "iso8859_15", "latin_1")
+
+
+def _decode_legacy(data: bytes) -> str:
+    import charset_normalizer
+
+    matches = list(charset_normalizer.from_bytes(data))
+    if not matches:
+        raise DocumentSkipped("binary file (no text encoding fits)")
+    best = matches[0]
+    for match in matches:
+        if match.encoding in _PREFERRED and match.percent_chaos <= best.percent_chaos + 1.0:
+            return str(match)
+    return str(best)
 
 
 # --- front matter ----------------------------------------------------------------------------
@@ -113,7 +126,9 @@ def access_from_meta(meta: dict[str, Any]) -> tuple[Access | None, tuple[str, ..
             access = Access(str(raw_access).strip().lower())
         except ValueError:
             choices = ", ".join(a.value for a in Access)
-            raise DocumentError(f"front matter access {raw_access!r} is not one of {choices}") from None
+            raise DocumentError(
+                f"front matter access {raw_access!r} is not one of {choices}"
+            ) from None
     raw_allowed = meta.get("allowed")
     allowed: tuple[str, ...] | None = None
     if raw_allowed is not None:
@@ -230,7 +245,9 @@ def _parse_text(data: bytes) -> ParsedDocument:
 # --- reStructuredText ----------------------------------------------------------------------
 
 _ADORNMENT = re.compile(r"^([=\-~^\"'`#*+:.<>_])\1{2,}\s*$")
-_RST_DROP_BLOCK = re.compile(r"^\.\.\s+(index|toctree|highlight|sectionauthor|moduleauthor|_[^:]*):")
+_RST_DROP_BLOCK = re.compile(
+    r"^\.\.\s+(index|toctree|highlight|sectionauthor|moduleauthor|_[^:]*):"
+)
 
 
 def _parse_rst(data: bytes) -> ParsedDocument:
@@ -263,12 +280,17 @@ def _parse_rst(data: bytes) -> ParsedDocument:
                 title = _rst_heading(builder, styles, (line.strip()[0], True), text, title)
                 i += 3
                 continue
-        if line.strip() and not line.startswith((" ", "\t")) and _ADORNMENT.match(nxt):
-            if len(nxt.strip()) >= len(line.strip()) - 1:
-                text = _rst_inline(line)
-                title = _rst_heading(builder, styles, (nxt.strip()[0], False), text, title)
-                i += 2
-                continue
+        is_underlined = (
+            line.strip()
+            and not line.startswith((" ", "\t"))
+            and _ADORNMENT.match(nxt)
+            and len(nxt.strip()) >= len(line.strip()) - 1
+        )
+        if is_underlined:
+            text = _rst_inline(line)
+            title = _rst_heading(builder, styles, (nxt.strip()[0], False), text, title)
+            i += 2
+            continue
         builder.line(line)
         i += 1
     builder.flush()
@@ -277,7 +299,11 @@ def _parse_rst(data: bytes) -> ParsedDocument:
 
 
 def _rst_heading(
-    builder: _SectionBuilder, styles: list[tuple[str, bool]], style: tuple[str, bool], text: str, title: str
+    builder: _SectionBuilder,
+    styles: list[tuple[str, bool]],
+    style: tuple[str, bool],
+    text: str,
+    title: str,
 ) -> str:
     if style not in styles:
         styles.append(style)
@@ -356,13 +382,24 @@ def _parse_pdf(data: bytes) -> ParsedDocument:
         if reader.is_encrypted and not reader.decrypt(""):
             raise DocumentError("encrypted PDF (needs a password)")
         pages = [_strip_control(page.extract_text() or "") for page in reader.pages]
-        meta_title = str((reader.metadata or {}).get("/Title") or "")
+        metadata: dict[str, Any] = dict(reader.metadata or {})
+        meta_title = str(metadata.get("/Title") or "")
     except DocumentError:
         raise
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError) as exc:
+    except (
+        PyPdfError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        OSError,
+    ) as exc:
         raise DocumentError(f"corrupt PDF ({exc.__class__.__name__})") from None
     sections = tuple(
-        Section((f"Page {n}",), _tidy(text)) for n, text in enumerate(pages, start=1) if text.strip()
+        Section((f"Page {n}",), _tidy(text))
+        for n, text in enumerate(pages, start=1)
+        if text.strip()
     )
     return ParsedDocument(meta_title, sections)
 

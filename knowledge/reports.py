@@ -86,7 +86,9 @@ class SyncRunStore:
                     sources=json.dumps(report.sources),
                 )
             )
-            run_id = int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            assert key is not None
+            run_id = int(key[0])
         report.run_id = run_id
         return run_id
 
@@ -96,7 +98,9 @@ class SyncRunStore:
             return conn.execute(
                 sync_runs.update()
                 .where(sync_runs.c.holder == holder, sync_runs.c.status == "running")
-                .values(status="interrupted", finished_at=utcnow(), error="the process stopped mid-sync")
+                .values(
+                    status="interrupted", finished_at=utcnow(), error="the process stopped mid-sync"
+                )
             ).rowcount
 
     def finish(self, report: SyncReport) -> None:
@@ -119,10 +123,7 @@ class SyncRunStore:
             if report.items:
                 conn.execute(
                     sync_items.insert(),
-                    [
-                        {"run_id": report.run_id, **asdict(item)}
-                        for item in report.items
-                    ],
+                    [{"run_id": report.run_id, **asdict(item)} for item in report.items],
                 )
 
     def last(self, *, finished: bool = True) -> SyncReport | None:
@@ -151,8 +152,9 @@ class SyncRunStore:
             chunks_written=row.chunks_written or 0,
             chunks_embedded=row.chunks_embedded or 0,
             error=row.error,
-            **{a: getattr(row, a) or 0 for a in ACTIONS},
         )
+        for action in ACTIONS:
+            setattr(report, action, getattr(row, action) or 0)
         with self.engine.connect() as conn:
             items = conn.execute(
                 sa.select(sync_items).where(sync_items.c.run_id == row.id).order_by(sync_items.c.id)

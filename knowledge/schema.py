@@ -46,10 +46,14 @@ sync_items = sa.Table(
     "sync_items",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("sync_runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "run_id", sa.Integer, sa.ForeignKey("sync_runs.id", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("source", sa.String(256), nullable=False),
     sa.Column("doc_id", sa.Text, nullable=False),
-    sa.Column("action", sa.String(16), nullable=False),  # added | updated | deleted | skipped | failed
+    sa.Column(
+        "action", sa.String(16), nullable=False
+    ),  # added | updated | deleted | skipped | failed
     sa.Column("reason", sa.Text),
     sa.Index("ix_sync_items_run", "run_id"),
 )

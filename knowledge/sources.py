@@ -65,7 +65,9 @@ def scan(source: SourceConfig) -> Iterator[SourceFile]:
                 st = path.stat()
             except OSError:
                 st = None
-            yield SourceFile(source, doc_id, path, st.st_size if st else -1, st.st_mtime if st else 0.0)
+            yield SourceFile(
+                source, doc_id, path, st.st_size if st else -1, st.st_mtime if st else 0.0
+            )
 
 
 def _selected(doc_id: str, source: SourceConfig) -> bool:

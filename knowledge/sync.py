@@ -154,7 +154,9 @@ class Syncer:
         rebuild: bool,
         progress: Progress | None,
     ) -> None:
-        await self.index.open(dim=self.embedder.dim, model=self.embedder.model_name, recreate=rebuild)
+        await self.index.open(
+            dim=self.embedder.dim, model=self.embedder.model_name, recreate=rebuild
+        )
         manifest = await self.index.manifest()
         files = [f for source in sources for f in scan(source)]
         seen: set[DocKey] = set()
@@ -200,18 +202,26 @@ class Syncer:
             f"{self.fingerprint}|{content_hash}|{src.access.value}|{','.join(src.allowed)}|{file.uri}"
         )
 
-    def _prepare(self, file: SourceFile, state: DocState | None) -> _Pending | tuple[str, str | None]:
+    def _prepare(
+        self, file: SourceFile, state: DocState | None
+    ) -> _Pending | tuple[str, str | None]:
         """Decide what to do with one file: unchanged, skipped/failed (with reason), or index it."""
         kept = KEPT if state else ""
         limit = self.config.max_file_bytes
         if file.size > limit:
-            return "skipped", f"too large ({file.size / 1e6:.1f} MB > {limit / 1e6:.1f} MB limit){kept}"
+            return (
+                "skipped",
+                f"too large ({file.size / 1e6:.1f} MB > {limit / 1e6:.1f} MB limit){kept}",
+            )
         try:
             data = file.path.read_bytes()
         except OSError as exc:
             return "failed", f"unreadable: {exc.strerror or exc.__class__.__name__}{kept}"
         if len(data) > limit:
-            return "skipped", f"too large ({len(data) / 1e6:.1f} MB > {limit / 1e6:.1f} MB limit){kept}"
+            return (
+                "skipped",
+                f"too large ({len(data) / 1e6:.1f} MB > {limit / 1e6:.1f} MB limit){kept}",
+            )
         content_hash = sha256_hex(data)
         index_hash = self._index_hash(file, content_hash)
         if state and state.index_hash == index_hash and state.complete:
@@ -308,5 +318,7 @@ def display_heading(title: str, path: tuple[str, ...]) -> str:
 
 def embedding_text(title: str, chunk: Chunk) -> str:
     """What gets embedded: the chunk with its title and heading path, for context."""
-    head = " > ".join([title, *_below_title(title, chunk.heading_path)] if title else chunk.heading_path)
+    head = " > ".join(
+        [title, *_below_title(title, chunk.heading_path)] if title else chunk.heading_path
+    )
     return f"{head}\n\n{chunk.text}" if head else chunk.text

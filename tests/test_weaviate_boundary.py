@@ -1159,8 +1159,7 @@ def test_connection_settings_from_config(
     assert got == expected
 
 
-def test_missing_url_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("WEAVIATE_URL", raising=False)
+def test_missing_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"knowledge\.weaviate\.url"):
         wv.connection_settings(config(url=None))
 

@@ -83,7 +83,9 @@ def where_clause(filters: SearchFilters) -> str | None:
     if filters.sources is not None:
         if not filters.sources:
             return "false"
-        parts.append("source IN (" + ", ".join(sql_literal(s) for s in sorted(filters.sources)) + ")")
+        parts.append(
+            "source IN (" + ", ".join(sql_literal(s) for s in sorted(filters.sources)) + ")"
+        )
     return " AND ".join(parts) if parts else None
 
 
@@ -361,7 +363,7 @@ class LanceIndex:
         text = " ".join(text.split())[:2000]
         if not text or not any(i.index_type == "FTS" for i in table.list_indices()):
             return []
-        q = table.search(MatchQuery(text, "search_text"), query_type="fts")
+        q = table.search(MatchQuery(text, "search_text"), query_type="fts")  # type: ignore[call-arg]
         if where:
             q = q.where(where, prefilter=True)
         rows = q.select([*_HIT_COLUMNS, "_score"]).limit(depth).to_list()

@@ -24,7 +24,6 @@ tests can check what is sent at the client boundary without a server.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,16 +117,12 @@ class ConnectionSettings:
         return f"{scheme}://{self.http_host}:{self.http_port}"
 
 
-def resolve_url(config: WeaviateConfig) -> str | None:
-    return config.url or os.environ.get("WEAVIATE_URL") or None
-
-
 def connection_settings(config: WeaviateConfig) -> ConnectionSettings:
     """Parse `url` (scheme, host, port) and `grpc_url` (`host:port`, optionally with a scheme;
     default: the HTTP host, port 50051, secure when HTTP is)."""
-    url = resolve_url(config)
+    url = config.url  # WEAVIATE_URL is mapped onto it by bot.settings
     if not url:
-        raise ConfigError("knowledge.weaviate.url is not set (nor is WEAVIATE_URL)")
+        raise ConfigError("knowledge.weaviate.url is not set (WEAVIATE_URL)")
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"knowledge.weaviate.url must be http(s)://host[:port], not {url!r}")
@@ -525,8 +520,7 @@ class WeaviateIndex:
         self._owns_client = client is None
         self._collection: Any = None
         self._dim: int | None = None
-        url = resolve_url(config)
-        self.location = url or "(weaviate url not set)"
+        self.location = config.url or "(weaviate url not set)"
 
     # --- errors --------------------------------------------------------------------------
 
@@ -590,6 +584,17 @@ class WeaviateIndex:
             with self._errors("closing the client"):
                 await client.close()
 
+    async def drop(self) -> None:
+        """Delete the whole collection (tests and `--rebuild` clean-up); connects if needed."""
+        if self._client is None:
+            client = make_client(self.config)
+            with self._errors("connecting"):
+                await client.connect()
+            self._client, self._owns_client = client, True
+        with self._errors(f"deleting collection {self.config.collection!r}"):
+            await self._client.collections.delete(self.config.collection)
+        self._collection = None
+
     async def ping(self) -> None:
         if self._client is None:
             raise IndexStoreError("the Weaviate index is not open")
@@ -618,7 +623,7 @@ class WeaviateIndex:
             for batch in _batched(objects, WRITE_BATCH):
                 result = await collection.data.insert_many(list(batch))
                 if result.has_errors or result.errors:
-                    pass
+                    self._raise_batch_errors(result.errors, len(batch))
             stale = [
                 stale_chunks_filter(key, [r.ordinal for r in chunks])
                 for key, chunks in sorted(records.items())

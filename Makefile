@@ -1,0 +1,40 @@
+# The README's two commands: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: install install-dev demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	scripts/install.sh
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml scripts/install.sh
+	scripts/install.sh --dev
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+## Sync the example handbook into the embedded index and search it (offline).
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/expertbot sync examples/knowledge
+	HF_HUB_OFFLINE=1 $(BIN)/expertbot search "How do I reset my password?" -k 3
+
+## Lint, type-check and run every test (SQLite and the local PostgreSQL).
+test: install-dev
+	$(BIN)/ruff check bot knowledge training tests bench
+	$(BIN)/ruff format --check bot knowledge training tests bench
+	$(BIN)/mypy
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+lint: install-dev
+	$(BIN)/ruff check --fix bot knowledge training tests bench
+	$(BIN)/ruff format bot knowledge training tests bench
+
+bench: install-dev
+	$(PY) bench/retrieval.py
+	$(PY) bench/search_latency.py
+
+clean:
+	rm -rf $(VENV) .expertbot .bench .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install expertbot into a virtual environment (default .venv), choosing the right torch:
+#   - a torch already in the environment is kept (e.g. a CUDA build you installed yourself);
+#   - on a machine with an NVIDIA GPU (nvidia-smi works), the default PyPI build (CUDA);
+#   - otherwise a CPU-only build, so no multi-GB nvidia-* packages are pulled.
+# Usage: scripts/install.sh [--dev]      (VENV=path and PYTHON=python3.x may be set)
+set -euo pipefail
+
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+EXTRAS=""
+[[ "${1:-}" == "--dev" ]] && EXTRAS="[dev]"
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+"$PY" -m pip install --quiet --upgrade pip
+
+has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+
+if "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "keeping installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+elif has_gpu; then
+  echo "NVIDIA GPU found: installing CUDA torch $TORCH_VERSION"
+  "$PY" -m pip install --quiet "torch==$TORCH_VERSION"
+else
+  # Which build would the configured indexes give? Local CPU wheels (find-links) win if present;
+  # on Linux the PyPI default is a CUDA build, so fall back to the CPU index.
+  chosen="$("$PY" -m pip install --dry-run --no-deps --quiet --report - "torch==$TORCH_VERSION" 2>/dev/null \
+    | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["install"][0]["metadata"]["version"])' || true)"
+  if [[ "$chosen" == *+cpu* || "$(uname -s)" != "Linux" ]]; then
+    echo "no GPU: installing torch $chosen"
+    "$PY" -m pip install --quiet "torch==$TORCH_VERSION"
+  else
+    echo "no GPU: installing CPU-only torch from $TORCH_CPU_INDEX"
+    "$PY" -m pip install --quiet "torch==$TORCH_VERSION" --index-url "$TORCH_CPU_INDEX"
+  fi
+fi
+
+"$PY" -m pip install --quiet -e ".$EXTRAS"
+
+if ! has_gpu && "$PY" -m pip list 2>/dev/null | grep -qi '^nvidia-'; then
+  echo "error: CUDA packages (nvidia-*) were installed on a machine without a GPU" >&2
+  exit 1
+fi
+echo "expertbot installed in $VENV ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"

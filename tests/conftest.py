@@ -1,0 +1,181 @@
+"""Shared fixtures: a clean environment per test, real models and stores.
+
+- Every test starts with no EXPERTBOT_* / WEAVIATE_* variables and its own data dir.
+- `embedder` is the real default embedding model, loaded once per session; it memoises the
+  vectors of texts it has already embedded (the model still computes each text once).
+- `database_url` runs a test on SQLite and on the PostgreSQL server of this machine
+  (TEST_POSTGRES_URL), each in a fresh schema.
+- `index` runs a test on every reachable index backend: LanceDB always, Weaviate when
+  WEAVIATE_URL is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from knowledge.config import EmbeddingConfig, KnowledgeConfig, SourceConfig
+from knowledge.database import make_engine, sqlite_url
+from knowledge.embedding import SentenceTransformerEmbedder
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDBOOK = ROOT / "examples" / "knowledge"
+POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+WEAVIATE_URL = os.environ.get("WEAVIATE_URL")
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    backends = "lancedb" + (f", weaviate ({WEAVIATE_URL})" if WEAVIATE_URL else "")
+    return [f"index contract backends: {backends}", f"postgres: {POSTGRES_URL}"]
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for var in list(os.environ):
+        if var.startswith(("EXPERTBOT_", "WEAVIATE_")):
+            monkeypatch.delenv(var)
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("EXPERTBOT_DATA_DIR", str(data_dir))
+    monkeypatch.chdir(tmp_path)
+    return data_dir
+
+
+class MemoEmbedder:
+    """The real embedder, remembering vectors of texts it has embedded in this session."""
+
+    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
+        self.inner = inner
+        self.model_name = inner.model_name
+        self.dim = inner.dim
+        self.max_tokens = inner.max_tokens
+        self._docs: dict[str, np.ndarray] = {}
+        self._queries: dict[str, np.ndarray] = {}
+        self.calls: list[int] = []
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(len(texts))
+        missing = [t for t in dict.fromkeys(texts) if t not in self._docs]
+        if missing:
+            for text, vector in zip(missing, self.inner.embed_documents(missing), strict=True):
+                self._docs[text] = vector
+        return (
+            np.stack([self._docs[t] for t in texts])
+            if texts
+            else np.zeros((0, self.dim), np.float32)
+        )
+
+    def embed_query(self, text: str) -> np.ndarray:
+        if text not in self._queries:
+            self._queries[text] = self.inner.embed_query(text)
+        return self._queries[text]
+
+
+@pytest.fixture(scope="session")
+def real_embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(EmbeddingConfig())
+
+
+@pytest.fixture
+def embedder(real_embedder: SentenceTransformerEmbedder) -> MemoEmbedder:
+    memo = _SESSION_MEMO.setdefault("memo", MemoEmbedder(real_embedder))
+    memo.calls = []
+    return memo
+
+
+_SESSION_MEMO: dict[str, MemoEmbedder] = {}
+
+
+def _postgres_engine_url() -> str:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}", schema
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "data" / "expertbot.db")
+        return
+    url, schema = _postgres_engine_url()
+    yield url
+    admin = sa.create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[sa.engine.Engine]:
+    """SQLite store for tests that are not about the database itself."""
+    eng = make_engine(sqlite_url(tmp_path / "data" / "expertbot.db"))
+    yield eng
+    eng.dispose()
+
+
+def _backends() -> list[str]:
+    return ["lancedb", "weaviate"] if WEAVIATE_URL else ["lancedb"]
+
+
+@pytest.fixture(params=_backends())
+def index_factory(request: pytest.FixtureRequest, tmp_path: Path):
+    """Makes fresh, unopened indexes of one backend; cleans up what it made."""
+    made = []
+
+    def make(name: str = "main"):
+        if request.param == "lancedb":
+            from knowledge.index.lancedb import LanceIndex
+
+            index = LanceIndex(tmp_path / f"lance-{name}")
+        else:
+            from knowledge.config import WeaviateConfig
+            from knowledge.index.weaviate import WeaviateIndex
+
+            collection = f"Test{uuid.uuid4().hex[:10].capitalize()}"
+            index = WeaviateIndex(WeaviateConfig(url=WEAVIATE_URL, collection=collection))
+        made.append(index)
+        return index
+
+    make.backend = request.param  # type: ignore[attr-defined]
+    yield make
+    if request.param == "weaviate":
+        import asyncio
+
+        async def _drop() -> None:
+            for index in made:
+                with contextlib.suppress(Exception):
+                    await index.drop()
+                await index.close()
+
+        asyncio.run(_drop())
+
+
+@pytest.fixture
+def handbook(tmp_path: Path) -> Path:
+    """A private copy of the example handbook that a test may change."""
+    dest = tmp_path / "handbook"
+    shutil.copytree(HANDBOOK, dest)
+    return dest
+
+
+@pytest.fixture
+def knowledge_config(handbook: Path) -> KnowledgeConfig:
+    return KnowledgeConfig(sources=[SourceConfig(path=handbook, name="handbook")])

@@ -1,0 +1,156 @@
+"""The shared SQL store: migrations and the job lease, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from knowledge.database import make_engine, migrate, redact_url, utcnow
+from knowledge.errors import AlreadyRunningError, DatabaseError
+from knowledge.locks import JobLock
+from knowledge.schema import MIGRATIONS, job_locks, migrate_knowledge
+
+
+@pytest.fixture
+def db(database_url):
+    engine = make_engine(database_url)
+    migrate_knowledge(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_migrations_apply_once_even_when_several_processes_start_together(database_url):
+    engine = make_engine(database_url)
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            results.append(migrate_knowledge(make_engine(database_url)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(len(r) for r in results) == [0, 0, 0, len(MIGRATIONS)]
+    with engine.connect() as conn:
+        names = conn.execute(
+            sa.text("SELECT name FROM schema_migrations WHERE namespace = 'knowledge'")
+        ).scalars()
+        assert sorted(names) == [m.name for m in MIGRATIONS]
+    assert migrate_knowledge(engine) == []
+
+
+def test_a_failing_migration_leaves_nothing_half_done(database_url):
+    from knowledge.database import Migration
+
+    engine = make_engine(database_url)
+
+    def broken(conn):
+        conn.execute(sa.text("CREATE TABLE half_done (id INTEGER)"))
+        conn.execute(sa.text("THIS IS NOT SQL"))
+
+    with pytest.raises(DatabaseError, match="migrating demo"):
+        migrate(engine, "demo", [Migration("m001_broken", broken)])
+    assert "half_done" not in sa.inspect(engine).get_table_names()
+
+
+def test_one_holder_at_a_time(db):
+    first, second = JobLock(db, "job"), JobLock(db, "job")
+    first.try_acquire()
+    with pytest.raises(AlreadyRunningError) as info:
+        second.try_acquire()
+    assert info.value.holder == first.holder and "already running since" in str(info.value)
+    first.release()
+    second.try_acquire()
+    assert second.current()[0] == second.holder
+
+
+def test_an_expired_lease_is_taken_over(db):
+    stale = JobLock(db, "job", holder="gone-host:123:dead")
+    stale.try_acquire()
+    with db.begin() as conn:
+        conn.execute(job_locks.update().values(expires_at=utcnow() - timedelta(seconds=1)))
+    fresh = JobLock(db, "job")
+    fresh.try_acquire()
+    assert fresh.previous_holder == "gone-host:123:dead"
+    assert not stale.renew()  # the old holder learns it lost the lease
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_at_once(db):
+    import socket
+
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(child.stdout)
+    JobLock(db, "job", lease_s=3600, holder=f"{socket.gethostname()}:{dead_pid}:x").try_acquire()
+    fresh = JobLock(db, "job")
+    fresh.try_acquire()
+    assert fresh.previous_holder.endswith(f":{dead_pid}:x")
+
+
+def test_a_live_holder_elsewhere_keeps_the_lease(db):
+    JobLock(db, "job", lease_s=3600, holder="other-host:1:x").try_acquire()
+    with pytest.raises(AlreadyRunningError):
+        JobLock(db, "job").try_acquire()
+
+
+async def test_held_renews_and_releases(db):
+    lock = JobLock(db, "job", lease_s=0.3)
+    async with lock.held():
+        await asyncio.sleep(0.5)  # longer than the lease: the renewal keeps it
+        with pytest.raises(AlreadyRunningError):
+            JobLock(db, "job").try_acquire()
+    assert lock.current() is None
+
+
+def test_racing_acquirers_get_exactly_one_winner(db, database_url):
+    winners: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def contend() -> None:
+        lock = JobLock(make_engine(database_url), "race")
+        barrier.wait()
+        try:
+            lock.try_acquire()
+            winners.append(lock.holder)
+        except AlreadyRunningError:
+            pass
+
+    threads = [threading.Thread(target=contend) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+
+
+def test_database_urls_never_show_passwords():
+    assert (
+        redact_url("postgresql+psycopg://bot:hunter2@db:5432/x")
+        == "postgresql+psycopg://bot:***@db:5432/x"
+    )
+    with pytest.raises(DatabaseError, match="not a database URL"):
+        make_engine("not a url")
+
+
+def test_unreachable_database_is_a_clear_error():
+    from knowledge.database import ping
+
+    engine = make_engine("postgresql+psycopg://nobody:pw@127.0.0.1:1/none")
+    with pytest.raises(DatabaseError, match="cannot reach the database") as info:
+        ping(engine)
+    assert "pw" not in str(info.value).replace("postgresql", "")
+    assert os.environ.get("EXPERTBOT_DATA_DIR")  # the autouse fixture is in effect
