@@ -70,7 +70,7 @@ async def bench_size(
     work: Path, real: pa.Table, size: int, questions: list[str], vectors, runs: int, embedder
 ):
     rng = np.random.default_rng(size)
-    index = LanceIndex(work / f"latency-{size}", LanceDBConfig(ann_min_rows=20_000))
+    index = LanceIndex(work / f"latency-{size}", LanceDBConfig())
     await index.open(
         dim=real.schema.field("vector").type.list_size, model=embedder.model_name, recreate=True
     )
@@ -100,13 +100,30 @@ async def bench_size(
                 vector=vectors[i % len(questions)],
                 k=5,
                 mode=mode,
-                candidates=50,
+                candidates=SearchConfig().candidates,
                 filters=filters,
             )
             t = time.perf_counter()
             await index.search(q)
             timings.append(time.perf_counter() - t)
         out[mode] = summary_ms(timings[10:])  # the first few warm caches up
+
+    # The trade-off: fewer candidates per retriever is faster, and (bench/retrieval.py) a little
+    # less accurate.
+    for depth in (20, 50):
+        timings = []
+        for i in range(runs):
+            q = SearchQuery(
+                text=questions[i % len(questions)],
+                vector=vectors[i % len(questions)],
+                k=5,
+                candidates=depth,
+                filters=filters,
+            )
+            t = time.perf_counter()
+            await index.search(q)
+            timings.append(time.perf_counter() - t)
+        out[f"hybrid_candidates_{depth}"] = summary_ms(timings[10:])
 
     search = KnowledgeSearch(index, embedder, SearchConfig())
     timings = []
@@ -151,7 +168,8 @@ async def main(work: Path, sizes: list[int], runs: int, as_json: bool) -> None:
             print(
                 f"{size:>7} chunks (ANN index: {r['ann_index']}, built in {r['index_build_s']} s):"
             )
-            for mode in ("hybrid", "vector", "keyword", "hybrid_with_query_embedding"):
+            modes = ("hybrid", "vector", "keyword", "hybrid_candidates_50", "hybrid_candidates_20")
+            for mode in (*modes, "hybrid_with_query_embedding"):
                 print(
                     f"   {mode:<28} p50 {r[mode]['p50_ms']:>7.2f} ms   p95 {r[mode]['p95_ms']:>7.2f} ms"
                 )

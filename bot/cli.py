@@ -28,7 +28,7 @@ from knowledge.search import MODES
 
 log = structlog.get_logger("expertbot.cli")
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_ERROR = 1
 EXIT_ALREADY_RUNNING = 3

@@ -64,15 +64,22 @@ class SearchConfig(_Strict):
     fusion: Literal["rrf", "weighted"] = "rrf"
     alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of vector search.")
     candidates: int = Field(
-        default=50, ge=1, le=1000, description="Hits per retriever before fusion."
+        default=100, ge=1, le=1000, description="Hits per retriever before fusion."
     )
 
 
 class LanceDBConfig(_Strict):
+    read_consistency_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often a long-running process checks for writes made by others "
+        "(a sync from the CLI or another replica); 0 checks on every read.",
+    )
     ann_min_rows: int = Field(
-        default=20_000,
+        default=2_048,
         ge=256,
-        description="Build the IVF_HNSW_SQ vector index once the table holds this many chunks.",
+        description="Build the IVF_HNSW_SQ vector index once the table holds this many chunks "
+        "(LanceDB's exact search reads every vector per query: ~40 ms at 10k chunks here).",
     )
 
 

@@ -30,7 +30,7 @@ from knowledge.chunking import Chunker
 from knowledge.config import KnowledgeConfig, SourceConfig
 from knowledge.database import utcnow
 from knowledge.embedding import Embedder
-from knowledge.errors import DocumentError, DocumentSkipped
+from knowledge.errors import ConfigError, DocumentError, DocumentSkipped
 from knowledge.index.base import KnowledgeIndex
 from knowledge.locks import JobLock
 from knowledge.models import (
@@ -100,8 +100,6 @@ class Syncer:
         """Sync `sources` (default: the configured ones). Raises AlreadyRunningError, SourceError."""
         sources = list(self.config.sources if sources is None else sources)
         if not sources:
-            from knowledge.errors import ConfigError
-
             raise ConfigError(
                 "no document sources: pass folders to `expertbot sync` or set knowledge.sources"
             )
@@ -158,7 +156,7 @@ class Syncer:
             dim=self.embedder.dim, model=self.embedder.model_name, recreate=rebuild
         )
         manifest = await self.index.manifest()
-        files = [f for source in sources for f in scan(source)]
+        files = await asyncio.to_thread(lambda: [f for source in sources for f in scan(source)])
         seen: set[DocKey] = set()
         pending: dict[DocKey, _Pending] = {}
         pending_chunks = 0

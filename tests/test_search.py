@@ -129,7 +129,7 @@ async def test_the_ann_index_is_built_when_large_enough_and_kept_current(tmp_pat
     await index.replace_documents(target)
     await index.optimize()
     table = index._require()
-    vector_index = next(i for i in table.list_indices() if i.index_type != "FTS")
+    vector_index = next(i for i in table.list_indices() if i.columns == ["vector"])
     assert table.index_stats(vector_index.name).num_unindexed_rows == 0
     probe = target[DocKey("s", "late.md")][7]
     from knowledge.models import SearchQuery
@@ -137,3 +137,34 @@ async def test_the_ann_index_is_built_when_large_enough_and_kept_current(tmp_pat
     hits = await index.search(SearchQuery(text="", vector=probe.vector, k=1, mode="vector"))
     assert hits[0].chunk_id == probe.chunk_id and hits[0].score == pytest.approx(1.0, abs=1e-3)
     await index.close()
+
+
+async def test_a_long_running_reader_sees_writes_from_another_process(tmp_path, embedder):
+    path = tmp_path / "shared"
+    writer, reader = LanceIndex(path), LanceIndex(path, LanceDBConfig(read_consistency_s=0))
+    for index in (writer, reader):
+        await index.open(dim=embedder.dim, model=embedder.model_name)
+    assert await reader.manifest() == {}
+    vec = embedder.embed_documents(["Lockers are on the third floor."])[0].tolist()
+    key = DocKey("s", "lockers.md")
+    record = ChunkRecord(
+        chunk_id("s", "lockers.md", 0),
+        "s",
+        "lockers.md",
+        "Lockers",
+        "file:///l.md",
+        "",
+        0,
+        "Lockers are on the third floor.",
+        "h",
+        "ih",
+        1,
+        0.0,
+        "public",
+        [],
+        vec,
+    )
+    await writer.replace_documents({key: [record]})
+    assert key in await reader.manifest()
+    await writer.delete_documents([key])
+    assert await reader.manifest() == {}

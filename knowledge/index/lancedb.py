@@ -14,6 +14,8 @@ import asyncio
 import json
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +116,11 @@ class LanceIndex:
         self._db: Any = None
         self._table: Any = None
         self._dim = 0
+        self._has_fts = False
         # LanceDB calls block; they run in worker threads, one write at a time per process.
         self._write_lock = threading.Lock()
+        # The keyword side of a hybrid query runs beside the vector side (made in open()).
+        self._pool: ThreadPoolExecutor | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -127,7 +132,10 @@ class LanceIndex:
 
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._db = lancedb.connect(str(self.path))
+            self._db = lancedb.connect(
+                str(self.path),
+                read_consistency_interval=timedelta(seconds=self.config.read_consistency_s),
+            )
             existing = self._table_names()
             if TABLE in existing and recreate:
                 self._db.drop_table(TABLE)
@@ -149,15 +157,25 @@ class LanceIndex:
             raise IndexStoreError(f"cannot open the LanceDB index at {self.path}: {exc}") from exc
         self._table = table
         self._dim = dim
+        self._has_fts = self._fts_ready(table)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lancedb-search")
 
     def _table_names(self) -> list[str]:
         listing = self._db.list_tables()
         names = getattr(listing, "tables", listing)
         return list(names)
 
+    @staticmethod
+    def _fts_ready(table: Any) -> bool:
+        return any(i.index_type == "FTS" for i in table.list_indices())
+
     async def close(self) -> None:
         self._table = None
         self._db = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     def _require(self) -> Any:
         if self._table is None:
@@ -223,7 +241,7 @@ class LanceIndex:
             table = self._require()
             chunks = table.count_rows()
             docs = len(self._manifest()) if chunks else 0
-            ann = any(i.index_type != "FTS" for i in table.list_indices())
+            ann = any(tuple(i.columns) == ("vector",) for i in table.list_indices())
             return IndexStats(docs, chunks, self.name, str(self.path), ann_index=ann)
 
         return await asyncio.to_thread(_stats)
@@ -291,22 +309,32 @@ class LanceIndex:
         await asyncio.to_thread(self._optimize)
 
     def _optimize(self) -> None:
-        from lancedb.index import FTS, IvfHnswSq
+        from lancedb.index import FTS, Bitmap, IvfHnswSq, LabelList
 
         table = self._require()
         with self._write_lock:
-            indices = {i.index_type: i for i in table.list_indices()}
+            indexed = {tuple(i.columns): i.index_type for i in table.list_indices()}
             rows = table.count_rows()
-            if rows and "FTS" not in indices:
+            if rows and ("search_text",) not in indexed:
                 table.create_index("search_text", config=FTS(with_position=False))
                 log.info("index.fts_created", rows=rows)
-            if rows >= self.config.ann_min_rows and not any(t != "FTS" for t in indices):
-                partitions = max(1, rows // 4096)
+            # Scalar indices make the access / source pre-filter an index lookup, not a scan.
+            for column, config in (
+                ("access", Bitmap()),
+                ("source", Bitmap()),
+                ("allowed", LabelList()),
+            ):
+                if rows and (column,) not in indexed:
+                    table.create_index(column, config=config)
+            if rows >= self.config.ann_min_rows and ("vector",) not in indexed:
+                # IVF partitions of ~50k rows each; HNSW does the work inside a partition.
+                partitions = max(1, rows // 50_000)
                 table.create_index(
                     "vector", config=IvfHnswSq(distance_type="cosine", num_partitions=partitions)
                 )
                 log.info("index.ann_created", rows=rows, partitions=partitions)
             table.optimize()
+            self._has_fts = self._fts_ready(table)
 
     # --- search --------------------------------------------------------------------------
 
@@ -319,11 +347,21 @@ class LanceIndex:
         depth = max(query.k, query.candidates)
         vector_rows: list[dict[str, Any]] = []
         keyword_rows: list[dict[str, Any]] = []
+        use_vector = query.mode == "vector" or (query.mode == "hybrid" and query.alpha > 0)
+        use_keyword = query.mode == "keyword" or (query.mode == "hybrid" and query.alpha < 1)
+        pool = self._pool
         try:
-            if query.mode in ("hybrid", "vector") and (query.mode == "vector" or query.alpha > 0):
+            keyword = (
+                pool.submit(self._keyword, table, query.text, where, depth)
+                if use_keyword and pool is not None
+                else None
+            )
+            if use_vector:
                 vector_rows = self._vector(table, query.vector, where, depth)
-            if query.mode in ("hybrid", "keyword") and (query.mode == "keyword" or query.alpha < 1):
+            if use_keyword and keyword is None:  # not open through open(): no pool
                 keyword_rows = self._keyword(table, query.text, where, depth)
+            elif keyword is not None:
+                keyword_rows = keyword.result()
         except IndexStoreError:
             raise
         except Exception as exc:
@@ -361,8 +399,12 @@ class LanceIndex:
         from lancedb.query import MatchQuery
 
         text = " ".join(text.split())[:2000]
-        if not text or not any(i.index_type == "FTS" for i in table.list_indices()):
+        if not text:
             return []
+        if not self._has_fts:  # another process may have built it since we looked
+            self._has_fts = self._fts_ready(table)
+            if not self._has_fts:
+                return []
         q = table.search(MatchQuery(text, "search_text"), query_type="fts")  # type: ignore[call-arg]
         if where:
             q = q.where(where, prefilter=True)
