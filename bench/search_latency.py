@@ -92,7 +92,8 @@ async def bench_size(
         "load_s": round(load_s, 1),
         "index_build_s": round(optimize_s, 1),
     }
-    for mode in ("hybrid", "vector", "keyword"):
+
+    async def timed(mode: str, depth: int) -> dict[str, float]:
         timings = []
         for i in range(runs):
             q = SearchQuery(
@@ -100,30 +101,21 @@ async def bench_size(
                 vector=vectors[i % len(questions)],
                 k=5,
                 mode=mode,
-                candidates=SearchConfig().candidates,
-                filters=filters,
-            )
-            t = time.perf_counter()
-            await index.search(q)
-            timings.append(time.perf_counter() - t)
-        out[mode] = summary_ms(timings[10:])  # the first few warm caches up
-
-    # The trade-off: fewer candidates per retriever is faster, and (bench/retrieval.py) a little
-    # less accurate.
-    for depth in (20, 50):
-        timings = []
-        for i in range(runs):
-            q = SearchQuery(
-                text=questions[i % len(questions)],
-                vector=vectors[i % len(questions)],
-                k=5,
                 candidates=depth,
                 filters=filters,
             )
             t = time.perf_counter()
             await index.search(q)
             timings.append(time.perf_counter() - t)
-        out[f"hybrid_candidates_{depth}"] = summary_ms(timings[10:])
+        return summary_ms(timings[10:])  # the first few warm caches up
+
+    default_depth = SearchConfig().candidates
+    for mode in ("hybrid", "vector", "keyword"):
+        out[mode] = await timed(mode, default_depth)
+    # The trade-off: fewer candidates per retriever is faster, and (bench/retrieval.py) a little
+    # less accurate.
+    for depth in (20, 50):
+        out[f"hybrid_candidates_{depth}"] = await timed("hybrid", depth)
 
     search = KnowledgeSearch(index, embedder, SearchConfig())
     timings = []
