@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import structlog
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bot.logging import configure_logging
 from bot.settings import Settings, load_settings
@@ -27,8 +28,8 @@ from knowledge.runtime import Knowledge
 from knowledge.search import MODES
 
 log = structlog.get_logger("expertbot.cli")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 EXIT_ERROR = 1
 EXIT_ALREADY_RUNNING = 3
@@ -84,16 +85,16 @@ def _run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     try:
         settings = load_settings(config_file=state.config_file, overrides=state.overrides)
     except ExpertbotError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
         raise typer.Exit(EXIT_ERROR) from None
     configure_logging(settings.log_level or "warning", settings.log_format)
     try:
         return asyncio.run(work(settings))
     except AlreadyRunningError as exc:
-        err.print(f"[yellow]{exc}[/yellow]")
+        err.print(f"[yellow]{escape(str(exc))}[/yellow]", markup=True)
         raise typer.Exit(EXIT_ALREADY_RUNNING) from None
     except ExpertbotError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -102,7 +103,10 @@ def _run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
         raise
     except Exception:
         crash = _write_crash_log(settings.data_dir)
-        err.print(f"[red]internal error[/red]: this is a bug; details are in {crash}")
+        err.print(
+            f"[red]internal error[/red]: this is a bug; details are in {escape(str(crash))}",
+            markup=True,
+        )
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
@@ -231,7 +235,10 @@ def search(
     for n, hit in enumerate(hits, start=1):
         where = f" › {hit.heading}" if hit.heading else ""
         label = "" if hit.access == "public" else f" [{hit.access}]"
-        out.print(f"[bold][{n}] {hit.title}{where}[/bold]{label}  (score {hit.score:.4f})")
+        out.print(
+            f"[bold]\\[{n}] {escape(hit.title + where)}[/bold]{escape(label)}  (score {hit.score:.4f})",
+            markup=True,
+        )
         out.print(f"    {hit.uri}", style="dim")
         snippet = " ".join(hit.text.split())
         out.print(f"    {snippet[:300]}{'…' if len(snippet) > 300 else ''}")

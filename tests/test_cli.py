@@ -151,3 +151,17 @@ def test_help_lists_the_commands():
     result = run("--help")
     for command in ("sync", "search", "eval", "index"):
         assert command in result.stdout
+
+
+def test_brackets_in_titles_and_errors_are_printed_as_written(tmp_path):
+    docs = tmp_path / "kb"
+    docs.mkdir()
+    (docs / "draft.md").write_text(
+        "# [DRAFT] Parking [bold] rules\n\nVisitors park on level -2 [C0FINANCE].\n"
+    )
+    assert run("sync", str(docs)).exit_code == 0
+    result = run("search", "visitor parking level", "-k", "1")
+    assert "[1] [DRAFT] Parking [bold] rules" in result.stdout
+    assert "level -2 [C0FINANCE]." in result.stdout
+    missing = run("sync", str(tmp_path / "[red]nope"))
+    assert missing.exit_code == 1 and "[red]nope does not exist" in missing.stderr

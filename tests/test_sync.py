@@ -159,6 +159,7 @@ async def test_bad_files_are_skipped_or_failed_with_reasons_and_the_rest_indexed
     (src / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
     (src / "bad-front-matter.md").write_text("---\naccess: secret\n---\n# Hello\n\nHi\n")
     (src / ".hidden.md").write_text("# Hidden\n\nnever indexed\n")
+    (src / "dangling.md").symlink_to(src / "moved-away.md")  # unreadable: its target is gone
     config = KnowledgeConfig(sources=[SourceConfig(path=src)], max_file_bytes=100_000)
     knowledge = build(config, engine, embedder, clean_environ)
     await knowledge.open(index=False)
@@ -175,8 +176,9 @@ async def test_bad_files_are_skipped_or_failed_with_reasons_and_the_rest_indexed
         reasons["bad-front-matter.md"][0] == "failed"
         and "access" in reasons["bad-front-matter.md"][1]
     )
+    assert reasons["dangling.md"][0] == "failed" and "unreadable" in reasons["dangling.md"][1]
     assert ".hidden.md" not in {i.doc_id for i in report.items}
-    assert (report.added, report.skipped, report.failed) == (2, 4, 2)
+    assert (report.added, report.skipped, report.failed) == (2, 4, 3)
     hits = await knowledge.search.search("crème brûlée", k=1)
     assert hits[0].doc_id == "latin1.txt" and "café" in hits[0].text
     await knowledge.close()
