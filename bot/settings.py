@@ -121,6 +121,8 @@ def load_settings(
                 node = node.setdefault(key, {})
             node[keys[-1]] = environ[var]
 
+    # pydantic-settings asks the class, not the call, for its sources: a throwaway subclass
+    # per call carries this call's file, environment and conventional layers.
     class _Resolved(Settings):
         pass
 
