@@ -207,19 +207,13 @@ class Syncer:
         kept = KEPT if state else ""
         limit = self.config.max_file_bytes
         if file.size > limit:
-            return (
-                "skipped",
-                f"too large ({file.size / 1e6:.1f} MB > {limit / 1e6:.1f} MB limit){kept}",
-            )
+            return "skipped", _too_large(file.size, limit) + kept
         try:
             data = file.path.read_bytes()
         except OSError as exc:
             return "failed", f"unreadable: {exc.strerror or exc.__class__.__name__}{kept}"
-        if len(data) > limit:
-            return (
-                "skipped",
-                f"too large ({len(data) / 1e6:.1f} MB > {limit / 1e6:.1f} MB limit){kept}",
-            )
+        if len(data) > limit:  # it grew between the listing and the read
+            return "skipped", _too_large(len(data), limit) + kept
         content_hash = sha256_hex(data)
         index_hash = self._index_hash(file, content_hash)
         if state and state.index_hash == index_hash and state.complete:
@@ -300,6 +294,10 @@ class Syncer:
         report.chunks_written += sum(len(r) for r in records.values())
         for key, item in pending.items():
             report.record(key.source, key.doc_id, item.action)
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"too large ({size / 1e6:.1f} MB > {limit / 1e6:.1f} MB limit)"
 
 
 def _below_title(title: str, path: tuple[str, ...]) -> list[str]:

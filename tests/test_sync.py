@@ -253,13 +253,19 @@ async def test_source_access_applies_unless_front_matter_says_otherwise(
     await knowledge.close()
 
 
-async def test_two_syncs_at_once_one_runs_the_other_is_told(
-    knowledge_config, engine, embedder, clean_environ
-):
-    first = build(knowledge_config, engine, embedder, clean_environ)
-    second = build(knowledge_config, engine, embedder, clean_environ)
-    for k in (first, second):
-        await k.open(index=False)
+@pytest.fixture
+async def two_replicas(knowledge_config, engine, embedder, clean_environ):
+    """Two Knowledge instances on the same index and database, as two processes would be."""
+    pair = [build(knowledge_config, engine, embedder, clean_environ) for _ in range(2)]
+    for knowledge in pair:
+        await knowledge.open(index=False)
+    yield pair
+    for knowledge in pair:
+        await knowledge.close()
+
+
+async def test_two_syncs_at_once_one_runs_the_other_is_told(two_replicas):
+    first, second = two_replicas
     results = await asyncio.gather(first.syncer.run(), second.syncer.run(), return_exceptions=True)
     refused = [r for r in results if isinstance(r, AlreadyRunningError)]
     done = [r for r in results if not isinstance(r, BaseException)]
@@ -268,13 +274,8 @@ async def test_two_syncs_at_once_one_runs_the_other_is_told(
     await assert_consistent(first)
 
 
-async def test_a_waiting_sync_runs_after_the_first_and_finds_nothing_to_do(
-    knowledge_config, engine, embedder, clean_environ
-):
-    first = build(knowledge_config, engine, embedder, clean_environ)
-    second = build(knowledge_config, engine, embedder, clean_environ)
-    for k in (first, second):
-        await k.open(index=False)
+async def test_a_waiting_sync_runs_after_the_first_and_finds_nothing_to_do(two_replicas):
+    first, second = two_replicas
     a, b = await asyncio.gather(first.syncer.run(), second.syncer.run(wait=True))
     assert {a.added, b.added} == {HANDBOOK_DOCS, 0}
     assert {a.unchanged, b.unchanged} == {0, HANDBOOK_DOCS}

@@ -350,17 +350,14 @@ class LanceIndex:
         use_vector = query.mode == "vector" or (query.mode == "hybrid" and query.alpha > 0)
         use_keyword = query.mode == "keyword" or (query.mode == "hybrid" and query.alpha < 1)
         pool = self._pool
+        assert pool is not None  # made in _open() together with the table
         try:
             keyword = (
-                pool.submit(self._keyword, table, query.text, where, depth)
-                if use_keyword and pool is not None
-                else None
+                pool.submit(self._keyword, table, query.text, where, depth) if use_keyword else None
             )
             if use_vector:
                 vector_rows = self._vector(table, query.vector, where, depth)
-            if use_keyword and keyword is None:  # not open through open(): no pool
-                keyword_rows = self._keyword(table, query.text, where, depth)
-            elif keyword is not None:
+            if keyword is not None:
                 keyword_rows = keyword.result()
         except IndexStoreError:
             raise

@@ -552,13 +552,7 @@ class WeaviateIndex:
 
     async def open(self, *, dim: int, model: str, recreate: bool = False) -> None:
         name = self.config.collection
-        if self._client is None:
-            client = make_client(self.config)
-            with self._errors("connecting"):
-                await client.connect()
-            self._client = client
-            self._owns_client = True
-        client = self._client
+        client = await self._connected()
         with self._errors(f"opening collection {name!r}"):
             exists = await client.collections.exists(name)
             if exists and recreate:
@@ -584,15 +578,20 @@ class WeaviateIndex:
             with self._errors("closing the client"):
                 await client.close()
 
-    async def drop(self) -> None:
-        """Delete the whole collection (tests and `--rebuild` clean-up); connects if needed."""
+    async def _connected(self) -> Any:
+        """The client, connecting one of our own first when none was given or made yet."""
         if self._client is None:
             client = make_client(self.config)
             with self._errors("connecting"):
                 await client.connect()
             self._client, self._owns_client = client, True
+        return self._client
+
+    async def drop(self) -> None:
+        """Delete the whole collection (tests and `--rebuild` clean-up); connects if needed."""
+        client = await self._connected()
         with self._errors(f"deleting collection {self.config.collection!r}"):
-            await self._client.collections.delete(self.config.collection)
+            await client.collections.delete(self.config.collection)
         self._collection = None
 
     async def ping(self) -> None:
