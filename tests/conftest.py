@@ -179,3 +179,53 @@ def handbook(tmp_path: Path) -> Path:
 @pytest.fixture
 def knowledge_config(handbook: Path) -> KnowledgeConfig:
     return KnowledgeConfig(sources=[SourceConfig(path=handbook, name="handbook")])
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny random-weight Phi-3 with the real Phi-3 tokenizer and chat template."""
+    from tests.models import build_tiny_phi3
+
+    return build_tiny_phi3(tmp_path_factory.mktemp("tiny-phi3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_phi3: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two different LoRA adapters for the tiny Phi-3 (random, non-zero weights)."""
+    from tests.models import make_lora_adapter
+
+    root = tmp_path_factory.mktemp("adapters")
+    return [make_lora_adapter(tiny_phi3, root / f"a{seed}", seed=seed) for seed in (1, 2)]
+
+
+@pytest.fixture(scope="session")
+def synced_handbook(
+    tmp_path_factory: pytest.TempPathFactory, real_embedder: SentenceTransformerEmbedder
+) -> Path:
+    """A LanceDB index of the example handbook, synced once per session (read-only for tests:
+    copy it with `handbook_index`)."""
+    import asyncio
+
+    from knowledge.runtime import Knowledge
+
+    data_dir = tmp_path_factory.mktemp("handbook-index")
+    config = KnowledgeConfig(sources=[SourceConfig(path=HANDBOOK, name="handbook")])
+    engine = make_engine(sqlite_url(data_dir / "expertbot.db"))
+    memo = _SESSION_MEMO.setdefault("memo", MemoEmbedder(real_embedder))
+
+    async def sync() -> None:
+        knowledge = Knowledge.build(config, data_dir=data_dir, engine=engine, embedder=memo)
+        await knowledge.open(index=False)
+        await knowledge.syncer.run()
+        await knowledge.close()
+
+    asyncio.run(sync())
+    engine.dispose()
+    return data_dir
+
+
+@pytest.fixture
+def handbook_data_dir(synced_handbook: Path, clean_environ: Path) -> Path:
+    """This test's data dir, holding a copy of the synced handbook index and SQL store."""
+    shutil.copytree(synced_handbook, clean_environ)
+    return clean_environ

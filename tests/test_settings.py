@@ -119,3 +119,49 @@ def test_the_documented_example_config_loads():
     settings = load_settings(config_file=ROOT / "examples" / "expertbot.toml", environ={})
     assert settings.knowledge.sources[0].name == "handbook"
     assert settings.knowledge.search.fusion == "rrf"
+
+
+def test_the_example_config_documents_every_key():
+    """examples/expertbot.toml is the reference: a new setting must appear there."""
+    from pydantic import BaseModel
+
+    from bot.settings import Settings
+    from tests.conftest import ROOT
+
+    text = (ROOT / "examples" / "expertbot.toml").read_text()
+
+    def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+        found = []
+        for name, field in model.model_fields.items():
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found += keys(kind, f"{prefix}{name}.")
+            else:
+                found.append((prefix, name))
+        return found
+
+    missing = [
+        f"{prefix}{name}"
+        for prefix, name in keys(Settings)
+        if f"[[{prefix}{name}]]" not in text
+        and not any(line.lstrip("# ").startswith(f"{name} =") for line in text.splitlines())
+    ]
+    assert missing == []
+
+
+def test_model_and_answer_settings_come_from_the_environment():
+    settings = load_settings(
+        environ={
+            "EXPERTBOT_MODEL__BASE": "demo",
+            "EXPERTBOT_MODEL__BACKEND": "openai",
+            "EXPERTBOT_MODEL__OPENAI__BASE_URL": "http://vllm:8000/v1",
+            "EXPERTBOT_ANSWER__MIN_SIMILARITY": "0.5",
+            "EXPERTBOT_ANSWER__PRIVATE_READERS": '["U1", "hr-team"]',
+        }
+    )
+    assert settings.model.base == "demo" and settings.model.backend == "openai"
+    assert settings.model.openai.base_url == "http://vllm:8000/v1"
+    assert settings.answer.min_similarity == 0.5
+    assert settings.answer.private_readers == ["U1", "hr-team"]
+    with pytest.raises(ConfigError, match="model.backend"):
+        load_settings(environ={"EXPERTBOT_MODEL__BACKEND": "llamafile"})

@@ -1,0 +1,1 @@
+"""The platform-neutral answering core: a `Question` in, an `Answer` (streamed) out."""

@@ -1,0 +1,294 @@
+"""The answering core: Question → Answer, streamed.
+
+    clean the question → access scope → curated answer? → retrieve → abstain? → prompt →
+    generate (streamed, citations checked and renumbered on the fly) → record → Answer
+
+`stream()` yields text deltas and, last, the `Answer`; `answer()` returns the Answer only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import unicodedata
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import structlog
+
+from bot.core.access import scope_for
+from bot.core.config import AnswerConfig
+from bot.core.question import Answer, Passage, Question, Source, Timings
+from knowledge.errors import DatabaseError, QueryError
+from knowledge.models import Hit, SearchFilters
+from knowledge.search import KnowledgeSearch
+from training.citations import CitationRewriter
+from training.config import PromptConfig
+from training.generation import GenerationRequest, Generator
+from training.prompting import PromptBuilder
+from training.store import AnswerStore, CuratedAnswer
+
+log = structlog.get_logger("expertbot.answer")
+
+_CONTROL = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+class Answerer:
+    def __init__(
+        self,
+        *,
+        search: KnowledgeSearch,
+        generator: Generator,
+        config: AnswerConfig,
+        prompt: PromptConfig,
+        store: AnswerStore | None = None,
+        max_new_tokens: int = 384,
+    ) -> None:
+        self.search = search
+        self.max_new_tokens = max_new_tokens
+        self.generator = generator
+        self.config = config
+        self.prompt_config = prompt
+        self.store = store
+        self._builder: PromptBuilder | None = None
+
+    @property
+    def builder(self) -> PromptBuilder:
+        if self._builder is None:  # needs the started generator's tokenizer
+            self._builder = PromptBuilder(
+                self.prompt_config,
+                count_tokens=self.generator.count_tokens,
+                render=self.generator.render,
+                context_window=self.generator.context_window,
+                max_new_tokens=self.max_new_tokens,
+            )
+        return self._builder
+
+    async def answer(self, question: Question) -> Answer:
+        final: Answer | None = None
+        async for item in self.stream(question):
+            if isinstance(item, Answer):
+                final = item
+        assert final is not None
+        return final
+
+    async def stream(self, question: Question) -> AsyncIterator[str | Answer]:
+        """Text deltas as they are written, then the final Answer."""
+        started = time.perf_counter()
+        text = self.clean(question.text)
+        answer_id = str(uuid.uuid4())
+        scope = scope_for(question, self.config)
+        bound = log.bind(answer_id=answer_id, where=question.where.kind.value)
+
+        query = self._retrieval_query(text, question)
+        vector = await self.search.embed(query)
+        if self.store is not None:
+            curated = await asyncio.to_thread(
+                self.store.find_curated,
+                vector,
+                threshold=self.config.curated_similarity,
+                scope=scope,
+            )
+            if curated is not None:
+                answer = self._curated(answer_id, text, curated, started)
+                yield answer.text
+                await self._record(question, answer, retrieved=[], curated_id=curated.id)
+                bound.info("answer.curated", curated_id=curated.id, similarity=curated.similarity)
+                yield answer
+                return
+
+        retrieval = await self.search.retrieve(
+            query,
+            vector=vector,
+            k=self.config.passages,
+            filters=SearchFilters(scope=scope),
+        )
+        retrieved_at = time.perf_counter()
+        if not retrieval.hits or retrieval.similarity < self.config.min_similarity:
+            answer = self._abstain(answer_id, text, started, retrieved_at - started)
+            yield answer.text
+            await self._record(question, answer, retrieved=retrieval.hits)
+            bound.info("answer.abstained", similarity=round(retrieval.similarity, 4))
+            yield answer
+            return
+
+        prompt = self.builder.build(text, merge_passages(retrieval.hits), question.history)
+        prompted_at = time.perf_counter()
+        rewriter = CitationRewriter(len(prompt.passages))
+        parts: list[str] = []
+        first_token: float | None = None
+        stream = self.generator.stream(GenerationRequest(prompt.messages))
+        async with stream:
+            async for delta in stream:
+                shown = rewriter.feed(delta)
+                if not parts:
+                    shown = shown.lstrip()
+                if shown:
+                    if first_token is None:
+                        first_token = time.perf_counter() - started
+                    parts.append(shown)
+                    yield shown
+        tail = rewriter.finish()
+        if tail.strip():
+            parts.append(tail)
+            yield tail
+        generated_at = time.perf_counter()
+        stats = stream.stats
+        body = "".join(parts).strip()
+        timings = Timings(
+            retrieval_s=retrieved_at - started,
+            prompt_s=prompted_at - retrieved_at,
+            queued_s=stats.queued_s if stats else 0.0,
+            first_token_s=first_token,
+            generation_s=generated_at - prompted_at,
+            total_s=time.perf_counter() - started,
+        )
+        if not body:  # the model wrote nothing usable: say so rather than send an empty answer
+            answer = self._abstain(answer_id, text, started, retrieved_at - started)
+            yield answer.text
+        else:
+            sources = tuple(
+                Source(n, p.title, p.uri, p.heading)
+                for n, p in enumerate((prompt.passages[i - 1] for i in rewriter.order), 1)
+            )
+            answer = Answer(
+                id=answer_id,
+                question=text,
+                text=body,
+                sources=sources,
+                abstained=False,
+                curated=False,
+                model=stats.model if stats else self.generator.model_name,
+                adapter=stats.adapter if stats else self.generator.adapter,
+                timings=timings,
+                passages=prompt.passages,
+                invalid_citations=rewriter.invalid,
+                finish_reason=stats.finish_reason if stats else "stop",
+            )
+        await self._record(question, answer, retrieved=retrieval.hits)
+        bound.info(
+            "answer.generated",
+            passages=len(prompt.passages),
+            cited=len(answer.sources),
+            invalid_citations=rewriter.invalid,
+            tokens=stats.completion_tokens if stats else None,
+            total_ms=round(timings.total_s * 1000),
+        )
+        yield answer
+
+    def clean(self, text: str) -> str:
+        """The question without control characters; QueryError if empty or too long."""
+        text = unicodedata.normalize("NFC", _CONTROL.sub(" ", text or ""))
+        text = "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
+        if not text:
+            raise QueryError("the question is empty")
+        if len(text) > self.config.max_question_chars:
+            raise QueryError(
+                f"the question is too long ({len(text):,} characters; the limit is "
+                f"{self.config.max_question_chars:,}): ask it in fewer words"
+            )
+        return text
+
+    @staticmethod
+    def _retrieval_query(text: str, question: Question) -> str:
+        """A follow-up ("and in Portugal?") is searched together with the asker's previous
+        question, which carries its subject."""
+        previous = [t.text for t in question.history if t.role == "user"]
+        return f"{previous[-1]} {text}" if previous else text
+
+    def _abstain(self, answer_id: str, text: str, started: float, retrieval_s: float) -> Answer:
+        message = self.config.abstain_message.strip()
+        if self.config.where_to_ask.strip():
+            message = f"{message} {self.config.where_to_ask.strip()}"
+        return Answer(
+            id=answer_id,
+            question=text,
+            text=message,
+            sources=(),
+            abstained=True,
+            curated=False,
+            model=self.generator.model_name,
+            adapter=self.generator.adapter,
+            timings=Timings(retrieval_s=retrieval_s, total_s=time.perf_counter() - started),
+        )
+
+    def _curated(self, answer_id: str, text: str, curated: CuratedAnswer, started: float) -> Answer:
+        elapsed = time.perf_counter() - started
+        return Answer(
+            id=answer_id,
+            question=text,
+            text=curated.answer,
+            sources=tuple(
+                Source(n, s.title, s.uri, s.heading) for n, s in enumerate(curated.sources, 1)
+            ),
+            abstained=False,
+            curated=True,
+            model=self.generator.model_name,
+            adapter=self.generator.adapter,
+            timings=Timings(retrieval_s=elapsed, total_s=elapsed),
+            approved_by=curated.approved_by,
+        )
+
+    async def _record(
+        self,
+        question: Question,
+        answer: Answer,
+        *,
+        retrieved: Sequence[Hit],
+        curated_id: str | None = None,
+    ) -> None:
+        if self.store is None or not self.config.record:
+            return
+        try:
+            await asyncio.to_thread(
+                self.store.record,
+                id=answer.id,
+                question=answer.question,
+                asker=question.asker,
+                platform=question.where.platform,
+                where_kind=question.where.kind.value,
+                channel=question.where.channel,
+                thread=question.where.thread,
+                retrieved=[
+                    {"chunk_id": h.chunk_id, "doc": h.doc_id, "title": h.title, "score": h.score}
+                    for h in retrieved
+                ],
+                answer=answer.text,
+                sources=[s.as_json() for s in answer.sources],
+                abstained=answer.abstained,
+                curated_id=curated_id,
+                model=answer.model,
+                adapter=answer.adapter,
+                retrieval_s=answer.timings.retrieval_s,
+                generation_s=answer.timings.generation_s,
+                total_s=answer.timings.total_s,
+            )
+        except DatabaseError as exc:  # the asker still gets the answer
+            log.error("answer.record_failed", answer_id=answer.id, error=str(exc))
+
+
+def merge_passages(hits: Sequence[Hit]) -> list[Passage]:
+    """One passage per (document, heading), in the rank of its best chunk: neighbouring chunks
+    of one section become one passage (and one source), not several identical-looking ones."""
+    merged: dict[tuple[str, str, str], list[Hit]] = {}
+    for hit in hits:
+        merged.setdefault((hit.source, hit.doc_id, hit.heading), []).append(hit)
+    passages = []
+    for group in merged.values():
+        first = group[0]
+        text = "\n".join(h.text.strip() for h in group)
+        passages.append(
+            Passage(
+                title=first.title,
+                heading=first.heading,
+                uri=first.uri,
+                text=text,
+                chunk_id=first.chunk_id,
+                doc_id=first.doc_id,
+                access=first.access,
+            )
+        )
+    return passages

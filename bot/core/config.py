@@ -1,0 +1,38 @@
+"""Configuration of the answering core (part of the one `Settings` object)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AnswerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    passages: int = Field(default=5, ge=1, le=50, description="Passages retrieved per question.")
+    min_similarity: float = Field(
+        default=0.40,
+        ge=-1.0,
+        le=1.0,
+        description="Abstain (without calling the model) when no passage is at least this "
+        "similar to the question (cosine, embedding model). Calibrated with "
+        "bench/abstention.py on the example handbook and the Python FAQ; re-calibrate for "
+        "another embedding model.",
+    )
+    abstain_message: str = "I couldn't find this in our knowledge base, so I won't guess."
+    where_to_ask: str = Field(
+        default="",
+        description="Appended to an abstention, e.g. 'Try #help-desk or it@example.com.'",
+    )
+    curated_similarity: float = Field(
+        default=0.95,
+        ge=0.5,
+        le=1.0,
+        description="A curated (expert-approved) answer is served when its question is at "
+        "least this similar to the new one.",
+    )
+    private_readers: list[str] = Field(
+        default_factory=list,
+        description="User ids or groups whose DMs may use private documents.",
+    )
+    max_question_chars: int = Field(default=4000, ge=16)
+    record: bool = Field(default=True, description="Keep every answer in the feedback store.")

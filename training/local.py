@@ -1,0 +1,521 @@
+"""The in-process generator: a transformers causal LM (Phi-3 by default), optionally with a LoRA
+adapter from the registry.
+
+- Loading: 4-bit NF4 with bitsandbytes on CUDA (double quantisation, bf16 compute); float32 (or
+  the configured dtype) on the CPU. Failures raise ModelLoadError at start-up.
+- Serving: requests wait in a bounded queue; one worker batches those that arrive together
+  (up to `max_batch_size`, left-padded) into one `generate` call in a thread, so the event loop
+  never blocks. Each request streams its own tokens and stops on its own: end of turn, its token
+  limit, its deadline (`timeout_s`, queueing included) or its consumer going away.
+- Adapters: `use_adapter` waits for the running batch, then loads the new version and makes it
+  the one new batches get. A batch never changes adapter midway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from knowledge.errors import (
+    AdapterError,
+    GenerationError,
+    GenerationTimeout,
+    ModelLoadError,
+    OverloadedError,
+)
+from training.config import DEMO_MODEL, ModelConfig
+from training.generation import (
+    FinishReason,
+    GenerationRequest,
+    GenerationStats,
+    GenerationStream,
+    Message,
+)
+
+log = structlog.get_logger("expertbot.model")
+
+# End-of-turn tokens of common chat templates; those in the vocabulary stop generation.
+_END_OF_TURN = ("<|end|>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>")
+
+
+@dataclass(eq=False)
+class _Pending:
+    prompt: str
+    max_new_tokens: int
+    deadline: float  # time.monotonic()
+    submitted: float
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+    done: bool = False
+    tokens: list[int] = field(default_factory=list)
+    sent: str = ""
+    started: float | None = None
+    first_token: float | None = None
+    prompt_tokens: int = 0
+
+    def deliver(self, item: Any) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    stats: GenerationStats
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: BaseException
+
+
+class TransformersGenerator:
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        data_dir: Path,
+        adapter_dir: Callable[[str], Path] | None = None,
+    ) -> None:
+        self.config = config
+        self._data_dir = data_dir
+        self._adapter_dir = adapter_dir
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._device: Any = None
+        self._name = config.base
+        self._adapter: str | None = None
+        self._context_window = 4096
+        self._stop_ids: list[int] = []
+        self._repetition_penalty = config.repetition_penalty or (
+            1.05 if config.base == DEMO_MODEL else 1.0
+        )
+        self._queue: deque[_Pending] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._model_lock: asyncio.Lock | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    # -- the Generator protocol -------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def adapter(self) -> str | None:
+        return self._adapter
+
+    @property
+    def context_window(self) -> int:
+        return self._context_window
+
+    async def start(self) -> None:
+        if self._model is not None:
+            return
+        path = await asyncio.to_thread(self._resolve_base)
+        await asyncio.to_thread(self._load, path)
+        self._wakeup = asyncio.Event()
+        self._model_lock = asyncio.Lock()
+        self._worker = asyncio.create_task(self._work(), name="generator")
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        while self._queue:
+            self._queue.popleft().deliver(_Failed(GenerationError("the generator was closed")))
+        self._model = None
+
+    def count_tokens(self, text: str) -> int:
+        self._require_started()
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def render(self, messages: tuple[Message, ...]) -> str:
+        self._require_started()
+        return str(
+            self._tokenizer.apply_chat_template(
+                [m.as_dict() for m in messages], tokenize=False, add_generation_prompt=True
+            )
+        )
+
+    def stream(self, request: GenerationRequest) -> GenerationStream:
+        self._require_started()
+        assert self._wakeup is not None
+        if len(self._queue) >= self.config.max_queue:
+            raise OverloadedError(
+                f"{len(self._queue)} questions are waiting for the model; try again shortly"
+            )
+        now = time.monotonic()
+        pending = _Pending(
+            prompt=self.render(request.messages),
+            max_new_tokens=request.max_new_tokens or self.config.max_new_tokens,
+            deadline=now + (request.timeout_s or self.config.timeout_s),
+            submitted=now,
+            loop=asyncio.get_running_loop(),
+        )
+        self._queue.append(pending)
+        self._wakeup.set()
+        stream = GenerationStream(self._deltas(pending, lambda s: setattr(stream, "stats", s)))
+        return stream
+
+    async def use_adapter(self, version: str | None) -> None:
+        self._require_started()
+        assert self._model_lock is not None
+        async with self._model_lock:  # after the running batch; before the next
+            await asyncio.to_thread(self._apply_adapter, version)
+            self._adapter = version
+        log.info("model.adapter", adapter=version or "base")
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _require_started(self) -> None:
+        if self._model is None:
+            raise GenerationError("the model is not loaded (start() was not called)")
+
+    def _resolve_base(self) -> str:
+        if self.config.base == DEMO_MODEL:
+            from training.demo import DEMO_NAME, prepare_demo_model
+
+            self._name = DEMO_NAME
+            return str(prepare_demo_model(self._data_dir))
+        return self.config.base
+
+    def _load(self, path: str) -> None:
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        transformers.utils.logging.disable_progress_bar()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        device = _device(self.config.device)
+        quantize = self.config.quantization == "4bit" or (
+            self.config.quantization == "auto" and device.type == "cuda"
+        )
+        dtype = _dtype(self.config.dtype, device)
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if quantize:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            )
+            if device.type == "cuda":
+                kwargs["device_map"] = {"": device.index or 0}
+        started = time.perf_counter()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except Exception as exc:
+            raise ModelLoadError(_load_failure(path, exc)) from exc
+        if not quantize:
+            model.to(device)
+        model.eval()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+        if not getattr(tokenizer, "chat_template", None):
+            raise ModelLoadError(
+                f"{path} has no chat template: use an instruct (chat) model as model.base"
+            )
+        vocab = tokenizer.get_vocab()
+        stop = {tokenizer.eos_token_id, *(vocab[t] for t in _END_OF_TURN if t in vocab)}
+        eos = model.generation_config.eos_token_id if model.generation_config else None
+        stop.update(eos if isinstance(eos, list) else [eos])
+        self._stop_ids = sorted(i for i in stop if i is not None)
+        self._context_window = int(getattr(model.config, "max_position_embeddings", 4096))
+        self._tokenizer, self._model, self._device = tokenizer, model, device
+        log.info(
+            "model.loaded",
+            model=self._name,
+            device=str(device),
+            quantization="nf4" if quantize else "none",
+            dtype=str(dtype).removeprefix("torch."),
+            seconds=round(time.perf_counter() - started, 2),
+        )
+
+    def _apply_adapter(self, version: str | None) -> None:
+        from peft import PeftModel
+
+        if version is None:
+            return  # batches run with the adapters disabled
+        if self._adapter_dir is None:
+            raise AdapterError("no adapter registry is configured")
+        path = self._adapter_dir(version)
+        if not (path / "adapter_config.json").is_file():
+            raise AdapterError(f"adapter {version!r} not found at {path}")
+        meta = _read_meta(path)
+        base = meta.get("base")
+        if base and base not in (self.config.base, self._name):
+            raise AdapterError(
+                f"adapter {version!r} was trained on {base}, but the model is {self.config.base}"
+            )
+        try:
+            if isinstance(self._model, PeftModel):
+                if version not in self._model.peft_config:
+                    self._model.load_adapter(str(path), adapter_name=version, is_trainable=False)
+                self._model.set_adapter(version)
+                for name in list(self._model.peft_config):
+                    if name != version:
+                        self._model.delete_adapter(name)
+            else:
+                self._model = PeftModel.from_pretrained(
+                    self._model, str(path), adapter_name=version, is_trainable=False
+                )
+            self._model.eval()
+        except Exception as exc:
+            raise AdapterError(f"cannot load adapter {version!r}: {exc}") from exc
+
+    # -- serving ----------------------------------------------------------------------------
+
+    async def _deltas(
+        self, pending: _Pending, set_stats: Callable[[GenerationStats], None]
+    ) -> AsyncIterator[str]:
+        try:
+            while True:
+                remaining = pending.deadline - time.monotonic()
+                try:
+                    # The worker enforces the deadline between tokens; this catches a request
+                    # still waiting behind a long batch (plus a grace for the last token).
+                    item = await asyncio.wait_for(pending.queue.get(), max(remaining, 0) + 5.0)
+                except TimeoutError:
+                    raise GenerationTimeout(_timeout_message(pending)) from None
+                if isinstance(item, str):
+                    yield item
+                elif isinstance(item, _End):
+                    set_stats(item.stats)
+                    if item.stats.finish_reason == "timeout":
+                        raise GenerationTimeout(_timeout_message(pending))
+                    return
+                else:
+                    raise GenerationError(
+                        f"generation failed: {item.error.__class__.__name__}: {item.error}"
+                    ) from item.error
+        finally:
+            # Consumer gone (finished, cancelled, timed out): stop its row, or drop it from
+            # the queue if it never started.
+            pending.cancelled = True
+            with contextlib.suppress(ValueError):
+                self._queue.remove(pending)
+
+    async def _work(self) -> None:
+        assert self._wakeup is not None and self._model_lock is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._queue:
+                continue
+            if len(self._queue) < self.config.max_batch_size and self.config.batch_wait_ms:
+                await asyncio.sleep(self.config.batch_wait_ms / 1000)
+            async with self._model_lock:
+                batch = self._take_batch()
+                if batch:
+                    await asyncio.to_thread(self._generate, batch, self._adapter)
+            if self._queue:
+                self._wakeup.set()
+
+    def _take_batch(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        now = time.monotonic()
+        while self._queue and len(batch) < self.config.max_batch_size:
+            pending = self._queue.popleft()
+            if pending.cancelled:
+                continue
+            if now >= pending.deadline:
+                pending.deliver(_End(self._stats(pending, "timeout", 0)))
+                continue
+            batch.append(pending)
+        return batch
+
+    def _generate(self, batch: list[_Pending], adapter: str | None) -> None:
+        import torch
+        from peft import PeftModel
+        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+        started = time.monotonic()
+        for pending in batch:
+            pending.started = started
+        try:
+            encoded = self._tokenizer(
+                [p.prompt for p in batch],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,  # the chat template already wrote BOS where needed
+            ).to(self._device)
+            mask = encoded["attention_mask"]
+            for pending, count in zip(batch, mask.sum(dim=1).tolist(), strict=True):
+                pending.prompt_tokens = int(count)
+            if encoded["input_ids"].shape[1] >= self._context_window:
+                raise GenerationError(
+                    f"the prompt has {encoded['input_ids'].shape[1]} tokens; the model's "
+                    f"window is {self._context_window}"
+                )
+            streamer = _BatchStreamer(self, batch)
+
+            class _RowsDone(StoppingCriteria):
+                def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                    return torch.tensor([p.done for p in batch], device=input_ids.device)
+
+            sample = self.config.temperature > 0
+            generation = GenerationConfig(
+                max_new_tokens=min(
+                    max(p.max_new_tokens for p in batch),
+                    self._context_window - encoded["input_ids"].shape[1],
+                ),
+                do_sample=sample,
+                temperature=self.config.temperature if sample else None,
+                top_p=None,
+                top_k=None,
+                repetition_penalty=self._repetition_penalty,
+                pad_token_id=self._tokenizer.pad_token_id,
+                eos_token_id=self._stop_ids,
+            )
+            disable = (
+                self._model.disable_adapter()
+                if adapter is None and isinstance(self._model, PeftModel)
+                else contextlib.nullcontext()
+            )
+            with torch.inference_mode(), disable:
+                self._model.generate(
+                    **encoded,
+                    generation_config=generation,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_RowsDone()]),
+                )
+            for pending in batch:
+                streamer.finish(pending, "length")
+        except Exception as exc:
+            log.error("model.generate_failed", error=f"{exc.__class__.__name__}: {exc}")
+            for pending in batch:
+                if not pending.done:
+                    pending.done = True
+                    pending.deliver(_Failed(exc))
+
+    def _stats(self, pending: _Pending, reason: FinishReason, batch_size: int) -> GenerationStats:
+        now = time.monotonic()
+        return GenerationStats(
+            model=self._name,
+            adapter=self._adapter,
+            prompt_tokens=pending.prompt_tokens,
+            completion_tokens=len(pending.tokens),
+            queued_s=(pending.started or now) - pending.submitted,
+            first_token_s=(pending.first_token - pending.submitted)
+            if pending.first_token
+            else None,
+            total_s=now - pending.submitted,
+            batch_size=batch_size,
+            finish_reason=reason,
+        )
+
+
+class _BatchStreamer:
+    """Receives each step's new tokens for the whole batch (transformers' streamer interface)
+    and turns them into per-request text deltas."""
+
+    def __init__(self, generator: TransformersGenerator, batch: list[_Pending]) -> None:
+        self.generator = generator
+        self.batch = batch
+        self.tokenizer = generator._tokenizer
+        self.stop_ids = set(generator._stop_ids)
+        self.adapter = generator._adapter
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # the first call carries the prompt
+            self.prompt_seen = True
+            return
+        tokens = value.reshape(len(self.batch), -1)[:, -1].tolist()
+        now = time.monotonic()
+        for pending, token in zip(self.batch, tokens, strict=True):
+            if pending.done:
+                continue
+            if pending.cancelled:
+                self.finish(pending, "cancelled")
+                continue
+            if token in self.stop_ids:
+                self.finish(pending, "stop")
+                continue
+            pending.tokens.append(int(token))
+            text = self.tokenizer.decode(pending.tokens, skip_special_tokens=True)
+            # Hold back an incomplete multi-byte character until its next token arrives.
+            if not text.endswith("\ufffd") and len(text) > len(pending.sent):
+                if pending.first_token is None:
+                    pending.first_token = now
+                pending.deliver(text[len(pending.sent) :])
+                pending.sent = text
+            if len(pending.tokens) >= pending.max_new_tokens:
+                self.finish(pending, "length")
+            elif now >= pending.deadline:
+                self.finish(pending, "timeout")
+
+    def end(self) -> None:
+        pass
+
+    def finish(self, pending: _Pending, reason: FinishReason) -> None:
+        if pending.done:
+            return
+        pending.done = True
+        stats = self.generator._stats(pending, reason, len(self.batch))
+        stats.adapter = self.adapter
+        pending.deliver(_End(stats))
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ModelLoadError(f"model.device: unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("model.device is cuda, but no CUDA GPU is available")
+    return device
+
+
+def _dtype(name: str, device: Any) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _load_failure(path: str, exc: Exception) -> str:
+    detail = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if Path(path).exists():
+        return f"cannot load the model from {path}: {detail}"
+    return (
+        f"cannot load the model {path!r}: it is not a local folder and could not be had from "
+        f"the Hugging Face hub ({detail}). Download it where the hub is reachable "
+        f"(`hf download {path}`) and point EXPERTBOT_MODEL__BASE at the folder, or use "
+        "EXPERTBOT_MODEL__BASE=demo for the offline demo model"
+    )
+
+
+def _timeout_message(pending: _Pending) -> str:
+    limit = pending.deadline - pending.submitted
+    return f"the answer took longer than {limit:.0f} s and was cancelled"
