@@ -16,10 +16,11 @@ $(VENV)/.installed-dev: pyproject.toml scripts/install.sh
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-## Sync the example handbook into the embedded index and search it (offline).
+## Sync the example handbook into the embedded index and answer a question from it with the
+## offline demo model (SmolLM2-135M-Instruct, shipped in a PyPI wheel), with its sources.
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/expertbot sync examples/knowledge
-	HF_HUB_OFFLINE=1 $(BIN)/expertbot search "How do I reset my password?" -k 3
+	HF_HUB_OFFLINE=1 EXPERTBOT_MODEL__BASE=demo $(BIN)/expertbot ask "How do I reset my password?"
 
 ## Lint, type-check and run every test (SQLite and the local PostgreSQL).
 test: install-dev

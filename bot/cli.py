@@ -378,6 +378,8 @@ def ask(
                     sys.stdout.write(item)
                     sys.stdout.flush()
             assert final is not None
+            if final.abstained and (await core.knowledge.index.stats()).chunks == 0:
+                err.print("the index is empty: run `expertbot sync PATH` first", style="yellow")
             return final
         finally:
             await core.close()

@@ -61,6 +61,9 @@ def configure_logging(
     root.setLevel(numeric)
     for name in _NOISY:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    # On the CPU, bitsandbytes warns at import that an optional kernels package (which would
+    # reach for the model hub) is missing; it works without it.
+    logging.getLogger("bitsandbytes").setLevel(max(numeric, logging.ERROR))
     try:
         from transformers.utils import logging as hf_logging
 

@@ -519,6 +519,13 @@ async def test_local_tokenizer_folder_is_used(make: Make, phi3_tokenizer: tuple[
     assert rendered.rstrip().endswith("<|assistant|>")
 
 
+async def test_a_configured_tokenizer_that_cannot_load_fails_at_start(
+    make: Make, tmp_path: Path
+) -> None:
+    with pytest.raises(ModelLoadError, match=r"model\.tokenizer="):
+        await make(tokenizer=str(tmp_path / "no-tokenizer-here"))
+
+
 # -- adapters --------------------------------------------------------------------------------
 
 

@@ -163,5 +163,5 @@ def test_model_and_answer_settings_come_from_the_environment():
     assert settings.model.openai.base_url == "http://vllm:8000/v1"
     assert settings.answer.min_similarity == 0.5
     assert settings.answer.private_readers == ["U1", "hr-team"]
-    with pytest.raises(ConfigError, match="model.backend"):
+    with pytest.raises(ConfigError, match=r"model\.backend"):
         load_settings(environ={"EXPERTBOT_MODEL__BACKEND": "llamafile"})

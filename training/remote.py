@@ -252,6 +252,11 @@ class OpenAIGenerator:
 
             return AutoTokenizer.from_pretrained(name)
         except Exception as exc:
+            if self._config.tokenizer:  # asked for by name: a misconfiguration, say so now
+                raise ModelLoadError(
+                    f"cannot load the tokenizer model.tokenizer={name!r}: "
+                    f"{type(exc).__name__}: {str(exc)[:200]}"
+                ) from exc
             log.warning(
                 "model.tokenizer_estimate",
                 tokenizer=name,
