@@ -36,6 +36,8 @@ lint: install-dev
 bench: install-dev
 	$(PY) bench/retrieval.py
 	$(PY) bench/search_latency.py
+	$(PY) bench/abstention.py
+	$(PY) bench/answering.py
 
 clean:
 	rm -rf $(VENV) .expertbot .bench .pytest_cache .mypy_cache .ruff_cache

@@ -9,8 +9,10 @@ max(k, 10) hits.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from knowledge.errors import InputFileError
 from knowledge.models import SearchFilters
@@ -52,22 +54,8 @@ class RetrievalMetrics:
 
 
 def load_cases(path: Path) -> list[RetrievalCase]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise InputFileError(f"{path} is not UTF-8 text") from None
     cases: list[RetrievalCase] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputFileError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(item, dict):
-            raise InputFileError(f"{path}:{number}: expected an object with 'question' and 'doc'")
+    for number, item in read_jsonl(path, expected="an object with 'question' and 'doc'"):
         question, doc = item.get("question"), item.get("doc")
         if not isinstance(question, str) or not question.strip():
             raise InputFileError(f"{path}:{number}: 'question' must be a non-empty string")
@@ -78,6 +66,26 @@ def load_cases(path: Path) -> list[RetrievalCase]:
     if not cases:
         raise InputFileError(f"{path} holds no questions")
     return cases
+
+
+def read_jsonl(path: Path, *, expected: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; InputFileError names a bad line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputFileError(f"{path} is not UTF-8 text") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputFileError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(item, dict):
+            raise InputFileError(f"{path}:{number}: expected {expected}")
+        yield number, item
 
 
 async def evaluate_retrieval(

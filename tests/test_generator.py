@@ -173,3 +173,54 @@ async def test_an_adapter_for_another_base_model_is_refused(
     assert generator.adapter is None
     with pytest.raises(AdapterError, match="not found"):
         await generator.use_adapter("v0099")
+
+
+async def test_the_follower_polls_the_registry_and_swaps_on_its_own(
+    generator, tiny_adapters: list[Path]
+) -> None:
+    registry: AdapterRegistry = generator.registry
+    version = registry.add(tiny_adapters[0]).version
+    follower = AdapterFollower(generator, registry.active, interval_s=0.05)
+    follower.start()
+    try:
+        registry.promote(version)
+        for _ in range(100):
+            if generator.adapter == version:
+                break
+            await asyncio.sleep(0.05)
+        assert generator.adapter == version
+        registry.rollback()
+        for _ in range(100):
+            if generator.adapter is None:
+                break
+            await asyncio.sleep(0.05)
+        assert generator.adapter is None
+    finally:
+        await follower.stop()
+
+
+async def test_the_4bit_nf4_path_loads_and_serves_with_an_adapter(
+    tiny_phi3: Path, tiny_adapters: list[Path], tmp_path: Path
+) -> None:
+    """The CUDA path's quantisation (bitsandbytes NF4, double quantisation) runs on the CPU too,
+    so its loading, generation and adapter code is exercised without a GPU."""
+    registry = AdapterRegistry(tmp_path / "adapters")
+    version = registry.add(tiny_adapters[0]).version
+    gen = TransformersGenerator(
+        ModelConfig(base=str(tiny_phi3), quantization="4bit", max_new_tokens=6),
+        data_dir=tmp_path,
+        adapter_dir=registry.path,
+    )
+    await gen.start()
+    try:
+        import bitsandbytes as bnb
+
+        assert any(isinstance(m, bnb.nn.Linear4bit) for m in gen._model.modules())
+        base = gen.stream(request())
+        assert (await base.text()) and base.stats.completion_tokens == 6
+        await gen.use_adapter(version)
+        tuned = gen.stream(request())
+        await tuned.text()
+        assert tuned.stats.adapter == version
+    finally:
+        await gen.close()

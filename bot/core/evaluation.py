@@ -9,7 +9,6 @@ ones abstained, of answers with valid citations, mean F1 and latency.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 from bot.core.answering import Answerer
 from bot.core.question import Answer, Question, Where, WhereKind
 from knowledge.errors import InputFileError, QueryError
+from knowledge.evaluation import read_jsonl
 from training.metrics import token_f1
 
 
@@ -109,19 +109,9 @@ class AnswerMetrics:
 
 
 def load_answer_cases(path: Path) -> list[AnswerCase]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"cannot read {path}: {exc}") from None
     cases = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputFileError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("question"), str):
+    for number, data in read_jsonl(path, expected='an object with a "question" string'):
+        if not isinstance(data.get("question"), str):
             raise InputFileError(f'{path}:{number}: expected an object with a "question" string')
         answerable = data.get("answerable", "doc" in data or "answer" in data)
         if not isinstance(answerable, bool):
