@@ -294,6 +294,8 @@ async def test_citations_are_renumbered_and_unmatched_ones_never_shown(scripted)
     # The model was given the numbered passages and the question, in its messages.
     sent = server.requests[-1]["messages"][-1]["content"]
     assert f"[1] {shown[0].label}" in sent and PASSWORD_Q in sent
+    # ... and told to stop where a small model would start echoing the prompt's layout.
+    assert "\nQuestion: " in server.requests[-1]["stop"]
 
 
 async def test_an_answer_without_citations_lists_no_sources(scripted) -> None:

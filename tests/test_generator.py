@@ -224,3 +224,15 @@ async def test_the_4bit_nf4_path_loads_and_serves_with_an_adapter(
         assert tuned.stats.adapter == version
     finally:
         await gen.close()
+
+
+async def test_generation_ends_before_a_stop_string_even_split_across_tokens(generator) -> None:
+    free = generator.stream(request(max_new_tokens=12))
+    text = await free.text()
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    assert len(stop) == 3 and text.index(stop) > 0
+    cut = generator.stream(request(max_new_tokens=12, stop=("never-written", stop)))
+    deltas = [d async for d in cut]
+    assert "".join(deltas) == text[: text.index(stop)]
+    assert cut.stats.finish_reason == "stop"
+    assert cut.stats.completion_tokens < 12

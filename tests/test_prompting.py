@@ -118,7 +118,8 @@ def test_a_training_example_appends_the_answer(tokenizer) -> None:
         ("See [9].", "See.", [], 1),
         ("Both [2, 7] apply [2].", "Both [1] apply [1].", [2], 1),
         ("A list [x] and [ 1 ] stay; [1][2]", "A list [x] and [ 1 ] stay; [1][2]", [1, 2], 0),
-        ("Unfinished [2", "Unfinished [2", [], 0),
+        ("Cut off by the end [2", "Cut off by the end", [], 0),
+        ("An array a[i] or [", "An array a[i] or [", [], 0),
     ],
 )
 def test_citations_are_renumbered_and_invalid_ones_removed(

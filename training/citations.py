@@ -58,8 +58,12 @@ class CitationRewriter:
                 out.append(self._emit(self._replace(match.group(1))))
                 buf = buf[match.end() :]
                 continue
-            if not final and _PARTIAL.fullmatch(buf):
-                break  # wait for more
+            if _PARTIAL.fullmatch(buf):
+                if not final:
+                    break  # wait for more
+                if any(c.isdigit() for c in buf):
+                    buf = ""  # a citation cut off by the end of the answer ("see [1"): dropped
+                    break
             out.append(self._emit("["))
             buf = buf[1:]
         self._buffer = buf

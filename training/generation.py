@@ -33,6 +33,8 @@ class GenerationRequest:
     messages: tuple[Message, ...]
     max_new_tokens: int | None = None  # default: model.max_new_tokens
     timeout_s: float | None = None  # default: model.timeout_s
+    # Generation ends before any of these (small models tend to echo the prompt's layout).
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -61,6 +61,7 @@ class _Pending:
     started: float | None = None
     first_token: float | None = None
     prompt_tokens: int = 0
+    stop: tuple[str, ...] = ()
 
     def deliver(self, item: Any) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
@@ -161,6 +162,7 @@ class TransformersGenerator:
             deadline=now + (request.timeout_s or self.config.timeout_s),
             submitted=now,
             loop=asyncio.get_running_loop(),
+            stop=request.stop,
         )
         self._queue.append(pending)
         self._wakeup.set()
@@ -449,12 +451,15 @@ class _BatchStreamer:
                 continue
             pending.tokens.append(int(token))
             text = self.tokenizer.decode(pending.tokens, skip_special_tokens=True)
-            # Hold back an incomplete multi-byte character until its next token arrives.
-            if not text.endswith("\ufffd") and len(text) > len(pending.sent):
-                if pending.first_token is None:
-                    pending.first_token = now
-                pending.deliver(text[len(pending.sent) :])
-                pending.sent = text
+            stopped = _stop_at(text, pending.stop)
+            if stopped is not None:
+                self.send(pending, stopped, now)
+                self.finish(pending, "stop", release=False)
+                continue
+            # Hold back an incomplete multi-byte character until its next token arrives, and
+            # a tail that may be the start of a stop string.
+            if not text.endswith("\ufffd"):
+                self.send(pending, text[: len(text) - _held_tail(text, pending.stop)], now)
             if len(pending.tokens) >= pending.max_new_tokens:
                 self.finish(pending, "length")
             elif now >= pending.deadline:
@@ -463,13 +468,41 @@ class _BatchStreamer:
     def end(self) -> None:
         pass
 
-    def finish(self, pending: _Pending, reason: FinishReason) -> None:
+    @staticmethod
+    def send(pending: _Pending, text: str, now: float) -> None:
+        if len(text) > len(pending.sent):
+            if pending.first_token is None:
+                pending.first_token = now
+            pending.deliver(text[len(pending.sent) :])
+            pending.sent = text
+
+    def finish(self, pending: _Pending, reason: FinishReason, *, release: bool = True) -> None:
         if pending.done:
             return
+        if release:  # the tail held back in case it began a stop string
+            text = self.tokenizer.decode(pending.tokens, skip_special_tokens=True)
+            self.send(pending, text.rstrip("\ufffd"), time.monotonic())
         pending.done = True
         stats = self.generator._stats(pending, reason, len(self.batch))
         stats.adapter = self.adapter
         pending.deliver(_End(stats))
+
+
+def _stop_at(text: str, stops: tuple[str, ...]) -> str | None:
+    """`text` cut before the first stop string in it, or None if there is none."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return None if cut < 0 else text[:cut]
+
+
+def _held_tail(text: str, stops: tuple[str, ...]) -> int:
+    """How many characters at the end of `text` could be the start of a stop string."""
+    held = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), held, -1):
+            if stop.startswith(text[-n:]):
+                held = n
+                break
+    return held
 
 
 def _device(name: str) -> Any:

@@ -48,6 +48,11 @@ class Turn:
     text: str
 
 
+# Lines of the prompt's layout that a model should never write: seeing one means it has started
+# to echo the prompt (small models do), so generation stops there.
+LAYOUT_STOPS = ("\nContext passages:", "\nQuestion: ", "\nAnswer from the passages above")
+
+
 @dataclass(frozen=True, slots=True)
 class Prompt:
     messages: tuple[Message, ...]
@@ -57,6 +62,13 @@ class Prompt:
     tokens: int  # of the rendered prompt
     passages_dropped: int = 0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """Where an answer must end: the prompt's layout lines, and a passage header echoed
+        ("[2] Title › Heading", whatever its number)."""
+        headers = {f"] {p.title} › " if p.heading else f"] {p.title}\n" for p in self.passages}
+        return LAYOUT_STOPS + tuple(sorted(headers))
 
 
 def strip_citations(text: str) -> str:

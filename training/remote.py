@@ -334,6 +334,8 @@ class OpenAIGenerator:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if request.stop:
+            payload["stop"] = list(request.stop)
         parts: list[str] = []
         finish: str | None = None
         usage: dict[str, Any] | None = None

@@ -120,7 +120,7 @@ class Answerer:
         rewriter = CitationRewriter(len(prompt.passages))
         parts: list[str] = []
         first_token: float | None = None
-        stream = self.generator.stream(GenerationRequest(prompt.messages))
+        stream = self.generator.stream(GenerationRequest(prompt.messages, stop=prompt.stop))
         async with stream:
             async for delta in stream:
                 shown = rewriter.feed(delta)
