@@ -22,7 +22,7 @@ Definitions (per answer; "model" comes from the generator's own GenerationStats)
     overhead   = overhead_s / model_s (target < 5 %)
 
     python bench/answering.py [--work .bench/answering] [--questions 8] [--max-new-tokens 96]
-                              [--json]
+                              [--batch-wait-ms MS] [--json]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from _common import ROOT, git_rev, machine
 
 from bot.core.question import Question
 from bot.core.runtime import Core
+from bot.logging import configure_logging
 from bot.settings import load_settings
 from knowledge.config import SourceConfig
 
@@ -137,10 +138,15 @@ def run_summary(rows: list[dict], wall: float) -> dict:
     }
 
 
-async def main(work: Path, n: int, max_new_tokens: int, model: str, as_json: bool) -> dict:
+async def main(
+    work: Path, n: int, max_new_tokens: int, model: str, batch_wait_ms: float | None, as_json: bool
+) -> dict:
+    configure_logging("warning")
     settings = load_settings(environ={}, overrides={"data_dir": work})
     settings.model.base = model
     settings.model.max_new_tokens = max_new_tokens
+    if batch_wait_ms is not None:
+        settings.model.batch_wait_ms = batch_wait_ms
     settings.model.adapters = False
     work.mkdir(parents=True, exist_ok=True)
     core = Core.build(settings)
@@ -316,6 +322,18 @@ if __name__ == "__main__":
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--model", default="demo", help="model.base (default: the demo model)")
+    parser.add_argument(
+        "--batch-wait-ms", type=float, help="model.batch_wait_ms (default: the setting's, 15)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    asyncio.run(main(args.work, args.questions, args.max_new_tokens, args.model, args.json))
+    asyncio.run(
+        main(
+            args.work,
+            args.questions,
+            args.max_new_tokens,
+            args.model,
+            args.batch_wait_ms,
+            args.json,
+        )
+    )

@@ -12,7 +12,7 @@ import pytest
 
 from knowledge.errors import AdapterError, GenerationTimeout, ModelLoadError, OverloadedError
 from training.config import ModelConfig
-from training.generation import AdapterFollower, GenerationRequest, Message
+from training.generation import AdapterFollower, GenerationRequest, GenerationStream, Message
 from training.local import TransformersGenerator
 from training.registry import AdapterRegistry
 
@@ -236,3 +236,21 @@ async def test_generation_ends_before_a_stop_string_even_split_across_tokens(gen
     assert "".join(deltas) == text[: text.index(stop)]
     assert cut.stats.finish_reason == "stop"
     assert cut.stats.completion_tokens < 12
+
+
+async def test_a_batch_waits_for_questions_still_being_retrieved(generator) -> None:
+    """Questions that arrive while others are still being looked up join the same batch
+    (up to model.batch_max_wait_ms) instead of waiting for the whole first batch to finish."""
+
+    async def ask(delay: float) -> GenerationStream:
+        with generator.expecting():
+            await asyncio.sleep(delay)  # retrieval taking its time
+            stream = generator.stream(request(f"question after {delay}"))
+        await stream.text()
+        return stream
+
+    streams = await asyncio.gather(*(ask(0.05 * n) for n in range(4)))
+    assert [s.stats.batch_size for s in streams] == [4, 4, 4, 4]
+    alone = generator.stream(request())  # nobody expected: it starts without the long wait
+    await alone.text()
+    assert alone.stats.batch_size == 1 and alone.stats.queued_s < 0.2

@@ -136,6 +136,14 @@ async def test_the_ann_index_is_built_when_large_enough_and_kept_current(tmp_pat
 
     hits = await index.search(SearchQuery(text="", vector=probe.vector, k=1, mode="vector"))
     assert hits[0].chunk_id == probe.chunk_id and hits[0].score == pytest.approx(1.0, abs=1e-3)
+    # Scores stay cosine similarities through the ANN index (abstention compares them with a
+    # threshold): a query part-way between two chunks scores its exact cosine to the best one.
+    other = np.asarray(target[DocKey("s", "late.md")][8].vector)
+    mixed = 0.6 * np.asarray(probe.vector) + 0.4 * other
+    mixed /= np.linalg.norm(mixed)
+    hits = await index.search(SearchQuery(text="", vector=mixed.tolist(), k=1, mode="vector"))
+    exact = float(mixed @ np.asarray(probe.vector))
+    assert hits[0].chunk_id == probe.chunk_id and hits[0].score == pytest.approx(exact, abs=0.01)
     await index.close()
 
 

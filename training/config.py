@@ -81,6 +81,11 @@ class ModelConfig(_Strict):
     batch_wait_ms: float = Field(
         default=15.0, ge=0, description="How long a batch waits for more questions to join."
     )
+    batch_max_wait_ms: float = Field(
+        default=500.0,
+        ge=0,
+        description="… and at most this long while other questions are still being retrieved.",
+    )
     max_queue: int = Field(
         default=64, ge=1, description="Questions waiting beyond this are refused as overloaded."
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -120,6 +121,11 @@ class Generator(Protocol):
         ...
 
     def stream(self, request: GenerationRequest) -> GenerationStream: ...
+
+    def expecting(self) -> AbstractContextManager[None]:
+        """Held while a question is on its way to `stream` (being retrieved): a batch about to
+        start may wait for it rather than leave it for the next batch."""
+        ...
 
     async def use_adapter(self, version: str | None) -> None:
         """Serve `version` (None: the base model) to requests from now on; requests in flight

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,7 @@ class TransformersGenerator:
         self._wakeup: asyncio.Event | None = None
         self._model_lock: asyncio.Lock | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._expected = 0  # questions being retrieved, soon to ask for a generation
 
     # -- the Generator protocol -------------------------------------------------------------
 
@@ -168,6 +169,14 @@ class TransformersGenerator:
         self._wakeup.set()
         stream = GenerationStream(self._deltas(pending, lambda s: setattr(stream, "stats", s)))
         return stream
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
 
     async def use_adapter(self, version: str | None) -> None:
         self._require_started()
@@ -319,14 +328,27 @@ class TransformersGenerator:
             self._wakeup.clear()
             if not self._queue:
                 continue
-            if len(self._queue) < self.config.max_batch_size and self.config.batch_wait_ms:
-                await asyncio.sleep(self.config.batch_wait_ms / 1000)
+            await self._gather_batch()
             async with self._model_lock:
                 batch = self._take_batch()
                 if batch:
                     await asyncio.to_thread(self._generate, batch, self._adapter)
             if self._queue:
                 self._wakeup.set()
+
+    async def _gather_batch(self) -> None:
+        """Let a batch fill before it starts: wait `batch_wait_ms`, and longer (up to
+        `batch_max_wait_ms`) while other questions are still being retrieved. A running batch
+        cannot take new members, so one that starts too early leaves the rest waiting for it."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        short = start + self.config.batch_wait_ms / 1000
+        cap = start + max(self.config.batch_max_wait_ms, self.config.batch_wait_ms) / 1000
+        while len(self._queue) < self.config.max_batch_size:
+            now = loop.time()
+            if now >= cap or (now >= short and self._expected == 0):
+                return
+            await asyncio.sleep(0.005)
 
     def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []

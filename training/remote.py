@@ -9,6 +9,7 @@ served model's tokenizer is loaded locally only to count prompt budgets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import weakref
@@ -187,6 +188,10 @@ class OpenAIGenerator:
         if call.holds_slot:
             call.holds_slot = False
             self._in_flight -= 1
+
+    def expecting(self) -> contextlib.AbstractContextManager[None]:
+        """The server batches on its own (vLLM: continuous batching)."""
+        return contextlib.nullcontext()
 
     async def use_adapter(self, version: str | None) -> None:
         if version is not None and self._config.openai.load_adapters:

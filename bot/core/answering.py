@@ -83,31 +83,45 @@ class Answerer:
         scope = scope_for(question, self.config)
         bound = log.bind(answer_id=answer_id, where=question.where.kind.value)
 
-        query = self._retrieval_query(text, question)
-        vector = await self.search.embed(query)
-        if self.store is not None:
-            curated = await asyncio.to_thread(
-                self.store.find_curated,
-                vector,
-                threshold=self.config.curated_similarity,
-                scope=scope,
+        # While it is being looked up, the question is "expected" by the generator: a batch
+        # about to start may wait for it (model.batch_max_wait_ms) instead of leaving it behind.
+        with self.generator.expecting():
+            query = self._retrieval_query(text, question)
+            # A curated answer must match the question itself, not a follow-up's search query.
+            vector = await self.search.embed(text)
+            curated = (
+                await asyncio.to_thread(
+                    self.store.find_curated,
+                    vector,
+                    threshold=self.config.curated_similarity,
+                    scope=scope,
+                )
+                if self.store is not None
+                else None
             )
-            if curated is not None:
-                answer = self._curated(answer_id, text, curated, started)
-                yield answer.text
-                await self._record(question, answer, retrieved=[], curated_id=curated.id)
-                bound.info("answer.curated", curated_id=curated.id, similarity=curated.similarity)
-                yield answer
-                return
+            retrieval = None
+            prompt = None
+            if curated is None:
+                retrieval = await self.search.retrieve(
+                    query,
+                    vector=vector if query == text else None,
+                    k=self.config.passages,
+                    filters=SearchFilters(scope=scope),
+                )
+            retrieved_at = time.perf_counter()
+            if retrieval and retrieval.hits and retrieval.similarity >= self.config.min_similarity:
+                prompt = self.builder.build(text, merge_passages(retrieval.hits), question.history)
+            prompted_at = time.perf_counter()
 
-        retrieval = await self.search.retrieve(
-            query,
-            vector=vector,
-            k=self.config.passages,
-            filters=SearchFilters(scope=scope),
-        )
-        retrieved_at = time.perf_counter()
-        if not retrieval.hits or retrieval.similarity < self.config.min_similarity:
+        if curated is not None:
+            answer = self._curated(answer_id, text, curated, started)
+            yield answer.text
+            await self._record(question, answer, retrieved=[], curated_id=curated.id)
+            bound.info("answer.curated", curated_id=curated.id, similarity=curated.similarity)
+            yield answer
+            return
+        assert retrieval is not None
+        if prompt is None:
             answer = self._abstain(answer_id, text, started, retrieved_at - started)
             yield answer.text
             await self._record(question, answer, retrieved=retrieval.hits)
@@ -115,8 +129,6 @@ class Answerer:
             yield answer
             return
 
-        prompt = self.builder.build(text, merge_passages(retrieval.hits), question.history)
-        prompted_at = time.perf_counter()
         rewriter = CitationRewriter(len(prompt.passages))
         parts: list[str] = []
         first_token: float | None = None

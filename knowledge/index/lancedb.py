@@ -384,7 +384,15 @@ class LanceIndex:
         return [_hit(rows[cid], score) for cid, score in fused[: query.k]]
 
     def _vector(self, table: Any, vector: list[float], where: str | None, depth: int) -> list[dict]:
-        q = table.search(vector, vector_column_name="vector").distance_type("cosine")
+        # refine_factor(1): re-rank the ANN candidates with their full vectors. Without it the
+        # IVF_HNSW_SQ index reports 2·(1 − cos) from quantised vectors instead of 1 − cos, and
+        # scores would change scale once a table grows past ann_min_rows (abstention compares
+        # them with a threshold). With exact search it changes nothing.
+        q = (
+            table.search(vector, vector_column_name="vector")
+            .distance_type("cosine")
+            .refine_factor(1)
+        )
         if where:
             q = q.where(where, prefilter=True)
         rows = q.select([*_HIT_COLUMNS, "_distance"]).limit(depth).to_list()
