@@ -310,3 +310,15 @@ async def test_an_empty_model_reply_becomes_an_abstention_not_a_blank_message(sc
     server.reply = " [9] "
     answer = await core.answerer.answer(Question(PASSWORD_Q))
     assert answer.abstained and answer.text.startswith("I couldn't find this")
+
+
+async def test_a_model_that_says_the_passages_dont_answer_is_an_abstention(scripted) -> None:
+    core, server = scripted
+    server.reply = "The passages do not mention the lunch menu, so I don't know."
+    answer = await core.answerer.answer(Question(PASSWORD_Q))
+    assert answer.abstained and answer.sources == ()
+    assert answer.text == server.reply  # what was streamed stays what is shown
+    assert core.store.get_answer(answer.id)["abstained"] is True
+    server.reply = "I don't know the details, but KeyDesk resets passwords [1]."
+    cited = await core.answerer.answer(Question(PASSWORD_Q))
+    assert not cited.abstained and len(cited.sources) == 1  # it cited a passage: an answer
