@@ -455,7 +455,7 @@ def eval_answers(
         f"unanswerable abstained {pct(metrics.abstained_rate)}, citations valid "
         f"{pct(metrics.citation_validity)}, mean F1 "
         f"{'n/a' if metrics.mean_f1 is None else f'{metrics.mean_f1:.2f}'}, "
-        f"p50 {metrics.latency_p50_s or 0:.1f} s ({metrics.model}"
+        f"p50 answer {metrics.latency_p50_s or 0:.1f} s ({metrics.model}"
         f"{' + ' + metrics.adapter if metrics.adapter else ''})"
     )
 

@@ -85,7 +85,7 @@ class AnswerMetrics:
     citation_validity: float | None  # answers with valid citations
     mean_f1: float | None
     errors: int
-    latency_p50_s: float | None
+    latency_p50_s: float | None  # of the generated (not abstained) answers
     model: str | None
     adapter: str | None
 
@@ -149,7 +149,7 @@ def summarise(outcomes: Sequence[AnswerOutcome]) -> AnswerMetrics:
     unanswerable = [o for o in outcomes if not o.case.answerable]
     validity = [o.citations_valid for o in outcomes if o.citations_valid is not None]
     f1s = [o.f1 for o in outcomes if o.f1 is not None]
-    latencies = [o.answer.timings.total_s for o in outcomes if o.answer]
+    latencies = [o.answer.timings.total_s for o in outcomes if o.answer and not o.abstained]
     last = next((o.answer for o in reversed(outcomes) if o.answer), None)
     return AnswerMetrics(
         questions=len(outcomes),
