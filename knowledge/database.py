@@ -8,6 +8,8 @@ here begins IMMEDIATE, which also keeps concurrent SQLite writers from dead-lock
 
 from __future__ import annotations
 
+import random
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,8 +53,8 @@ def make_engine(url: str) -> Engine:
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            _enable_wal(cur)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -67,6 +69,24 @@ def make_engine(url: str) -> Engine:
         raise DatabaseError(
             f"cannot use database {redact_url(url)}: {exc.__class__.__name__}"
         ) from exc
+
+
+def _enable_wal(cur: Any) -> None:
+    """Switch the database file to WAL (persistent: a no-op once done).
+
+    Switching needs an exclusive lock, and SQLite answers "database is locked" at once, without
+    its busy handler, when several processes open a new database together: retry for a while."""
+    import sqlite3
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01 + random.random() * 0.05)
 
 
 def ping(engine: Engine) -> None:
