@@ -394,6 +394,11 @@ def ask(
         for source in answer.sources:
             heading = f" › {source.heading}" if source.heading else ""
             out.print(f"  [{source.number}] {source.title}{heading}  {source.uri}")
+    elif answer.passages and not answer.abstained:
+        # Small models often cite nothing: show what the answer was written from, said as such.
+        out.print("\nWritten from these passages (the model cited none):")
+        for passage in answer.passages:
+            out.print(f"  - {passage.label}  {passage.uri}")
     label = "expert-approved answer" if answer.curated else answer.model
     if answer.adapter and not answer.curated:
         label += f" + adapter {answer.adapter}"

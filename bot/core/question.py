@@ -102,6 +102,10 @@ class Answer:
             "sources": [
                 {"title": s.title, "uri": s.uri, "heading": s.heading} for s in self.sources
             ],
+            # What the model was shown (whether or not it cited them).
+            "passages": [
+                {"title": p.title, "uri": p.uri, "heading": p.heading} for p in self.passages
+            ],
             "abstained": self.abstained,
             "curated": self.curated,
             "model": self.model,
