@@ -254,3 +254,20 @@ async def test_a_batch_waits_for_questions_still_being_retrieved(generator) -> N
     alone = generator.stream(request())  # nobody expected: it starts without the long wait
     await alone.text()
     assert alone.stats.batch_size == 1 and alone.stats.queued_s < 0.2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+async def test_the_configured_cpu_dtype_is_used(tiny_phi3: Path, tmp_path: Path, dtype: str):
+    import torch
+
+    gen = TransformersGenerator(
+        ModelConfig(base=str(tiny_phi3), dtype=dtype, max_new_tokens=4), data_dir=tmp_path
+    )
+    await gen.start()
+    try:
+        assert gen._model.dtype == getattr(torch, dtype)
+        stream = gen.stream(request())
+        await stream.text()
+        assert stream.stats.completion_tokens == 4
+    finally:
+        await gen.close()

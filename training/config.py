@@ -64,7 +64,9 @@ class ModelConfig(_Strict):
         default="auto", description="auto: 4-bit NF4 (bitsandbytes) on CUDA, none on the CPU."
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        default="auto", description="auto: bfloat16 on CUDA, float32 on the CPU."
+        default="auto",
+        description="auto: bfloat16 on CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX), "
+        "else float32; float32 for the demo model, whose answers degrade in bfloat16.",
     )
     max_new_tokens: int = Field(default=384, ge=1, le=8192)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy.")

@@ -213,6 +213,11 @@ class TransformersGenerator:
             self.config.quantization == "auto" and device.type == "cuda"
         )
         dtype = _dtype(self.config.dtype, device)
+        if self.config.base == DEMO_MODEL and self.config.dtype == "auto" and not quantize:
+            # The 135M demo model's greedy answers fall apart in bfloat16 ("The passage on").
+            import torch
+
+            dtype = torch.float32
         kwargs: dict[str, Any] = {"dtype": dtype}
         if quantize:
             from transformers import BitsAndBytesConfig
@@ -545,8 +550,21 @@ def _dtype(name: str, device: Any) -> Any:
     import torch
 
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        fast_bf16 = device.type == "cuda" or (device.type == "cpu" and _cpu_has_bf16())
+        return torch.bfloat16 if fast_bf16 else torch.float32
     return getattr(torch, name)
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX-512 BF16 or AMX). There bf16 reads a
+    prompt about 3x faster than float32 (bench: SmolLM2, 700 tokens, 2 cores: 0.48 s against
+    1.41 s); elsewhere torch emulates it and float32 is faster."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
