@@ -449,7 +449,9 @@ def eval_answers(
         if o.error:
             kind = f"error: {o.error}"
         f1 = f"  F1 {o.f1:.2f}" if o.f1 is not None else ""
-        valid = "" if o.citations_valid in (None, True) else "  (citations invalid)"
+        valid = ""
+        if o.citations_valid is False:
+            valid = "  (cites nothing)" if not o.answer.sources else "  (invalid citation)"
         out.print(f"{status} {o.case.question[:70]:<70}  {kind}{f1}{valid}")
 
     def pct(value: float | None) -> str:
