@@ -4,18 +4,16 @@ fake server when a test needs to script what the model writes (citations)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
 from bot.settings import Settings, load_settings
 from knowledge.errors import GenerationTimeout, QueryError
+from tests.fakes import FakeOpenAI
 from training.store import StoredSource
 
 PASSWORD_Q = "How do I reset my password?"
@@ -237,38 +235,11 @@ async def test_a_slow_answer_times_out_cleanly(handbook_data_dir: Path, tiny_phi
 # -- scripted model output through the OpenAI-compatible backend --------------------------------
 
 
-class ScriptedServer:
-    """A local OpenAI-compatible server whose reply a test sets; it records the requests."""
-
-    def __init__(self) -> None:
-        self.reply = ""
-        self.requests: list[dict[str, Any]] = []
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/v1/models", self.models)
-        app.router.add_post("/v1/chat/completions", self.chat)
-        return app
-
-    async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"data": [{"id": "served", "max_model_len": 4096}]})
-
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append(await request.json())
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for i in range(0, len(self.reply), 3):  # split mid-marker on purpose
-            chunk = {"choices": [{"index": 0, "delta": {"content": self.reply[i : i + 3]}}]}
-            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            await asyncio.sleep(0)
-        done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-        await response.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
-        return response
-
-
 @pytest.fixture
 async def scripted(handbook_data_dir: Path, embedder, aiohttp_server):
-    server = ScriptedServer()
+    server = FakeOpenAI()
+    server.served = ["served"]
+    server.chunk_chars = 3  # split citation markers mid-way on purpose
     running = await aiohttp_server(server.app())
     settings = settings_for(handbook_data_dir, "served")
     settings.model.backend = "openai"
@@ -292,10 +263,10 @@ async def test_citations_are_renumbered_and_unmatched_ones_never_shown(scripted)
     ]
     assert answer.invalid_citations == 1
     # The model was given the numbered passages and the question, in its messages.
-    sent = server.requests[-1]["messages"][-1]["content"]
+    sent = server.chats()[-1].body["messages"][-1]["content"]
     assert f"[1] {shown[0].label}" in sent and PASSWORD_Q in sent
     # ... and told to stop where a small model would start echoing the prompt's layout.
-    assert "\nQuestion: " in server.requests[-1]["stop"]
+    assert "\nQuestion: " in server.chats()[-1].body["stop"]
 
 
 async def test_an_answer_without_citations_lists_no_sources(scripted) -> None:
