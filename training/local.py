@@ -363,7 +363,7 @@ class TransformersGenerator:
             if pending.cancelled:
                 continue
             if now >= pending.deadline:
-                pending.deliver(_End(self._stats(pending, "timeout", 0)))
+                pending.deliver(_End(self._stats(pending, "timeout", 0, self._adapter)))
                 continue
             batch.append(pending)
         return batch
@@ -391,7 +391,7 @@ class TransformersGenerator:
                     f"the prompt has {encoded['input_ids'].shape[1]} tokens; the model's "
                     f"window is {self._context_window}"
                 )
-            streamer = _BatchStreamer(self, batch)
+            streamer = _BatchStreamer(self, batch, adapter)
 
             class _RowsDone(StoppingCriteria):
                 def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -432,11 +432,13 @@ class TransformersGenerator:
                     pending.done = True
                     pending.deliver(_Failed(exc))
 
-    def _stats(self, pending: _Pending, reason: FinishReason, batch_size: int) -> GenerationStats:
+    def _stats(
+        self, pending: _Pending, reason: FinishReason, batch_size: int, adapter: str | None
+    ) -> GenerationStats:
         now = time.monotonic()
         return GenerationStats(
             model=self._name,
-            adapter=self._adapter,
+            adapter=adapter,
             prompt_tokens=pending.prompt_tokens,
             completion_tokens=len(pending.tokens),
             queued_s=(pending.started or now) - pending.submitted,
@@ -453,12 +455,14 @@ class _BatchStreamer:
     """Receives each step's new tokens for the whole batch (transformers' streamer interface)
     and turns them into per-request text deltas."""
 
-    def __init__(self, generator: TransformersGenerator, batch: list[_Pending]) -> None:
+    def __init__(
+        self, generator: TransformersGenerator, batch: list[_Pending], adapter: str | None
+    ) -> None:
         self.generator = generator
         self.batch = batch
         self.tokenizer = generator._tokenizer
         self.stop_ids = set(generator._stop_ids)
-        self.adapter = generator._adapter
+        self.adapter = adapter  # the one this batch runs with, whatever swaps meanwhile
         self.prompt_seen = False
 
     def put(self, value: Any) -> None:
@@ -510,8 +514,7 @@ class _BatchStreamer:
             text = self.tokenizer.decode(pending.tokens, skip_special_tokens=True)
             self.send(pending, text.rstrip("\ufffd"), time.monotonic())
         pending.done = True
-        stats = self.generator._stats(pending, reason, len(self.batch))
-        stats.adapter = self.adapter
+        stats = self.generator._stats(pending, reason, len(self.batch), self.adapter)
         pending.deliver(_End(stats))
 
 
