@@ -55,6 +55,7 @@ class _State:
     def __init__(self) -> None:
         self.config_file: Path | None = None
         self.overrides: dict[str, Any] = {}
+        self.default_log_level = "warning"  # the server logs at info
 
 
 state = _State()
@@ -88,7 +89,7 @@ def _run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     except ExpertbotError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
         raise typer.Exit(EXIT_ERROR) from None
-    configure_logging(settings.log_level or "warning", settings.log_format)
+    configure_logging(settings.log_level or state.default_log_level, settings.log_format)
     try:
         return asyncio.run(work(settings))
     except AlreadyRunningError as exc:
@@ -403,6 +404,57 @@ def ask(
     if answer.adapter and not answer.curated:
         label += f" + adapter {answer.adapter}"
     out.print(f"\n({label}; {answer.timings.total_s:.1f} s)", style="dim")
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, "--host", help="Interface (default: server.host)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default: server.port, 3000)."),
+) -> None:
+    """Run the chat server: Slack events (HTTP or Socket Mode), /healthz and /readyz."""
+
+    async def work(settings: Settings) -> None:
+        from bot.server import serve as run_server
+
+        err.print("loading the model and the index …", style="dim")
+        await run_server(
+            settings,
+            host=host or settings.server.host,
+            port=settings.server.port if port is None else port,
+            started=lambda line: err.print(line),
+        )
+
+    state.default_log_level = "info"
+    _run(work)
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """The index and its last sync, the serving adapter, and the feedback counts."""
+
+    async def work(settings: Settings) -> dict[str, Any]:
+        from bot.ops import Ops
+        from training.registry import AdapterRegistry
+        from training.store import AnswerStore
+
+        knowledge = _knowledge(settings)
+        await knowledge.open()
+        try:
+            store = AnswerStore(knowledge.engine)
+            await asyncio.to_thread(store.migrate)
+            ops = Ops(settings, knowledge, store, AdapterRegistry(settings.adapter_registry))
+            return await ops.status()
+        finally:
+            await knowledge.close()
+
+    result = _run(work)
+    if as_json:
+        _print_json(result)
+        return
+    from bot.ops import status_lines
+
+    for line in status_lines(result):
+        out.print(escape(line))
 
 
 @eval_app.command("answers")

@@ -2,7 +2,8 @@
 
 Precedence, highest first: command-line options, environment (`EXPERTBOT_…`, nested with
 `__`, e.g. `EXPERTBOT_KNOWLEDGE__STORE=weaviate`), the platforms' conventional variables
-(`WEAVIATE_URL`, `WEAVIATE_API_KEY`), the TOML file (`--config`, `EXPERTBOT_CONFIG`, or
+(`WEAVIATE_URL`, `WEAVIATE_API_KEY`, `SLACK_BOT_TOKEN`, `SLACK_SIGNING_SECRET`,
+`SLACK_APP_TOKEN`), the TOML file (`--config`, `EXPERTBOT_CONFIG`, or
 `./expertbot.toml` when present), then defaults. Unknown keys and bad values are errors that
 name the key.
 """
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -26,6 +27,7 @@ from pydantic_settings import (
 )
 
 from bot.core.config import AnswerConfig
+from bot.slack.config import SlackConfig
 from knowledge.config import KnowledgeConfig
 from knowledge.database import sqlite_url
 from knowledge.errors import ConfigError
@@ -38,7 +40,20 @@ _NOT_SETTINGS = {"EXPERTBOT_CONFIG"}
 _CONVENTIONAL = {
     "WEAVIATE_URL": ("knowledge", "weaviate", "url"),
     "WEAVIATE_API_KEY": ("knowledge", "weaviate", "api_key"),
+    "SLACK_BOT_TOKEN": ("slack", "bot_token"),
+    "SLACK_SIGNING_SECRET": ("slack", "signing_secret"),
+    "SLACK_APP_TOKEN": ("slack", "app_token"),
 }
+
+
+class ServerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="`expertbot serve --host`.")
+    port: int = Field(default=3000, ge=0, le=65535, description="`expertbot serve --port`.")
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="Larger requests are refused with 413."
+    )
 
 
 class Settings(BaseSettings):
@@ -63,6 +78,8 @@ class Settings(BaseSettings):
     model: ModelConfig = Field(default_factory=ModelConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     answer: AnswerConfig = Field(default_factory=AnswerConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    slack: SlackConfig = Field(default_factory=SlackConfig)
 
     @property
     def resolved_database_url(self) -> str:

@@ -174,6 +174,7 @@ class Hit:
     text: str
     score: float
     access: str
+    allowed: tuple[str, ...] = ()  # for access "restricted": the channels / groups that may see it
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -184,6 +185,7 @@ class Hit:
             "heading": self.heading,
             "score": round(self.score, 6),
             "access": self.access,
+            "allowed": list(self.allowed),
             "text": self.text,
         }
 

@@ -34,6 +34,7 @@ class Passage:
     chunk_id: str = ""
     doc_id: str = ""
     access: str = "public"
+    allowed: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:

@@ -67,7 +67,56 @@ curated_answers = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),  # approved | corrected | imported
     sa.Column("answer_id", sa.String(36)),  # the bot answer it approves or corrects
     sa.Column("active", sa.Boolean, nullable=False, default=True),
+    sa.Column("guards", sa.Text),  # added by m002
     sa.Index("ix_curated_active", "active"),
+)
+
+
+# Which chat message shows which answer: reactions, buttons and thread replies refer to it.
+answer_messages = sa.Table(
+    "answer_messages",
+    metadata,
+    sa.Column("platform", sa.String(32), primary_key=True),
+    sa.Column("conversation", sa.String(256), primary_key=True),
+    sa.Column("message_id", sa.String(256), primary_key=True),
+    sa.Column("answer_id", sa.String(36), nullable=False),
+    sa.Column("thread", sa.String(256)),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_answer_messages_answer", "answer_id"),
+    sa.Index("ix_answer_messages_thread", "platform", "conversation", "thread"),
+)
+
+# One row per (answer, user, kind): rating again revives it, retracting stamps retracted_at.
+ratings = sa.Table(
+    "ratings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("answer_id", sa.String(36), nullable=False),
+    sa.Column("user_id", sa.String(256), nullable=False),
+    sa.Column("platform", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # up | down | approved
+    sa.Column("source", sa.String(32), nullable=False),  # reaction | button | feedback | action
+    sa.Column("expert", sa.Boolean, nullable=False),
+    sa.Column("comment", sa.Text),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("retracted_at", sa.DateTime),
+    sa.UniqueConstraint("answer_id", "user_id", "kind", name="uq_ratings_answer_user_kind"),
+    sa.Index("ix_ratings_kind", "kind"),
+)
+
+corrections = sa.Table(
+    "corrections",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("answer_id", sa.String(36), nullable=False),
+    sa.Column("user_id", sa.String(256), nullable=False),
+    sa.Column("platform", sa.String(32), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("approved", sa.Boolean, nullable=False),  # an expert's: a training target
+    sa.Column("curated_id", sa.String(36)),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_corrections_answer", "answer_id"),
 )
 
 
@@ -76,7 +125,20 @@ def _m001_answers_and_curated(conn: Connection) -> None:
     curated_answers.create(conn)
 
 
-MIGRATIONS = [Migration("m001_answers_and_curated", _m001_answers_and_curated)]
+def _m002_feedback(conn: Connection) -> None:
+    answer_messages.create(conn)
+    ratings.create(conn)
+    corrections.create(conn)
+    # Access of every passage the curated answer was written from (JSON [{access, allowed}]):
+    # it is served only where all of them are visible, cited or not.
+    if "guards" not in {c["name"] for c in sa.inspect(conn).get_columns("curated_answers")}:
+        conn.execute(sa.text("ALTER TABLE curated_answers ADD COLUMN guards TEXT"))
+
+
+MIGRATIONS = [
+    Migration("m001_answers_and_curated", _m001_answers_and_curated),
+    Migration("m002_feedback", _m002_feedback),
+]
 
 
 def migrate_training(engine: Engine) -> list[str]:
@@ -128,9 +190,13 @@ class CuratedAnswer:
     kind: str
     created_at: datetime
     similarity: float = 1.0
+    guards: tuple[StoredSource, ...] = ()
 
 
 class AnswerStore:
+    """The feedback store: answers, the chat messages showing them, ratings, corrections and
+    curated answers."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -164,9 +230,12 @@ class AnswerStore:
         approved_by: str,
         kind: str = "approved",
         answer_id: str | None = None,
+        guards: Sequence[StoredSource] = (),
     ) -> str:
         """Store an expert-approved (or corrected, or imported) answer; returns its id. Among
-        near-identical questions the newest wins (see find_curated)."""
+        near-identical questions the newest wins (see find_curated). `guards`: the access of
+        passages it was written from beyond its cited sources; it is only served where they are
+        visible too."""
         curated_id = str(uuid.uuid4())
         vector = np.asarray(embedding, dtype=np.float32)
         vector = vector / (np.linalg.norm(vector) or 1.0)
@@ -182,6 +251,7 @@ class AnswerStore:
                 kind=kind,
                 answer_id=answer_id,
                 active=True,
+                guards=json.dumps([g.as_json() for g in guards], ensure_ascii=False),
             )
         )
         return curated_id
@@ -190,7 +260,7 @@ class AnswerStore:
         self, embedding: np.ndarray, *, threshold: float, scope: AccessScope | None
     ) -> CuratedAnswer | None:
         """The latest active curated answer whose question's cosine similarity to `embedding`
-        is at least `threshold` and whose sources are all visible in `scope`."""
+        is at least `threshold` and whose sources (and guards) are all visible in `scope`."""
         with self._connect() as conn:
             rows = conn.execute(
                 sa.select(
@@ -210,9 +280,251 @@ class AnswerStore:
         # Newest first among the near-identical: the latest expert decision wins.
         for i in np.flatnonzero(sims >= threshold):
             found = self._curated(rows[int(i)].id, float(sims[int(i)]))
-            if found and all(s.visible_in(scope) for s in found.sources):
+            if found and all(s.visible_in(scope) for s in (*found.sources, *found.guards)):
                 return found
         return None
+
+    def curate_answer(
+        self,
+        answer_id: str,
+        *,
+        embedding: np.ndarray,
+        approved_by: str,
+        kind: str,
+        text: str | None = None,
+    ) -> str:
+        """Make a recorded answer (approved as is, or with `text` as its correction) a curated
+        answer. It keeps the access of everything the answer was written from."""
+        row = self.get_answer(answer_id)
+        if row is None:
+            raise DatabaseError(f"no answer {answer_id} in the feedback store")
+        sources = [StoredSource.from_json(s) for s in row["sources"]]
+        guards = {
+            StoredSource.from_json({"access": r.get("access", "public"), **r})
+            for r in row["retrieved"]
+            if r.get("access", "public") != Access.PUBLIC.value
+        }
+        if row["curated_id"]:
+            served = self._curated(row["curated_id"], 1.0)
+            if served is not None:
+                sources = list(served.sources)
+                guards.update(served.guards)
+        return self.add_curated(
+            question=row["question"],
+            embedding=embedding,
+            answer=text if text is not None else row["answer"],
+            sources=sources,
+            approved_by=approved_by,
+            kind=kind,
+            answer_id=answer_id,
+            guards=[StoredSource("", "", "", g.access, g.allowed) for g in guards],
+        )
+
+    def deactivate_curated(self, *, answer_id: str, approved_by: str, kind: str) -> int:
+        """Withdraw the curated answers made from `answer_id` by `approved_by` (a retracted
+        approval); returns how many."""
+        with self._begin() as conn:
+            result = conn.execute(
+                curated_answers.update()
+                .where(
+                    curated_answers.c.answer_id == answer_id,
+                    curated_answers.c.approved_by == approved_by,
+                    curated_answers.c.kind == kind,
+                    curated_answers.c.active.is_(True),
+                )
+                .values(active=False)
+            )
+        return int(result.rowcount or 0)
+
+    # -- which chat message shows which answer -------------------------------------------------
+
+    def link_message(
+        self,
+        *,
+        platform: str,
+        conversation: str,
+        message_id: str,
+        answer_id: str,
+        thread: str | None = None,
+    ) -> None:
+        with self._begin() as conn:
+            exists = conn.execute(
+                sa.select(answer_messages.c.answer_id).where(
+                    answer_messages.c.platform == platform,
+                    answer_messages.c.conversation == conversation,
+                    answer_messages.c.message_id == message_id,
+                )
+            ).first()
+            if exists is None:
+                conn.execute(
+                    answer_messages.insert().values(
+                        platform=platform,
+                        conversation=conversation,
+                        message_id=message_id,
+                        answer_id=answer_id,
+                        thread=thread,
+                        created_at=utcnow(),
+                    )
+                )
+
+    def answer_for_message(self, platform: str, conversation: str, message_id: str) -> str | None:
+        with self._connect() as conn:
+            return conn.execute(
+                sa.select(answer_messages.c.answer_id).where(
+                    answer_messages.c.platform == platform,
+                    answer_messages.c.conversation == conversation,
+                    answer_messages.c.message_id == message_id,
+                )
+            ).scalar()
+
+    def thread_answers(self, platform: str, conversation: str, thread: str) -> list[dict[str, Any]]:
+        """The answers given in a thread, oldest first: {id, question, answer, abstained}."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                sa.select(answers.c.id, answers.c.question, answers.c.answer, answers.c.abstained)
+                .where(
+                    answers.c.platform == platform,
+                    answers.c.channel == conversation,
+                    answers.c.thread == thread,
+                )
+                .order_by(answers.c.created_at)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    # -- ratings and corrections ---------------------------------------------------------------
+
+    def rate(
+        self,
+        *,
+        answer_id: str,
+        user_id: str,
+        platform: str,
+        kind: str,
+        source: str,
+        expert: bool = False,
+        comment: str | None = None,
+    ) -> bool:
+        """Record (or revive) `user_id`'s rating of `kind` on an answer; True if it was not in
+        force before. Safe with concurrent writers (one row per answer, user and kind)."""
+        if kind not in RATING_KINDS:
+            raise ValueError(f"unknown rating kind {kind!r}")
+        now = utcnow()
+        key = (
+            (ratings.c.answer_id == answer_id)
+            & (ratings.c.user_id == user_id)
+            & (ratings.c.kind == kind)
+        )
+        with self._begin() as conn:
+            before = conn.execute(sa.select(ratings.c.retracted_at).where(key)).first()
+            values = {
+                "answer_id": answer_id,
+                "user_id": user_id,
+                "platform": platform,
+                "kind": kind,
+                "source": source,
+                "expert": expert,
+                "comment": comment,
+                "created_at": now,
+                "updated_at": now,
+                "retracted_at": None,
+            }
+            insert = _dialect_insert(conn)(ratings).values(**values)
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["answer_id", "user_id", "kind"],
+                    set_={
+                        "source": source,
+                        "expert": expert,
+                        "comment": comment if comment is not None else ratings.c.comment,
+                        "updated_at": now,
+                        "retracted_at": None,
+                    },
+                )
+            )
+        return before is None or before.retracted_at is not None
+
+    def retract(self, *, answer_id: str, user_id: str, kind: str) -> bool:
+        """Withdraw a rating (a removed reaction); True if one was in force."""
+        with self._begin() as conn:
+            result = conn.execute(
+                ratings.update()
+                .where(
+                    ratings.c.answer_id == answer_id,
+                    ratings.c.user_id == user_id,
+                    ratings.c.kind == kind,
+                    ratings.c.retracted_at.is_(None),
+                )
+                .values(retracted_at=utcnow(), updated_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    def ratings_for(self, answer_id: str, *, active_only: bool = False) -> list[dict[str, Any]]:
+        query = sa.select(ratings).where(ratings.c.answer_id == answer_id).order_by(ratings.c.id)
+        if active_only:
+            query = query.where(ratings.c.retracted_at.is_(None))
+        with self._connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query).all()]
+
+    def add_correction(
+        self,
+        *,
+        answer_id: str,
+        user_id: str,
+        platform: str,
+        text: str,
+        approved: bool,
+        curated_id: str | None = None,
+    ) -> str:
+        correction_id = str(uuid.uuid4())
+        self._execute(
+            corrections.insert().values(
+                id=correction_id,
+                answer_id=answer_id,
+                user_id=user_id,
+                platform=platform,
+                text=text,
+                approved=approved,
+                curated_id=curated_id,
+                created_at=utcnow(),
+            )
+        )
+        return correction_id
+
+    def corrections_for(self, answer_id: str) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                sa.select(corrections)
+                .where(corrections.c.answer_id == answer_id)
+                .order_by(corrections.c.created_at)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def feedback_counts(self) -> dict[str, int]:
+        """Ratings in force by kind, expert corrections, non-expert comments, answers given."""
+        with self._connect() as conn:
+            by_kind = dict(
+                conn.execute(
+                    sa.select(ratings.c.kind, sa.func.count())
+                    .where(ratings.c.retracted_at.is_(None))
+                    .group_by(ratings.c.kind)
+                ).all()
+            )
+            by_approval = dict(
+                conn.execute(
+                    sa.select(corrections.c.approved, sa.func.count()).group_by(
+                        corrections.c.approved
+                    )
+                ).all()
+            )
+            total = conn.execute(sa.select(sa.func.count()).select_from(answers)).scalar()
+        return {
+            "answers": int(total or 0),
+            "up": int(by_kind.get("up", 0)),
+            "down": int(by_kind.get("down", 0)),
+            "approved": int(by_kind.get("approved", 0)),
+            "corrections": int(by_approval.get(True, 0)),
+            "comments": int(by_approval.get(False, 0)),
+        }
 
     def _curated(self, curated_id: str, similarity: float) -> CuratedAnswer | None:
         with self._connect() as conn:
@@ -230,6 +542,7 @@ class AnswerStore:
             kind=row.kind,
             created_at=row.created_at,
             similarity=similarity,
+            guards=tuple(StoredSource.from_json(g) for g in json.loads(row.guards or "[]")),
         )
 
     def _connect(self) -> Any:
@@ -238,10 +551,49 @@ class AnswerStore:
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"cannot reach the database: {exc.__class__.__name__}") from exc
 
+    def _begin(self) -> Any:
+        return _Writing(self.engine)
+
     def _execute(self, statement: Any) -> None:
         try:
             with self.engine.begin() as conn:
                 conn.execute(statement)
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"writing to the feedback store failed: {exc.__class__.__name__}"
+            ) from exc
+
+
+RATING_KINDS = ("up", "down", "approved")
+
+
+def _dialect_insert(conn: Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+class _Writing:
+    """`with store._begin() as conn:` — a transaction whose SQL errors become DatabaseError."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._context: Any = None
+
+    def __enter__(self) -> Connection:
+        try:
+            self._context = self._engine.begin()
+            return self._context.__enter__()
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot reach the database: {exc.__class__.__name__}") from exc
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._context.__exit__(*exc_info)
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(
                 f"writing to the feedback store failed: {exc.__class__.__name__}"

@@ -127,7 +127,7 @@ class Answerer:
         if curated is not None:
             answer = self._curated(answer_id, text, curated, started)
             yield answer.text
-            await self._record(question, answer, retrieved=[], curated_id=curated.id)
+            await self._record(question, answer, retrieved=[], curated=curated)
             bound.info("answer.curated", curated_id=curated.id, similarity=curated.similarity)
             yield answer
             return
@@ -262,7 +262,7 @@ class Answerer:
         answer: Answer,
         *,
         retrieved: Sequence[Hit],
-        curated_id: str | None = None,
+        curated: CuratedAnswer | None = None,
     ) -> None:
         if self.store is None or not self.config.record:
             return
@@ -277,13 +277,20 @@ class Answerer:
                 channel=question.where.channel,
                 thread=question.where.thread,
                 retrieved=[
-                    {"chunk_id": h.chunk_id, "doc": h.doc_id, "title": h.title, "score": h.score}
+                    {
+                        "chunk_id": h.chunk_id,
+                        "doc": h.doc_id,
+                        "title": h.title,
+                        "score": h.score,
+                        "access": h.access,
+                        "allowed": list(h.allowed),
+                    }
                     for h in retrieved
                 ],
                 answer=answer.text,
-                sources=[s.as_json() for s in answer.sources],
+                sources=[s.as_json() | self._access_of(s, answer, curated) for s in answer.sources],
                 abstained=answer.abstained,
-                curated_id=curated_id,
+                curated_id=curated.id if curated else None,
                 model=answer.model,
                 adapter=answer.adapter,
                 retrieval_s=answer.timings.retrieval_s,
@@ -292,6 +299,20 @@ class Answerer:
             )
         except DatabaseError as exc:  # the asker still gets the answer
             log.error("answer.record_failed", answer_id=answer.id, error=str(exc))
+
+    @staticmethod
+    def _access_of(
+        source: Source, answer: Answer, curated: CuratedAnswer | None
+    ) -> dict[str, object]:
+        """Who may see a cited source: kept with the answer, so that an expert's approval of
+        it never serves the answer where its sources are not visible."""
+        if curated is not None and source.number <= len(curated.sources):
+            stored = curated.sources[source.number - 1]
+            return {"access": stored.access, "allowed": list(stored.allowed)}
+        for passage in answer.passages:
+            if passage.uri == source.uri and passage.heading == source.heading:
+                return {"access": passage.access, "allowed": list(passage.allowed)}
+        return {"access": "private", "allowed": []}  # unknown: the most restrictive
 
 
 def merge_passages(hits: Sequence[Hit]) -> list[Passage]:
@@ -313,6 +334,7 @@ def merge_passages(hits: Sequence[Hit]) -> list[Passage]:
                 chunk_id=first.chunk_id,
                 doc_id=first.doc_id,
                 access=first.access,
+                allowed=first.allowed,
             )
         )
     return passages

@@ -39,7 +39,17 @@ log = structlog.get_logger(__name__)
 
 TABLE = "chunks"
 _META_KEY = b"expertbot"
-_HIT_COLUMNS = ["chunk_id", "source", "doc_id", "title", "uri", "heading", "text", "access"]
+_HIT_COLUMNS = [
+    "chunk_id",
+    "source",
+    "doc_id",
+    "title",
+    "uri",
+    "heading",
+    "text",
+    "access",
+    "allowed",
+]
 
 
 def _schema(dim: int, model: str) -> pa.Schema:
@@ -430,4 +440,5 @@ def _hit(row: dict[str, Any], score: float) -> Hit:
         text=row["text"],
         score=float(score),
         access=row["access"],
+        allowed=tuple(row.get("allowed") or ()),
     )

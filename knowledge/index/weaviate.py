@@ -62,7 +62,17 @@ SCHEMA_VERSION = 1
 
 QUERY_PROPERTIES = ["text", "title", "heading"]
 """The properties BM25 (alone or inside hybrid) searches."""
-HIT_PROPERTIES = ["chunk_id", "source", "doc_id", "title", "uri", "heading", "text", "access"]
+HIT_PROPERTIES = [
+    "chunk_id",
+    "source",
+    "doc_id",
+    "title",
+    "uri",
+    "heading",
+    "text",
+    "access",
+    "allowed",
+]
 MANIFEST_PROPERTIES = ["source", "doc_id", "index_hash", "n_chunks"]
 
 WRITE_BATCH = 200
@@ -463,6 +473,7 @@ def hit_from_object(obj: Any, *, distance_based: bool) -> Hit:
         text=str(props.get("text") or ""),
         score=score,
         access=str(props.get("access") or ""),
+        allowed=tuple(str(a) for a in props.get("allowed") or ()),
     )
 
 

@@ -1,0 +1,147 @@
+"""What experts and askers say about answers, whatever the chat platform.
+
+Slack and Teams turn reactions, buttons, feedback invokes and corrections into these calls;
+who counts as an expert is theirs to decide (platform user ids and groups). Effects:
+
+- 👍 / 👎 are ratings from anyone; buttons are exclusive (one vote per person), reactions are
+  independent (Slack lets one person add both);
+- an expert's approval is a rating *and* a curated answer, served as is to the next
+  near-identical question; withdrawing it withdraws the curated answer;
+- an expert's correction is an approved training target and a curated answer; anyone else's
+  is kept as a comment only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from knowledge.search import KnowledgeSearch
+from training.store import AnswerStore
+
+log = structlog.get_logger("expertbot.feedback")
+
+UP, DOWN, APPROVED = "up", "down", "approved"
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    id: str
+    approved: bool  # an expert's: a training target and a curated answer
+    curated_id: str | None
+
+
+class Feedback:
+    def __init__(self, store: AnswerStore, search: KnowledgeSearch) -> None:
+        self.store = store
+        self.search = search
+
+    async def rate(
+        self,
+        answer_id: str,
+        user: str,
+        kind: str,
+        *,
+        platform: str,
+        source: str,
+        exclusive: bool = False,
+        comment: str | None = None,
+    ) -> bool:
+        """A 👍 (`up`) or 👎 (`down`); `exclusive` withdraws the user's opposite vote."""
+        if kind not in (UP, DOWN):
+            raise ValueError(f"not a rating: {kind!r}")
+        if exclusive:
+            opposite = DOWN if kind == UP else UP
+            await asyncio.to_thread(
+                self.store.retract, answer_id=answer_id, user_id=user, kind=opposite
+            )
+        changed = await asyncio.to_thread(
+            self.store.rate,
+            answer_id=answer_id,
+            user_id=user,
+            platform=platform,
+            kind=kind,
+            source=source,
+            comment=comment,
+        )
+        log.info("feedback.rated", answer_id=answer_id, kind=kind, source=source, new=changed)
+        return changed
+
+    async def retract(self, answer_id: str, user: str, kind: str) -> bool:
+        if kind == APPROVED:
+            return await self.withdraw_approval(answer_id, user)
+        retracted = await asyncio.to_thread(
+            self.store.retract, answer_id=answer_id, user_id=user, kind=kind
+        )
+        log.info("feedback.retracted", answer_id=answer_id, kind=kind, found=retracted)
+        return retracted
+
+    async def approve(self, answer_id: str, expert: str, *, platform: str, source: str) -> bool:
+        """An expert's approval (the caller checked that `expert` is one). True if new."""
+        changed = await asyncio.to_thread(
+            self.store.rate,
+            answer_id=answer_id,
+            user_id=expert,
+            platform=platform,
+            kind=APPROVED,
+            source=source,
+            expert=True,
+        )
+        if changed:
+            curated_id = await self._curate(answer_id, expert, kind="approved")
+            log.info("feedback.approved", answer_id=answer_id, curated_id=curated_id)
+        return changed
+
+    async def withdraw_approval(self, answer_id: str, expert: str) -> bool:
+        retracted = await asyncio.to_thread(
+            self.store.retract, answer_id=answer_id, user_id=expert, kind=APPROVED
+        )
+        if retracted:
+            await asyncio.to_thread(
+                self.store.deactivate_curated,
+                answer_id=answer_id,
+                approved_by=expert,
+                kind="approved",
+            )
+            log.info("feedback.approval_withdrawn", answer_id=answer_id)
+        return retracted
+
+    async def correct(
+        self, answer_id: str, user: str, text: str, *, platform: str, expert: bool
+    ) -> Correction:
+        """Keep a correction; an expert's becomes the curated answer to that question."""
+        text = text.strip()
+        if not text:
+            raise ValueError("an empty correction")
+        curated_id = (
+            await self._curate(answer_id, user, kind="corrected", text=text) if expert else None
+        )
+        correction_id = await asyncio.to_thread(
+            self.store.add_correction,
+            answer_id=answer_id,
+            user_id=user,
+            platform=platform,
+            text=text,
+            approved=expert,
+            curated_id=curated_id,
+        )
+        log.info("feedback.corrected", answer_id=answer_id, approved=expert, curated_id=curated_id)
+        return Correction(correction_id, expert, curated_id)
+
+    async def _curate(
+        self, answer_id: str, expert: str, *, kind: str, text: str | None = None
+    ) -> str:
+        row = await asyncio.to_thread(self.store.get_answer, answer_id)
+        if row is None:
+            raise LookupError(f"no answer {answer_id}")
+        vector = await self.search.embed(row["question"])
+        return await asyncio.to_thread(
+            self.store.curate_answer,
+            answer_id,
+            embedding=vector,
+            approved_by=expert,
+            kind=kind,
+            text=text,
+        )

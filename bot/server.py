@@ -1,0 +1,204 @@
+"""`expertbot serve`: one aiohttp application for every chat platform.
+
+Routes: `POST /slack/events` (Slack's Events API, interactivity, slash commands, shortcuts —
+verified by bolt with the signing secret), `GET /healthz` (the process answers), `GET /readyz`
+(model loaded, index and database reachable). The Teams issue adds `POST /api/messages`.
+With `SLACK_APP_TOKEN` set, Slack comes over Socket Mode instead, through the same listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_sdk.signature import SignatureVerifier
+
+from bot.core.feedback import Feedback
+from bot.core.runtime import Core
+from bot.delivery import Deliveries
+from bot.ops import Ops
+from bot.settings import Settings
+from bot.slack import ids
+from knowledge.database import ping
+from knowledge.errors import ExpertbotError
+
+log = structlog.get_logger("expertbot.server")
+
+SERVICES: web.AppKey[Services] = web.AppKey("services")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    core: Core
+    ops: Ops
+    feedback: Feedback
+    deliveries: Deliveries
+    slack: Any = None  # bot.slack.app.SlackBot when Slack is configured
+
+    @classmethod
+    async def start(cls, settings: Settings, core: Core) -> Services:
+        """Wire the platform layers to a started Core (migrations included)."""
+        deliveries = Deliveries(core.knowledge.engine)
+        await asyncio.to_thread(deliveries.migrate)
+        ops = Ops(settings, core.knowledge, core.store, core.registry)
+        feedback = Feedback(core.store, core.knowledge.search)
+        services = cls(settings, core, ops, feedback, deliveries)
+        if settings.slack.configured:
+            from bot.slack.app import SlackBot
+
+            services.slack = SlackBot(settings.slack, core, ops, feedback, deliveries)
+        return services
+
+
+def make_app(services: Services) -> web.Application:
+    app = web.Application(
+        client_max_size=services.settings.server.max_body_bytes,
+        middlewares=[_request_context],
+    )
+    app[SERVICES] = services
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    slack = services.slack
+    if slack is not None and services.settings.slack.signing_secret is not None:
+        verifier = SignatureVerifier(services.settings.slack.signing_secret.get_secret_value())
+
+        async def slack_events(request: web.Request) -> web.Response:
+            try:
+                bolt_request = await to_bolt_request(request)
+            except ValueError:  # bolt parses the body up front; JSON errors are ValueErrors
+                body = await request.text()
+                if not verifier.is_valid_request(body, dict(request.headers)):
+                    return web.json_response({"error": "invalid signature"}, status=401)
+                log.warning("slack.malformed_request", bytes=len(body))
+                return web.json_response({"error": "malformed request body"}, status=400)
+            try:
+                response = await slack.app.async_dispatch(bolt_request)
+            except (KeyError, TypeError, ValueError) as exc:
+                # Signed (bolt verifies first) but not shaped like any Slack payload.
+                log.warning("slack.unreadable_payload", error=f"{exc.__class__.__name__}: {exc}")
+                return web.json_response({"error": "malformed Slack payload"}, status=400)
+            return await to_aiohttp_response(response)
+
+        app.router.add_post(ids.EVENTS_PATH, slack_events)
+    return app
+
+
+@web.middleware
+async def _request_context(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    with structlog.contextvars.bound_contextvars(request_id=request_id):
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            log.info("http.refused", path=request.path, status=exc.status)
+            raise
+        log.debug(
+            "http.request",
+            path=request.path,
+            status=response.status,
+            ms=round(1000 * (time.perf_counter() - started), 2),
+        )
+        return response
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    checks: dict[str, str] = {"model": services.core.generator.model_name}
+    ready = True
+    try:
+        stats = await services.core.knowledge.index.stats()
+        checks["index"] = f"{stats.chunks} chunks"
+    except Exception as exc:
+        ready, checks["index"] = False, f"unreachable: {exc.__class__.__name__}"
+    try:
+        await asyncio.to_thread(ping, services.core.knowledge.engine)
+        checks["database"] = "ok"
+    except ExpertbotError as exc:
+        ready, checks["database"] = False, str(exc)
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+async def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    started: Callable[[str], None] | None = None,
+    core: Core | None = None,
+) -> None:
+    """Load everything, serve until SIGINT/SIGTERM, then close in order."""
+    core = core or Core.build(settings)
+    await core.start(follow_adapters=True)
+    runner: web.AppRunner | None = None
+    socket_handler: Any = None
+    try:
+        services = await Services.start(settings, core)
+        runner = web.AppRunner(make_app(services), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0] if runner.addresses else (host, port)
+        url = f"http://{bound[0]}:{bound[1]}"
+        slack_mode = _slack_mode(settings)
+        if services.slack is not None and settings.slack.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            assert settings.slack.app_token is not None
+            socket_handler = AsyncSocketModeHandler(
+                services.slack.app, settings.slack.app_token.get_secret_value()
+            )
+            await socket_handler.connect_async()
+        log.info("serve.started", url=url, slack=slack_mode, model=core.generator.model_name)
+        if started is not None:
+            started(f"serving on {url} — Slack: {slack_mode}")
+        await _until_stopped()
+    finally:
+        log.info("serve.stopping")
+        if socket_handler is not None:
+            await socket_handler.close_async()
+        if runner is not None:
+            await runner.cleanup()
+        await core.close()
+
+
+def _slack_mode(settings: Settings) -> str:
+    slack = settings.slack
+    if not slack.configured:
+        missing = "SLACK_BOT_TOKEN" if slack.bot_token is None else "SLACK_SIGNING_SECRET"
+        return (
+            f"not configured (set {missing}, or SLACK_APP_TOKEN for Socket Mode; "
+            "see deploy/slack/README.md)"
+        )
+    if slack.socket_mode:
+        return "Socket Mode"
+    return f"HTTP events at {ids.EVENTS_PATH}"
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Not the main thread, or a platform without signals: Ctrl-C still interrupts.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -1,0 +1,794 @@
+"""The Slack app: slack-bolt's AsyncApp, its listeners, and how an answer reaches the thread.
+
+- Questions: `app_mention` in channels, `message.im` in DMs, and any reply in a thread where the
+  bot already answered (a follow-up, with the thread's earlier turns). Bots, the bot itself,
+  edits and other subtypes, and channels outside `slack.channels` are ignored.
+- Delivery: 👀 on the question at once; the answer streams into the thread through Slack's chat
+  streaming (`chat.startStream` / `appendStream` / `stopStream`) or, where that is refused,
+  `chat.postMessage` plus throttled `chat.update`. The final message carries the sources, the
+  expert-approved mark of a curated answer, and 👍 / 👎 buttons. Any failure ends in a short
+  apology in the thread, with the cause logged.
+- Exactly once: every Events API delivery is claimed by `event_id` in the shared database
+  before a listener runs (bolt itself does not de-duplicate retries).
+- Feedback: reactions and buttons are ratings; the approval reaction and corrections (a
+  thread reply with the prefix, or the "Correct this answer" shortcut) count from experts.
+- `/expertbot`: ask, status, help for anyone; sync, retrain, rollback for admins only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.core.feedback import APPROVED, DOWN, UP, Feedback
+from bot.core.question import Answer, Question, Turn, Where, WhereKind
+from bot.core.runtime import Core
+from bot.delivery import Deliveries
+from bot.ops import ADMIN_JOBS, JobResult, JobUnavailableError, Ops, status_lines
+from bot.slack import ids
+from bot.slack.config import SlackConfig
+from bot.slack.render import (
+    MESSAGE_TEXT_LIMIT,
+    answer_messages,
+    footer_blocks,
+    progress_text,
+)
+from knowledge.errors import AlreadyRunningError, ExpertbotError, OverloadedError
+
+log = structlog.get_logger("expertbot.slack")
+
+PLATFORM = "slack"
+PROGRESS_REACTION = "eyes"
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+_SKIN_TONE = re.compile(r"::skin-tone-\d$")
+_UP_REACTIONS = {"+1", "thumbsup"}
+_DOWN_REACTIONS = {"-1", "thumbsdown"}
+# Subtypes that are still a person writing (everything else — edits, deletions, joins, bot
+# messages — is ignored).
+_HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
+
+APOLOGY = "Sorry — I couldn't answer that just now. Please try again in a minute."
+BUSY = "Sorry — I'm answering a lot of questions right now. Please ask again in a minute."
+HELP = (
+    "*Ask me* by mentioning me in a channel, in a DM, or by replying in a thread I answered.\n"
+    "*Experts:* react with :{approval}: to approve an answer, or reply `{prefix} <the right "
+    "answer>` in its thread (or use the message shortcut *Correct this answer*).\n"
+    "*{command}* `ask <question>` · `status` · `help` — admins also: `sync` · `retrain` · "
+    "`rollback [version]`"
+)
+
+
+@dataclass
+class _Directory:
+    """Channel kinds and user-group members, looked up through the Web API and cached."""
+
+    client: AsyncWebClient
+    ttl: float
+    _kinds: dict[str, tuple[float, WhereKind]] = field(default_factory=dict)
+    _groups: tuple[float, dict[str, tuple[str, frozenset[str]]]] | None = None
+
+    async def where_kind(self, channel: str, channel_type: str | None) -> WhereKind:
+        typed = {
+            "im": WhereKind.DM,
+            "mpim": WhereKind.PRIVATE,
+            "group": WhereKind.PRIVATE,
+            "channel": WhereKind.PUBLIC,
+        }
+        if channel_type in typed:
+            return typed[channel_type]
+        cached = self._kinds.get(channel)
+        if cached and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        try:
+            info = (await self.client.conversations_info(channel=channel))["channel"]
+        except SlackApiError as exc:
+            # Unknown means public: the most restrictive choice of documents.
+            log.warning("slack.channel_info_failed", channel=channel, error=_error(exc))
+            return WhereKind.PUBLIC
+        if info.get("is_im"):
+            kind = WhereKind.DM
+        elif info.get("is_private") or info.get("is_mpim") or info.get("is_group"):
+            kind = WhereKind.PRIVATE
+        else:
+            kind = WhereKind.PUBLIC
+        self._kinds[channel] = (time.monotonic(), kind)
+        return kind
+
+    async def groups_of(self, user: str) -> frozenset[str]:
+        """The ids and handles of the user groups `user` belongs to."""
+        groups = await self._all_groups()
+        found: set[str] = set()
+        for group_id, (handle, members) in groups.items():
+            if user in members:
+                found.update({group_id, handle} - {""})
+        return frozenset(found)
+
+    async def _all_groups(self) -> dict[str, tuple[str, frozenset[str]]]:
+        if self._groups and time.monotonic() - self._groups[0] < self.ttl:
+            return self._groups[1]
+        try:
+            response = await self.client.usergroups_list(include_users=True)
+            groups = {
+                str(g["id"]): (str(g.get("handle", "")), frozenset(g.get("users") or ()))
+                for g in response.get("usergroups") or []
+            }
+        except SlackApiError as exc:
+            log.warning("slack.usergroups_failed", error=_error(exc))
+            groups = self._groups[1] if self._groups else {}
+        self._groups = (time.monotonic(), groups)
+        return groups
+
+
+class SlackBot:
+    """The bolt app with every listener; served over HTTP (`handle`) or Socket Mode."""
+
+    def __init__(
+        self,
+        config: SlackConfig,
+        core: Core,
+        ops: Ops,
+        feedback: Feedback,
+        deliveries: Deliveries,
+    ) -> None:
+        if config.bot_token is None:
+            raise ExpertbotError("Slack needs a bot token (SLACK_BOT_TOKEN)")
+        self.config = config
+        self.core = core
+        self.ops = ops
+        self.feedback = feedback
+        self.deliveries = deliveries
+        self.client = AsyncWebClient(
+            token=config.bot_token.get_secret_value(),
+            base_url=config.api_url or AsyncWebClient.BASE_URL,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(max_retry_count=config.rate_limit_retries),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=config.rate_limit_retries),
+                AsyncServerErrorRetryHandler(max_retry_count=config.rate_limit_retries),
+            ],
+        )
+        self.directory = _Directory(self.client, config.cache_ttl_s)
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=(
+                config.signing_secret.get_secret_value() if config.signing_secret else None
+            ),
+            request_verification_enabled=config.signing_secret is not None,
+            process_before_response=False,
+            raise_error_for_unhandled_request=False,
+        )
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._register()
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        app = self.app
+        app.middleware(self._once)
+        app.event("app_mention")(self._on_mention)
+        app.event("message")(self._on_message)
+        app.event("reaction_added")(self._on_reaction_added)
+        app.event("reaction_removed")(self._on_reaction_removed)
+        app.action(ids.FEEDBACK_UP)(self._on_button)
+        app.action(ids.FEEDBACK_DOWN)(self._on_button)
+        app.shortcut(ids.CORRECT_SHORTCUT)(self._on_correct_shortcut)
+        app.view(ids.CORRECTION_VIEW)(self._on_correction_submitted)
+        app.command(self.config.command)(self._on_command)
+        app.error(self._on_error)
+
+    async def _once(self, body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> Any:
+        """Claim each Events API delivery once, across retries and replicas."""
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if event_id and not await self.deliveries.claim(PLATFORM, str(event_id)):
+            return BoltResponse(status=200, body="")
+        return await next()
+
+    async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        log.error(
+            "slack.listener_failed",
+            error=f"{error.__class__.__name__}: {error}",
+            request_type=body.get("type"),
+            exc_info=error,
+        )
+
+    # -- questions ---------------------------------------------------------------------------
+
+    async def _on_mention(self, event: dict[str, Any], context: dict[str, Any]) -> None:
+        if event.get("bot_id") or event.get("subtype") not in _HUMAN_SUBTYPES:
+            return
+        if not self._channel_allowed(event["channel"], None):
+            return
+        text = _MENTION.sub("", event.get("text", "")).strip()
+        if text.lower().startswith(self.config.correction_prefix.lower()) and event.get(
+            "thread_ts"
+        ):
+            await self._correction_reply(event, text)
+            return
+        await self._answer_event(event, text, team=context.get("team_id"))
+
+    async def _on_message(self, event: dict[str, Any], context: dict[str, Any]) -> None:
+        if event.get("bot_id") or event.get("subtype") not in _HUMAN_SUBTYPES:
+            return
+        user, channel = event.get("user"), event.get("channel")
+        if not user or not channel or user == context.get("bot_user_id"):
+            return
+        channel_type = event.get("channel_type")
+        if not self._channel_allowed(channel, channel_type):
+            return
+        text = event.get("text", "") or ""
+        thread = event.get("thread_ts")
+        bot_user = context.get("bot_user_id")
+        mentioned = bool(bot_user) and f"<@{bot_user}" in text
+        if mentioned and channel_type != "im":
+            return  # app_mention answers it
+        if thread and text.strip().lower().startswith(self.config.correction_prefix.lower()):
+            await self._correction_reply(event, _MENTION.sub("", text).strip())
+            return
+        if channel_type == "im":
+            await self._answer_event(
+                event, _MENTION.sub("", text).strip(), team=context.get("team_id")
+            )
+            return
+        if thread and await asyncio.to_thread(
+            self.core.store.thread_answers, PLATFORM, channel, thread
+        ):
+            await self._answer_event(event, text.strip(), team=context.get("team_id"))
+
+    def _channel_allowed(self, channel: str, channel_type: str | None) -> bool:
+        if channel_type == "im" or channel.startswith("D") or not self.config.channels:
+            return True
+        return channel in self.config.channels
+
+    async def _answer_event(self, event: dict[str, Any], text: str, *, team: str | None) -> None:
+        channel, user, ts = event["channel"], event["user"], event["ts"]
+        thread = event.get("thread_ts") or ts
+        if not text:
+            await self._post(channel, thread, help_text(self.config))
+            return
+        await self._react(channel, ts, add=True)
+        try:
+            question = await self._question(
+                text, user, channel, thread, event.get("channel_type"), bool(event.get("thread_ts"))
+            )
+            await self.deliver(question, channel=channel, thread=thread, team=team)
+        except OverloadedError as exc:
+            log.warning("slack.overloaded", channel=channel, error=str(exc))
+            await self._post(channel, thread, BUSY)
+        except Exception as exc:
+            log.error(
+                "slack.answer_failed",
+                channel=channel,
+                error=f"{exc.__class__.__name__}: {exc}",
+                exc_info=exc,
+            )
+            await self._post(channel, thread, APOLOGY)
+        finally:
+            await self._react(channel, ts, add=False)
+
+    async def _question(
+        self,
+        text: str,
+        user: str,
+        channel: str,
+        thread: str | None,
+        channel_type: str | None,
+        in_thread: bool,
+    ) -> Question:
+        kind = await self.directory.where_kind(channel, channel_type)
+        history: list[Turn] = []
+        if in_thread and thread:
+            for row in await asyncio.to_thread(
+                self.core.store.thread_answers, PLATFORM, channel, thread
+            ):
+                history += [Turn("user", row["question"]), Turn("assistant", row["answer"])]
+        return Question(
+            text=text,
+            asker=user,
+            where=Where(kind=kind, channel=channel, platform=PLATFORM, thread=thread),
+            history=tuple(history),
+            asker_groups=await self.directory.groups_of(user),
+        )
+
+    async def deliver(
+        self, question: Question, *, channel: str, thread: str, team: str | None
+    ) -> Answer:
+        """Answer `question` into the thread: streamed where Slack allows it, else posted and
+        updated. Returns the Answer once its messages are final and linked to it."""
+        stream = self.core.answerer.stream(question)
+        if self.config.stream:
+            delivery: _Delivery = _Streamed(self, channel, thread, team, question.asker)
+        else:
+            delivery = _Updated(self, channel, thread)
+        answer: Answer | None = None
+        try:
+            async for item in stream:
+                if isinstance(item, Answer):
+                    answer = item
+                else:
+                    delivery = await delivery.add(item)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        assert answer is not None
+        message_ids = await delivery.finish(answer)
+        for message_id in message_ids:
+            await asyncio.to_thread(
+                self.core.store.link_message,
+                platform=PLATFORM,
+                conversation=channel,
+                message_id=message_id,
+                answer_id=answer.id,
+                thread=thread,
+            )
+        log.info(
+            "slack.answered",
+            answer_id=answer.id,
+            channel=channel,
+            abstained=answer.abstained,
+            curated=answer.curated,
+            messages=len(message_ids),
+            mode=delivery.mode,
+        )
+        return answer
+
+    # -- feedback ----------------------------------------------------------------------------
+
+    async def _on_reaction_added(self, event: dict[str, Any], context: dict[str, Any]) -> None:
+        await self._reaction(event, context, added=True)
+
+    async def _on_reaction_removed(self, event: dict[str, Any], context: dict[str, Any]) -> None:
+        await self._reaction(event, context, added=False)
+
+    async def _reaction(
+        self, event: dict[str, Any], context: dict[str, Any], *, added: bool
+    ) -> None:
+        item, user = event.get("item") or {}, event.get("user")
+        if item.get("type") != "message" or not user or user == context.get("bot_user_id"):
+            return
+        reaction = _SKIN_TONE.sub("", event.get("reaction", ""))
+        if reaction in _UP_REACTIONS:
+            kind = UP
+        elif reaction in _DOWN_REACTIONS:
+            kind = DOWN
+        elif reaction == self.config.approval_reaction:
+            kind = APPROVED
+        else:
+            return
+        answer_id = await asyncio.to_thread(
+            self.core.store.answer_for_message, PLATFORM, item["channel"], item["ts"]
+        )
+        if answer_id is None:
+            return  # not one of our answers
+        if kind == APPROVED:
+            if not await self.is_expert(user):
+                log.info("slack.approval_ignored", answer_id=answer_id, reason="not an expert")
+                return
+            if added:
+                await self.feedback.approve(answer_id, user, platform=PLATFORM, source="reaction")
+            else:
+                await self.feedback.withdraw_approval(answer_id, user)
+        elif added:
+            await self.feedback.rate(answer_id, user, kind, platform=PLATFORM, source="reaction")
+        else:
+            await self.feedback.retract(answer_id, user, kind)
+
+    async def _on_button(self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]) -> None:
+        await ack()
+        action = body["actions"][0]
+        kind = UP if action["action_id"] == ids.FEEDBACK_UP else DOWN
+        user = body["user"]["id"]
+        answer_id = str(action.get("value", ""))
+        if not await asyncio.to_thread(self.core.store.get_answer, answer_id):
+            return
+        await self.feedback.rate(
+            answer_id, user, kind, platform=PLATFORM, source="button", exclusive=True
+        )
+        channel = (body.get("channel") or {}).get("id")
+        if channel:
+            thanks = (
+                "Thanks — glad it helped."
+                if kind == UP
+                else (
+                    "Thanks — noted. An expert can reply `"
+                    + self.config.correction_prefix
+                    + " …` in the thread with the right answer."
+                )
+            )
+            message = body.get("message") or {}
+            await self._ephemeral(channel, user, thanks, message.get("thread_ts"))
+
+    async def _correction_reply(self, event: dict[str, Any], text: str) -> None:
+        channel, thread, user = event["channel"], event["thread_ts"], event["user"]
+        answers = await asyncio.to_thread(self.core.store.thread_answers, PLATFORM, channel, thread)
+        if not answers:
+            return  # a thread without our answers: not ours to take
+        body = text[len(self.config.correction_prefix) :].strip()
+        if not body:
+            await self._post(
+                channel, thread, "A correction needs the right answer after the prefix."
+            )
+            return
+        await self._correct(answers[-1]["id"], user, body, channel, thread)
+
+    async def _correct(
+        self, answer_id: str, user: str, text: str, channel: str, thread: str | None
+    ) -> None:
+        expert = await self.is_expert(user)
+        await self.feedback.correct(answer_id, user, text, platform=PLATFORM, expert=expert)
+        if expert:
+            reply = (
+                f"Thanks <@{user}> — correction saved. I'll give this answer to the same question "
+                "from now on, and it joins the next training run."
+            )
+        else:
+            reply = (
+                f"Thanks <@{user}> — noted as a comment. An expert's correction is needed to "
+                "change the answer."
+            )
+        if thread:
+            await self._post(channel, thread, reply)
+
+    async def _on_correct_shortcut(
+        self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]
+    ) -> None:
+        await ack()
+        message, channel = body.get("message") or {}, (body.get("channel") or {}).get("id", "")
+        answer_id = await asyncio.to_thread(
+            self.core.store.answer_for_message, PLATFORM, channel, message.get("ts", "")
+        )
+        row = await asyncio.to_thread(self.core.store.get_answer, answer_id) if answer_id else None
+        if row is None:
+            view = _notice_view("This works on expertbot's answers only.")
+        else:
+            metadata = {
+                "answer_id": answer_id,
+                "channel": channel,
+                "thread": message.get("thread_ts") or message.get("ts"),
+            }
+            view = _correction_view(row["question"], row["answer"], json.dumps(metadata))
+        await self.client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    async def _on_correction_submitted(
+        self, ack: Callable[..., Awaitable[None]], body: dict[str, Any], view: dict[str, Any]
+    ) -> None:
+        value = (
+            view.get("state", {})
+            .get("values", {})
+            .get(ids.CORRECTION_BLOCK, {})
+            .get(ids.CORRECTION_INPUT, {})
+            .get("value")
+            or ""
+        ).strip()
+        if not value:
+            await ack(
+                response_action="errors", errors={ids.CORRECTION_BLOCK: "Write the right answer."}
+            )
+            return
+        await ack()
+        meta = json.loads(view.get("private_metadata") or "{}")
+        await self._correct(
+            meta["answer_id"], body["user"]["id"], value, meta["channel"], meta.get("thread")
+        )
+
+    # -- the slash command -------------------------------------------------------------------
+
+    async def _on_command(
+        self,
+        ack: Callable[..., Awaitable[None]],
+        command: dict[str, Any],
+        respond: Callable[..., Awaitable[Any]],
+    ) -> None:
+        sub, _, rest = (command.get("text") or "").strip().partition(" ")
+        sub, rest, user = sub.lower(), rest.strip(), command["user_id"]
+        if sub in ADMIN_JOBS and not await self.is_admin(user):
+            await ack(f"Sorry, `{sub}` is for admins only — nothing was run.")
+            log.info("slack.command_refused", command=sub, user=user)
+            return
+        if sub == "ask" and rest:
+            await ack(f"Looking into: {rest[:200]}")
+            await self._ask_command(rest, command, respond)
+        elif sub == "status":
+            await ack()
+            status = await self.ops.status()
+            await respond(text="\n".join(status_lines(status)), response_type="ephemeral")
+        elif sub in ADMIN_JOBS:
+            await ack(f"Starting `{sub}`{' ' + rest if rest else ''} …")
+            log.info("slack.command", command=sub, user=user)
+            await self._run_job(sub, rest, user, respond)
+        else:
+            await ack(help_text(self.config))
+
+    async def _ask_command(
+        self, text: str, command: dict[str, Any], respond: Callable[..., Awaitable[Any]]
+    ) -> None:
+        channel, user = command["channel_id"], command["user_id"]
+        try:
+            question = await self._question(text, user, channel, None, None, False)
+            answer = await self.core.answerer.answer(question)
+        except OverloadedError:
+            await respond(text=BUSY, response_type="ephemeral")
+            return
+        except Exception as exc:
+            log.error("slack.ask_failed", error=f"{exc.__class__.__name__}: {exc}", exc_info=exc)
+            await respond(text=APOLOGY, response_type="ephemeral")
+            return
+        for message in answer_messages(answer):
+            await respond(text=message.text, blocks=message.blocks, response_type="ephemeral")
+
+    async def _run_job(
+        self, job: str, arg: str, user: str, respond: Callable[..., Awaitable[Any]]
+    ) -> None:
+        async def report(line: str) -> None:
+            await respond(text=line, response_type="ephemeral", replace_original=False)
+
+        trigger = f"slack:{user}"
+        try:
+            result: JobResult
+            if job == "sync":
+                result = await self.ops.sync(trigger=trigger, report=report)
+            elif job == "retrain":
+                result = await self.ops.retrain(trigger=trigger, report=report)
+            else:
+                result = await self.ops.rollback(arg or None, trigger=trigger)
+            prefix = "✅" if result.ok else "⚠️"
+            await report(f"{prefix} {job}: {result.summary}")
+        except AlreadyRunningError as exc:
+            await report(f"⏳ {exc}")
+        except (JobUnavailableError, ExpertbotError) as exc:  # said clearly: config, adapters
+            await report(f"⚠️ {job}: {exc}")
+        except Exception as exc:
+            log.error(
+                "slack.job_failed", job=job, error=f"{exc.__class__.__name__}: {exc}", exc_info=exc
+            )
+            await report(f"❌ {job} failed: {exc.__class__.__name__}. The logs have the details.")
+
+    # -- who may do what ---------------------------------------------------------------------
+
+    async def is_expert(self, user: str) -> bool:
+        return user in self.config.experts or bool(
+            self.config.expert_groups
+            and set(self.config.expert_groups) & await self.directory.groups_of(user)
+        )
+
+    async def is_admin(self, user: str) -> bool:
+        return user in self.config.admins or bool(
+            self.config.admin_groups
+            and set(self.config.admin_groups) & await self.directory.groups_of(user)
+        )
+
+    # -- small Web API helpers ---------------------------------------------------------------
+
+    async def _post(self, channel: str, thread: str | None, text: str, **kwargs: Any) -> str | None:
+        try:
+            response = await self.client.chat_postMessage(
+                channel=channel, thread_ts=thread, text=text, **kwargs
+            )
+            return str(response["ts"])
+        except SlackApiError as exc:
+            log.error("slack.post_failed", channel=channel, error=_error(exc))
+            return None
+
+    async def _ephemeral(self, channel: str, user: str, text: str, thread: str | None) -> None:
+        try:
+            await self.client.chat_postEphemeral(
+                channel=channel, user=user, text=text, thread_ts=thread
+            )
+        except SlackApiError as exc:
+            log.warning("slack.ephemeral_failed", channel=channel, error=_error(exc))
+
+    async def _react(self, channel: str, ts: str, *, add: bool) -> None:
+        try:
+            if add:
+                await self.client.reactions_add(
+                    channel=channel, timestamp=ts, name=PROGRESS_REACTION
+                )
+            else:
+                await self.client.reactions_remove(
+                    channel=channel, timestamp=ts, name=PROGRESS_REACTION
+                )
+        except SlackApiError as exc:  # progress is a courtesy: never fail the answer for it
+            log.info("slack.progress_reaction_failed", error=_error(exc))
+
+
+def help_text(config: SlackConfig) -> str:
+    return HELP.format(
+        approval=config.approval_reaction, prefix=config.correction_prefix, command=config.command
+    )
+
+
+# -- delivering an answer ----------------------------------------------------------------------
+
+
+class _Delivery:
+    mode = ""
+
+    async def add(self, delta: str) -> _Delivery:
+        raise NotImplementedError
+
+    async def finish(self, answer: Answer) -> list[str]:
+        raise NotImplementedError
+
+
+class _Updated(_Delivery):
+    """chat.postMessage at the first text, chat.update at most every `update_interval_s`, then
+    the final message(s) with sources and buttons."""
+
+    mode = "update"
+
+    def __init__(self, bot: SlackBot, channel: str, thread: str, text: str = "") -> None:
+        self.bot, self.channel, self.thread = bot, channel, thread
+        self.text = text
+        self.ts: str | None = None
+        self.updated = 0.0
+
+    async def add(self, delta: str) -> _Delivery:
+        self.text += delta
+        now = time.monotonic()
+        if self.ts is None:
+            response = await self.bot.client.chat_postMessage(
+                channel=self.channel, thread_ts=self.thread, text=progress_text(self.text)
+            )
+            self.ts, self.updated = str(response["ts"]), now
+        elif now - self.updated >= self.bot.config.update_interval_s:
+            self.updated = now
+            await self.bot.client.chat_update(
+                channel=self.channel, ts=self.ts, text=progress_text(self.text)
+            )
+        return self
+
+    async def finish(self, answer: Answer) -> list[str]:
+        messages = answer_messages(answer)
+        posted: list[str] = []
+        for i, message in enumerate(messages):
+            if i == 0 and self.ts is not None:
+                await self.bot.client.chat_update(
+                    channel=self.channel, ts=self.ts, text=message.text, blocks=message.blocks
+                )
+                posted.append(self.ts)
+            else:
+                response = await self.bot.client.chat_postMessage(
+                    channel=self.channel,
+                    thread_ts=self.thread,
+                    text=message.text,
+                    blocks=message.blocks,
+                )
+                posted.append(str(response["ts"]))
+        return posted
+
+
+class _Streamed(_Delivery):
+    """Slack's chat streaming: text appended as it is written (at most every
+    `update_interval_s`), the footer blocks given to `chat.stopStream`. Where Slack refuses to
+    start a stream, the same answer continues as an `_Updated` delivery."""
+
+    mode = "stream"
+
+    def __init__(
+        self, bot: SlackBot, channel: str, thread: str, team: str | None, user: str
+    ) -> None:
+        self.bot, self.channel, self.thread, self.team, self.user = bot, channel, thread, team, user
+        self.pending = ""
+        self.sent = 0  # characters of markdown in the current streamed message
+        self.ts: list[str] = []  # every streamed message (a long answer continues in a new one)
+        self.stream: Any = None
+        self.flushed = 0.0
+
+    async def _open(self) -> None:
+        self.stream = await self.bot.client.chat_stream(
+            channel=self.channel,
+            thread_ts=self.thread,
+            recipient_team_id=self.team,
+            recipient_user_id=self.user,
+            buffer_size=1,  # we batch ourselves, by time
+        )
+        self.sent = 0
+
+    async def add(self, delta: str) -> _Delivery:
+        self.pending += delta
+        now = time.monotonic()
+        if self.stream is not None and now - self.flushed < self.bot.config.update_interval_s:
+            return self
+        try:
+            await self._flush()
+        except (SlackApiError, SlackRequestError) as exc:
+            if self.ts:
+                raise
+            log.info("slack.streaming_refused", channel=self.channel, error=_error(exc))
+            fallback = _Updated(self.bot, self.channel, self.thread)
+            return await fallback.add(self.pending)
+        self.flushed = now
+        return self
+
+    async def _flush(self) -> None:
+        if self.stream is None:
+            await self._open()
+        if self.sent + len(self.pending) > MESSAGE_TEXT_LIMIT and self.sent:
+            await self.stream.stop()
+            await self._open()
+        if self.pending:
+            text, self.pending = self.pending, ""
+            await self.stream.append(markdown_text=text)
+            self.sent += len(text)
+            if self.stream.ts and self.stream.ts not in self.ts:
+                self.ts.append(str(self.stream.ts))
+
+    async def finish(self, answer: Answer) -> list[str]:
+        try:
+            if self.stream is None:
+                await self._open()
+            if self.sent + len(self.pending) > MESSAGE_TEXT_LIMIT and self.sent:
+                await self.stream.stop()
+                await self._open()
+            await self.stream.stop(markdown_text=self.pending or None, blocks=footer_blocks(answer))
+        except (SlackApiError, SlackRequestError) as exc:
+            if self.ts:
+                raise
+            log.info("slack.streaming_refused", channel=self.channel, error=_error(exc))
+            return await _Updated(self.bot, self.channel, self.thread).finish(answer)
+        if self.stream.ts and str(self.stream.ts) not in self.ts:
+            self.ts.append(str(self.stream.ts))
+        return self.ts
+
+
+def _correction_view(question: str, answer: str, metadata: str) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "callback_id": ids.CORRECTION_VIEW,
+        "private_metadata": metadata,
+        "title": {"type": "plain_text", "text": "Correct this answer"},
+        "submit": {"type": "plain_text", "text": "Save correction"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"*Question:* {question[:2900]}"},
+            },
+            {
+                "type": "input",
+                "block_id": ids.CORRECTION_BLOCK,
+                "label": {"type": "plain_text", "text": "The right answer"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": ids.CORRECTION_INPUT,
+                    "multiline": True,
+                    "initial_value": answer[:3000],
+                    "max_length": 3000,
+                },
+            },
+        ],
+    }
+
+
+def _notice_view(text: str) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": "Correct this answer"},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [{"type": "section", "text": {"type": "plain_text", "text": text}}],
+    }
+
+
+def _error(exc: SlackApiError | SlackRequestError) -> str:
+    response = getattr(exc, "response", None)
+    if response is not None:
+        try:
+            return str(response.get("error") or response.status_code)
+        except Exception:
+            pass
+    return exc.__class__.__name__

@@ -1,0 +1,82 @@
+"""Slack configuration (`[slack]` in the TOML file, `EXPERTBOT_SLACK__…` in the environment).
+
+The tokens also come from Slack's conventional variables: `SLACK_BOT_TOKEN`,
+`SLACK_SIGNING_SECRET`, `SLACK_APP_TOKEN`. Id lists take comma-separated values in the
+environment (`EXPERTBOT_SLACK__EXPERTS=U01ABC,U02DEF`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic_settings import NoDecode
+
+from bot.slack.ids import DEFAULT_COMMAND
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+IdList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+
+
+class SlackConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bot_token: SecretStr | None = Field(default=None, description="xoxb-… ($SLACK_BOT_TOKEN).")
+    signing_secret: SecretStr | None = Field(
+        default=None, description="Verifies every HTTP request ($SLACK_SIGNING_SECRET)."
+    )
+    app_token: SecretStr | None = Field(
+        default=None, description="xapp-…; when set, Socket Mode is used ($SLACK_APP_TOKEN)."
+    )
+    api_url: str | None = Field(
+        default=None, description="Slack Web API base URL (proxies, tests); default Slack's."
+    )
+    admins: IdList = Field(default_factory=list, description="User ids allowed admin commands.")
+    experts: IdList = Field(
+        default_factory=list, description="User ids whose approvals and corrections count."
+    )
+    admin_groups: IdList = Field(default_factory=list, description="User group ids (S…).")
+    expert_groups: IdList = Field(default_factory=list, description="User group ids (S…).")
+    channels: IdList = Field(
+        default_factory=list, description="Channels the bot answers in; empty: every one."
+    )
+    approval_reaction: str = Field(
+        default="white_check_mark", description="The reaction by which an expert approves."
+    )
+    correction_prefix: str = Field(
+        default="correction:", description="A thread reply starting with this is a correction."
+    )
+    command: str = Field(default=DEFAULT_COMMAND, pattern=r"^/[a-z0-9_-]+$")
+    stream: bool = Field(
+        default=True,
+        description="Stream with chat.startStream/appendStream/stopStream; off: post, then update.",
+    )
+    update_interval_s: float = Field(
+        default=1.0,
+        ge=0.1,
+        description="Minimum time between chat.update calls when not streaming.",
+    )
+    rate_limit_retries: int = Field(default=3, ge=0, le=10)
+    cache_ttl_s: float = Field(
+        default=300.0, ge=0, description="How long channel kinds and group members are cached."
+    )
+
+    @property
+    def configured(self) -> bool:
+        return self.bot_token is not None and (
+            self.signing_secret is not None or self.app_token is not None
+        )
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.app_token is not None

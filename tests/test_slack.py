@@ -1,0 +1,807 @@
+"""Slack end to end: real bolt dispatch with real signatures against the real aiohttp app, the
+real answering core (handbook index, tiny Phi-3, SQL store), and a local fake of Slack's Web API
+that records what the bot sends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import sqlalchemy as sa
+from aiohttp.test_utils import TestClient
+from slack_sdk.signature import SignatureVerifier
+
+from bot.core.runtime import Core
+from bot.server import Services, make_app
+from bot.slack import ids
+from bot.slack.config import SlackConfig
+from knowledge.config import SourceConfig
+from tests.conftest import HANDBOOK
+from tests.slack_fake import BOT_USER, TEAM, Call, FakeSlack
+from tests.test_answering import settings_for
+
+SECRET = "test-signing-secret"
+PASSWORD_Q = "How do I reset my password?"
+FINANCE_Q = "What are the steps of the quarter close?"
+ADMIN, EXPERT, EMPLOYEE = "UADMIN", "UEXPERT", "UEMPLOYEE"
+
+
+@dataclass
+class Env:
+    slack: FakeSlack
+    client: TestClient
+    services: Services
+    core: Core
+    questions: list[Any]
+
+    async def post(
+        self,
+        body: str,
+        *,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+        timestamp: int | None = None,
+        secret: str = SECRET,
+    ) -> Any:
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+        sent = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": signature,
+        } | (headers or {})
+        return await self.client.post(ids.EVENTS_PATH, data=body.encode(), headers=sent)
+
+    async def event(
+        self,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        body = json.dumps(envelope(event, event_id or f"Ev{time.monotonic_ns()}"))
+        return await self.post(body, content_type="application/json", headers=headers)
+
+    async def form(self, payload: dict[str, Any]) -> Any:
+        return await self.post(urlencode(payload), content_type="application/x-www-form-urlencoded")
+
+    async def interaction(self, payload: dict[str, Any]) -> Any:
+        return await self.form({"payload": json.dumps(payload)})
+
+    async def ask(
+        self, text: str, *, channel: str = "CPUBLIC", user: str = EMPLOYEE, ts: str | None = None
+    ) -> tuple[str, Call]:
+        """Mention the bot; wait for the streamed answer to end. Returns (question ts, stop)."""
+        ts = ts or self.slack.next_ts()
+        before = len(self.slack.calls_to("chat.stopStream"))
+        response = await self.event(mention(text, channel=channel, user=user, ts=ts))
+        assert response.status == 200
+        stops = await self.slack.wait_for("chat.stopStream", before + 1)
+        await self.linked(channel, stops[before].body["ts"])
+        return ts, stops[before]
+
+    async def linked(self, channel: str, message_ts: str) -> str:
+        """Wait until the bot has linked its message to the answer (just after posting it)."""
+        for _ in range(200):
+            found = self.core.store.answer_for_message("slack", channel, message_ts)
+            if found:
+                return found
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"message {message_ts} was never linked to an answer")
+
+
+def envelope(event: dict[str, Any], event_id: str) -> dict[str, Any]:
+    return {
+        "token": "legacy",
+        "team_id": TEAM,
+        "api_app_id": "A0APP",
+        "event": event,
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": int(time.time()),
+        "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}],
+    }
+
+
+def mention(
+    text: str, *, channel: str, user: str, ts: str, thread_ts: str | None = None
+) -> dict[str, Any]:
+    event = {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@{BOT_USER}> {text}",
+        "ts": ts,
+        "channel": channel,
+        "event_ts": ts,
+    }
+    return event | ({"thread_ts": thread_ts} if thread_ts else {})
+
+
+def message(
+    text: str,
+    *,
+    channel: str,
+    user: str,
+    ts: str,
+    channel_type: str = "channel",
+    thread_ts: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    event = {
+        "type": "message",
+        "user": user,
+        "text": text,
+        "ts": ts,
+        "channel": channel,
+        "channel_type": channel_type,
+        "event_ts": ts,
+    } | extra
+    return event | ({"thread_ts": thread_ts} if thread_ts else {})
+
+
+def reaction(kind: str, name: str, *, user: str, channel: str, ts: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "user": user,
+        "reaction": name,
+        "item": {"type": "message", "channel": channel, "ts": ts},
+        "item_user": BOT_USER,
+        "event_ts": str(time.time()),
+    }
+
+
+def block_ids(call: Call) -> list[str]:
+    return [b.get("block_id", "") for b in call.body.get("blocks") or []]
+
+
+def button_values(call: Call) -> dict[str, str]:
+    for block in call.body.get("blocks") or []:
+        if block.get("block_id") == ids.FEEDBACK_BLOCK:
+            return {e["action_id"]: e["value"] for e in block["elements"]}
+    return {}
+
+
+def streamed_text(slack: FakeSlack, ts: str) -> str:
+    """The markdown streamed into message `ts`: its startStream, appendStreams and stopStream."""
+    calls = slack.calls
+    stop = max(
+        i for i, c in enumerate(calls) if c.method == "chat.stopStream" and c.body["ts"] == ts
+    )
+    first = max(i for i in range(stop) if calls[i].method == "chat.startStream")
+    text = ""
+    for call in calls[first : stop + 1]:
+        if call.method == "chat.startStream" or (
+            call.method in ("chat.appendStream", "chat.stopStream") and call.body["ts"] == ts
+        ):
+            text += "".join(c.get("text", "") for c in call.body.get("chunks") or [])
+            text += call.body.get("markdown_text") or ""
+    return text
+
+
+async def settle(env: Env) -> None:
+    """Let listeners that run after the ack finish."""
+    for _ in range(100):
+        pending = [
+            t
+            for t in asyncio.all_tasks()
+            if t is not asyncio.current_task() and "run_ack_function" in repr(t.get_coro())
+        ]
+        if not pending:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def env(handbook_data_dir: Path, tiny_phi3: Path, embedder, aiohttp_client):
+    slack = FakeSlack()
+    await slack.start()
+    slack.set_channel("CPUBLIC", name="general")
+    slack.set_channel("C0FINANCE", is_private=True, name="finance")
+    settings = settings_for(handbook_data_dir, str(tiny_phi3))
+    settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    settings.slack = SlackConfig(
+        bot_token="xoxb-test",
+        signing_secret=SECRET,
+        api_url=slack.api_url,
+        admins=[ADMIN],
+        experts=[EXPERT],
+        update_interval_s=0.1,
+    )
+    core = Core.build(settings, embedder=embedder)
+    await core.start()
+    services = await Services.start(settings, core)
+    questions: list[Any] = []
+    answerer_stream = core.answerer.stream
+
+    def spy(question: Any) -> Any:  # observe what Slack hands the core
+        questions.append(question)
+        return answerer_stream(question)
+
+    core.answerer.stream = spy  # type: ignore[method-assign]
+    client = await aiohttp_client(make_app(services))
+    yield Env(slack, client, services, core, questions)
+    await settle(Env(slack, client, services, core, questions))
+    await core.close()
+    await slack.close()
+
+
+# -- answering ---------------------------------------------------------------------------------
+
+
+async def test_a_mention_is_acked_and_answered_in_its_thread_with_progress_sources_buttons(
+    env: Env,
+) -> None:
+    ts, stop = await env.ask(PASSWORD_Q)
+    slack = env.slack
+    add = slack.calls_to("reactions.add")[0]
+    assert add.body == {"channel": "CPUBLIC", "timestamp": ts, "name": "eyes"}
+    start = slack.calls_to("chat.startStream")[0]
+    assert start.body["channel"] == "CPUBLIC" and start.body["thread_ts"] == ts
+    assert start.body["recipient_user_id"] == EMPLOYEE and start.body["recipient_team_id"] == TEAM
+    assert start.headers["Authorization"] == "Bearer xoxb-test"
+    assert add.at < start.at  # progress shows before the answer starts
+    answer_ts = stop.body["ts"]
+    answer_id = button_values(stop)[ids.FEEDBACK_UP]
+    assert button_values(stop) == {ids.FEEDBACK_UP: answer_id, ids.FEEDBACK_DOWN: answer_id}
+    row = env.core.store.get_answer(answer_id)
+    assert row is not None and row["question"] == PASSWORD_Q
+    assert row["platform"] == "slack" and row["where_kind"] == "public"
+    assert row["channel"] == "CPUBLIC" and row["thread"] == ts
+    # What was streamed is the recorded answer, and the message is linked to it.
+    assert streamed_text(slack, answer_ts).strip() == row["answer"].strip()
+    assert env.core.store.answer_for_message("slack", "CPUBLIC", answer_ts) == answer_id
+    if row["sources"]:
+        assert "expertbot_sources" in block_ids(stop)
+    await slack.wait_for("reactions.remove")
+    assert slack.calls_to("reactions.remove")[0].body["timestamp"] == ts
+
+
+async def test_the_http_ack_comes_before_the_answer(env: Env) -> None:
+    started = time.perf_counter()
+    response = await env.event(
+        mention(PASSWORD_Q, channel="CPUBLIC", user=EMPLOYEE, ts=env.slack.next_ts())
+    )
+    acked = time.perf_counter() - started
+    assert response.status == 200
+    assert not env.slack.calls_to("chat.stopStream")  # not answered yet when acked
+    await env.slack.wait_for("chat.stopStream")
+    assert acked < 1.0
+
+
+async def test_a_dm_is_answered_in_its_thread_with_dm_access(env: Env) -> None:
+    ts = env.slack.next_ts()
+    await env.event(message(PASSWORD_Q, channel="D0DM", user=EMPLOYEE, ts=ts, channel_type="im"))
+    stop = (await env.slack.wait_for("chat.stopStream"))[0]
+    row = env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP])
+    assert row["where_kind"] == "dm" and row["thread"] == ts and row["asker"] == EMPLOYEE
+
+
+async def test_a_follow_up_in_the_thread_carries_its_history(env: Env) -> None:
+    ts, first = await env.ask(PASSWORD_Q)
+    follow = env.slack.next_ts()
+    await env.event(
+        message(
+            "And how often must I change it?",
+            channel="CPUBLIC",
+            user=EMPLOYEE,
+            ts=follow,
+            thread_ts=ts,
+        )
+    )
+    stop = (await env.slack.wait_for("chat.stopStream", 2))[1]
+    question = env.questions[-1]
+    assert question.text == "And how often must I change it?"
+    first_row = env.core.store.get_answer(button_values(first)[ids.FEEDBACK_UP])
+    assert [t.role for t in question.history] == ["user", "assistant"]
+    assert question.history[0].text == PASSWORD_Q
+    assert question.history[1].text == first_row["answer"]
+    assert env.slack.calls_to("chat.startStream")[1].body["thread_ts"] == ts
+    assert env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP])["thread"] == ts
+
+
+async def test_threads_the_bot_did_not_answer_and_bots_and_edits_are_ignored(env: Env) -> None:
+    root = env.slack.next_ts()
+    for event in (
+        message(
+            "What is the VPN?",
+            channel="CPUBLIC",
+            user=EMPLOYEE,
+            ts=env.slack.next_ts(),
+            thread_ts=root,
+        ),
+        message(
+            "What is the VPN?",
+            channel="CPUBLIC",
+            user="UOTHERBOT",
+            ts=env.slack.next_ts(),
+            bot_id="B0OTHER",
+            channel_type="im",
+        ),
+        message(
+            "What is the VPN?",
+            channel="D0DM",
+            user=EMPLOYEE,
+            ts=env.slack.next_ts(),
+            channel_type="im",
+            subtype="message_changed",
+        ),
+        message("plain chatter", channel="CPUBLIC", user=EMPLOYEE, ts=env.slack.next_ts()),
+    ):
+        assert (await env.event(event)).status == 200
+    await settle(env)
+    assert env.questions == []
+    assert not env.slack.calls_to("chat.startStream") and not env.slack.calls_to("reactions.add")
+
+
+async def test_channels_outside_the_allowed_list_are_ignored(env: Env) -> None:
+    env.services.slack.config.channels = ["C0FINANCE"]
+    await env.event(mention(PASSWORD_Q, channel="CPUBLIC", user=EMPLOYEE, ts=env.slack.next_ts()))
+    await settle(env)
+    assert env.questions == []
+    await env.ask(PASSWORD_Q, channel="C0FINANCE")
+    assert env.questions[-1].where.channel == "C0FINANCE"
+
+
+def retrieved_docs(env: Env, stop: Call) -> set[str]:
+    row = env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP])
+    return {r["doc"] for r in row["retrieved"]}
+
+
+async def test_a_private_channel_may_use_documents_restricted_to_it_a_public_one_may_not(
+    env: Env,
+) -> None:
+    _, public = await env.ask(FINANCE_Q, channel="CPUBLIC")
+    _, private = await env.ask(FINANCE_Q, channel="C0FINANCE")
+    assert "finance/quarter-close.md" not in retrieved_docs(env, public)
+    assert "finance/quarter-close.md" in retrieved_docs(env, private)
+    assert env.questions[-1].where.kind == "private"
+
+
+# -- exactly once, signatures, rate limits, failures -------------------------------------------
+
+
+async def test_the_same_event_delivered_three_times_concurrently_gets_one_answer(env: Env) -> None:
+    event = mention(PASSWORD_Q, channel="CPUBLIC", user=EMPLOYEE, ts=env.slack.next_ts())
+    responses = await asyncio.gather(
+        env.event(event, event_id="EvSAME"),
+        env.event(
+            event,
+            event_id="EvSAME",
+            headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"},
+        ),
+        env.event(
+            event,
+            event_id="EvSAME",
+            headers={"X-Slack-Retry-Num": "2", "X-Slack-Retry-Reason": "http_timeout"},
+        ),
+    )
+    assert [r.status for r in responses] == [200, 200, 200]
+    await env.slack.wait_for("chat.stopStream")
+    await settle(env)
+    assert len(env.slack.calls_to("chat.startStream")) == 1
+    assert len(env.questions) == 1
+
+
+@pytest.mark.parametrize("problem", ["bad", "expired", "missing", "other secret"])
+async def test_unsigned_or_badly_signed_requests_get_401_and_do_nothing(
+    env: Env, problem: str
+) -> None:
+    body = json.dumps(
+        envelope(
+            mention(PASSWORD_Q, channel="CPUBLIC", user=EMPLOYEE, ts=env.slack.next_ts()), "EvBAD"
+        )
+    )
+    if problem == "missing":
+        response = await env.client.post(
+            ids.EVENTS_PATH, data=body, headers={"Content-Type": "application/json"}
+        )
+    elif problem == "bad":
+        response = await env.post(
+            body, content_type="application/json", headers={"X-Slack-Signature": "v0=" + "0" * 64}
+        )
+    elif problem == "expired":
+        response = await env.post(
+            body, content_type="application/json", timestamp=int(time.time()) - 600
+        )
+    else:
+        response = await env.post(body, content_type="application/json", secret="not-ours")
+    assert response.status == 401
+    await settle(env)
+    assert env.slack.calls == [] and env.questions == []
+    with env.core.knowledge.engine.connect() as conn:
+        claimed = conn.execute(sa.text("SELECT count(*) FROM processed_events")).scalar()
+    assert claimed == 0
+
+
+async def test_a_malformed_body_is_refused_and_nothing_runs(env: Env) -> None:
+    response = await env.post("{not json", content_type="application/json")
+    assert response.status == 400
+    unsigned = await env.client.post(
+        ids.EVENTS_PATH, data="{not json", headers={"Content-Type": "application/json"}
+    )
+    assert unsigned.status == 401
+    huge = await env.post("x" * (2 << 20), content_type="application/json")
+    assert huge.status == 413
+    await settle(env)
+    assert env.slack.calls == [] and env.questions == []
+
+
+async def test_a_rate_limited_call_is_retried_after_retry_after(env: Env) -> None:
+    env.slack.fail("chat.startStream", status=429, retry_after=0)
+    await env.ask(PASSWORD_Q)
+    starts = env.slack.calls_to("chat.startStream")
+    assert [c.failed for c in starts] == [True, False]
+
+
+async def test_where_streaming_is_refused_the_answer_is_posted_and_updated(env: Env) -> None:
+    env.slack.fail("chat.startStream", error="not_allowed_token_type")
+    ts = env.slack.next_ts()
+    await env.event(mention(PASSWORD_Q, channel="CPUBLIC", user=EMPLOYEE, ts=ts))
+    updates = await env.slack.wait_for("chat.update")
+    await settle(env)
+    posted = env.slack.calls_to("chat.postMessage")[0]
+    assert posted.body["thread_ts"] == ts
+    final = env.slack.calls_to("chat.update")[-1]
+    answer_id = button_values(final)[ids.FEEDBACK_UP]
+    assert env.core.store.answer_for_message("slack", "CPUBLIC", final.body["ts"]) == answer_id
+    assert updates and not env.slack.calls_to("chat.stopStream")
+
+
+async def test_a_failure_to_answer_ends_in_an_apology_in_the_thread(env: Env) -> None:
+    def broken(question: Any) -> Any:
+        raise RuntimeError("the model fell over")
+
+    env.core.answerer.stream = broken  # type: ignore[method-assign]
+    ts = env.slack.next_ts()
+    await env.event(mention(PASSWORD_Q, channel="CPUBLIC", user=EMPLOYEE, ts=ts))
+    posted = (await env.slack.wait_for("chat.postMessage"))[0]
+    assert posted.body["thread_ts"] == ts and "Sorry" in posted.body["text"]
+    await env.slack.wait_for("reactions.remove")
+
+
+# -- feedback ----------------------------------------------------------------------------------
+
+
+def ratings(env: Env, answer_id: str) -> set[tuple[str, str, bool]]:
+    return {
+        (r["user_id"], r["kind"], r["retracted_at"] is None)
+        for r in env.core.store.ratings_for(answer_id)
+    }
+
+
+async def test_reactions_on_answers_become_ratings_and_approvals_only_from_experts(
+    env: Env,
+) -> None:
+    _, stop = await env.ask(PASSWORD_Q)
+    answer_ts, answer_id = stop.body["ts"], button_values(stop)[ids.FEEDBACK_UP]
+    for user, name in [
+        (EMPLOYEE, "+1"),
+        ("UOTHER", "-1::skin-tone-3"),
+        (EMPLOYEE, "white_check_mark"),
+        (EXPERT, "white_check_mark"),
+        (EMPLOYEE, "tada"),
+    ]:
+        await env.event(
+            reaction("reaction_added", name, user=user, channel="CPUBLIC", ts=answer_ts)
+        )
+    await env.event(
+        reaction("reaction_added", "+1", user=EMPLOYEE, channel="CPUBLIC", ts="1.000001")
+    )  # not an answer
+    await settle(env)
+    assert ratings(env, answer_id) == {
+        (EMPLOYEE, "up", True),
+        ("UOTHER", "down", True),
+        (EXPERT, "approved", True),
+    }
+    assert env.core.store.feedback_counts() | {"answers": 0} == {
+        "answers": 0,
+        "up": 1,
+        "down": 1,
+        "approved": 1,
+        "corrections": 0,
+        "comments": 0,
+    }
+    await env.event(
+        reaction("reaction_removed", "+1", user=EMPLOYEE, channel="CPUBLIC", ts=answer_ts)
+    )
+    await settle(env)
+    assert (EMPLOYEE, "up", False) in ratings(env, answer_id)
+
+
+async def test_an_expert_approval_serves_the_answer_to_the_next_identical_question_until_withdrawn(
+    env: Env,
+) -> None:
+    _, stop = await env.ask(PASSWORD_Q)
+    answer_ts, answer_id = stop.body["ts"], button_values(stop)[ids.FEEDBACK_UP]
+    await env.event(
+        reaction("reaction_added", "white_check_mark", user=EXPERT, channel="CPUBLIC", ts=answer_ts)
+    )
+    await settle(env)
+    _, again = await env.ask(PASSWORD_Q)
+    served = env.core.store.get_answer(button_values(again)[ids.FEEDBACK_UP])
+    assert served["curated_id"] is not None
+    assert served["answer"] == env.core.store.get_answer(answer_id)["answer"]
+    assert "Expert-approved" in json.dumps(again.body["blocks"])
+    await env.event(
+        reaction(
+            "reaction_removed", "white_check_mark", user=EXPERT, channel="CPUBLIC", ts=answer_ts
+        )
+    )
+    await settle(env)
+    _, third = await env.ask(PASSWORD_Q)
+    assert env.core.store.get_answer(button_values(third)[ids.FEEDBACK_UP])["curated_id"] is None
+
+
+async def test_feedback_buttons_record_one_vote_per_person(env: Env) -> None:
+    _, stop = await env.ask(PASSWORD_Q)
+    answer_id = button_values(stop)[ids.FEEDBACK_UP]
+
+    def click(action_id: str) -> dict[str, Any]:
+        return {
+            "type": "block_actions",
+            "user": {"id": EMPLOYEE},
+            "team": {"id": TEAM},
+            "channel": {"id": "CPUBLIC"},
+            "message": {"ts": stop.body["ts"], "thread_ts": "1"},
+            "trigger_id": "trig",
+            "response_url": env.slack.response_url("button"),
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": ids.FEEDBACK_BLOCK,
+                    "value": answer_id,
+                    "type": "button",
+                }
+            ],
+        }
+
+    assert (await env.interaction(click(ids.FEEDBACK_UP))).status == 200
+    await settle(env)
+    assert (await env.interaction(click(ids.FEEDBACK_DOWN))).status == 200
+    await settle(env)
+    assert ratings(env, answer_id) == {(EMPLOYEE, "up", False), (EMPLOYEE, "down", True)}
+    assert len(env.slack.calls_to("chat.postEphemeral")) == 2
+
+
+CORRECTION = "Open https://password.example.com and choose Forgot password [1]."
+
+
+async def test_an_experts_thread_correction_becomes_the_curated_answer(env: Env) -> None:
+    ts, stop = await env.ask(PASSWORD_Q)
+    answer_id = button_values(stop)[ids.FEEDBACK_UP]
+    await env.event(
+        message(
+            f"Correction: {CORRECTION}",
+            channel="CPUBLIC",
+            user=EXPERT,
+            ts=env.slack.next_ts(),
+            thread_ts=ts,
+        )
+    )
+    ack = (await env.slack.wait_for("chat.postMessage"))[0]
+    assert ack.body["thread_ts"] == ts and "correction saved" in ack.body["text"]
+    [row] = env.core.store.corrections_for(answer_id)
+    assert row["approved"] is True and row["text"] == CORRECTION and row["curated_id"]
+    assert len(env.questions) == 1  # a correction is not a follow-up question
+    _, again = await env.ask(PASSWORD_Q)
+    assert streamed_text(env.slack, again.body["ts"]).strip() == CORRECTION
+
+
+async def test_a_non_experts_correction_is_only_a_comment(env: Env) -> None:
+    ts, stop = await env.ask(PASSWORD_Q)
+    answer_id = button_values(stop)[ids.FEEDBACK_UP]
+    await env.event(
+        message(
+            "correction: just ask Bob",
+            channel="CPUBLIC",
+            user=EMPLOYEE,
+            ts=env.slack.next_ts(),
+            thread_ts=ts,
+        )
+    )
+    ack = (await env.slack.wait_for("chat.postMessage"))[0]
+    assert "comment" in ack.body["text"]
+    [row] = env.core.store.corrections_for(answer_id)
+    assert row["approved"] is False and row["curated_id"] is None
+    _, again = await env.ask(PASSWORD_Q)
+    assert env.core.store.get_answer(button_values(again)[ids.FEEDBACK_UP])["curated_id"] is None
+
+
+async def test_the_correct_this_answer_shortcut_opens_a_prefilled_modal_and_saves(env: Env) -> None:
+    ts, stop = await env.ask(PASSWORD_Q)
+    answer_id = button_values(stop)[ids.FEEDBACK_UP]
+    original = env.core.store.get_answer(answer_id)["answer"]
+    shortcut = {
+        "type": "message_action",
+        "callback_id": ids.CORRECT_SHORTCUT,
+        "trigger_id": "trig-1",
+        "user": {"id": EXPERT},
+        "team": {"id": TEAM},
+        "channel": {"id": "CPUBLIC"},
+        "message": {"ts": stop.body["ts"], "thread_ts": ts, "text": original},
+        "response_url": env.slack.response_url("shortcut"),
+    }
+    assert (await env.interaction(shortcut)).status == 200
+    opened = (await env.slack.wait_for("views.open"))[0]
+    view = opened.body["view"]
+    assert opened.body["trigger_id"] == "trig-1" and view["callback_id"] == ids.CORRECTION_VIEW
+    field = view["blocks"][1]["element"]
+    assert field["initial_value"] == original[:3000]
+    submission = {
+        "type": "view_submission",
+        "user": {"id": EXPERT},
+        "team": {"id": TEAM},
+        "view": view
+        | {
+            "id": "V1",
+            "state": {
+                "values": {
+                    ids.CORRECTION_BLOCK: {
+                        ids.CORRECTION_INPUT: {"type": "plain_text_input", "value": CORRECTION}
+                    }
+                }
+            },
+        },
+    }
+    assert (await env.interaction(submission)).status == 200
+    ack = (await env.slack.wait_for("chat.postMessage"))[0]
+    assert ack.body["thread_ts"] == ts and "correction saved" in ack.body["text"]
+    [row] = env.core.store.corrections_for(answer_id)
+    assert row["approved"] is True and row["text"] == CORRECTION
+    _, again = await env.ask(PASSWORD_Q)
+    assert streamed_text(env.slack, again.body["ts"]).strip() == CORRECTION
+
+
+async def test_an_empty_modal_correction_is_refused_in_the_modal(env: Env) -> None:
+    submission = {
+        "type": "view_submission",
+        "user": {"id": EXPERT},
+        "team": {"id": TEAM},
+        "view": {
+            "id": "V1",
+            "type": "modal",
+            "callback_id": ids.CORRECTION_VIEW,
+            "private_metadata": json.dumps({"answer_id": "x", "channel": "C", "thread": "1"}),
+            "state": {
+                "values": {
+                    ids.CORRECTION_BLOCK: {
+                        ids.CORRECTION_INPUT: {"type": "plain_text_input", "value": "  "}
+                    }
+                }
+            },
+        },
+    }
+    response = await env.interaction(submission)
+    assert response.status == 200
+    assert (await response.json())["response_action"] == "errors"
+    del submission["view"]["type"]  # signed, but not a shape Slack sends
+    assert (await env.interaction(submission)).status == 400
+
+
+# -- the slash command -------------------------------------------------------------------------
+
+
+async def command(env: Env, text: str, user: str) -> tuple[Any, str]:
+    key = f"cmd-{time.monotonic_ns()}"
+    response = await env.form(
+        {
+            "command": "/expertbot",
+            "text": text,
+            "user_id": user,
+            "user_name": user.lower(),
+            "channel_id": "CPUBLIC",
+            "team_id": TEAM,
+            "trigger_id": "trig",
+            "response_url": env.slack.response_url(key),
+        }
+    )
+    return response, f"response_url:{key}"
+
+
+def sync_runs(env: Env) -> int:
+    with env.core.knowledge.engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM sync_runs")).scalar() or 0)
+
+
+async def test_admins_run_sync_and_hear_its_start_and_result(env: Env) -> None:
+    before = sync_runs(env)
+    response, key = await command(env, "sync", ADMIN)
+    assert response.status == 200 and "Starting `sync`" in await response.text()
+    replies = await env.slack.wait_for(key, 2)
+    await settle(env)
+    texts = [c.body.get("text", "") for c in env.slack.calls_to(key)]
+    assert texts[0] == "sync started"
+    assert texts[-1].startswith("✅ sync: ") and "unchanged" in texts[-1]
+    assert sync_runs(env) == before + 1
+    assert replies
+
+
+@pytest.mark.parametrize("job", ["sync", "retrain", "rollback", "rollback v0001"])
+async def test_others_are_refused_admin_commands_and_nothing_runs(env: Env, job: str) -> None:
+    before = sync_runs(env)
+    response, key = await command(env, job, EMPLOYEE)
+    assert response.status == 200 and "admins only" in await response.text()
+    await settle(env)
+    assert sync_runs(env) == before and env.slack.calls_to(key) == []
+
+
+@pytest.mark.parametrize("text", ["", "help", "frobnicate now"])
+async def test_help_and_unknown_subcommands_answer_with_help(env: Env, text: str) -> None:
+    response, _ = await command(env, text, EMPLOYEE)
+    body = await response.text()
+    assert response.status == 200 and "`ask <question>`" in body and "`rollback [version]`" in body
+
+
+async def test_status_shows_index_adapter_and_feedback(env: Env) -> None:
+    _, key = await command(env, "status", EMPLOYEE)
+    [reply] = await env.slack.wait_for(key)
+    text = reply.body["text"]
+    assert "Index: 18 documents" in text and "no adapter serving" in text
+    assert "Feedback: 0 answers" in text
+
+
+async def test_ask_answers_anyone_through_the_response_url(env: Env) -> None:
+    response, key = await command(env, f"ask {PASSWORD_Q}", EMPLOYEE)
+    assert response.status == 200
+    [reply] = await env.slack.wait_for(key)
+    answer_id = button_values(reply)[ids.FEEDBACK_UP]
+    assert env.core.store.get_answer(answer_id)["question"] == PASSWORD_Q
+    assert reply.body["response_type"] == "ephemeral"
+
+
+async def test_rollback_and_retrain_report_clearly_when_they_cannot_run(env: Env) -> None:
+    _, key = await command(env, "rollback", ADMIN)
+    [reply] = await env.slack.wait_for(key)
+    assert "nothing to roll back" in reply.body["text"]
+    _, key = await command(env, "retrain", ADMIN)
+    [reply] = await env.slack.wait_for(key)
+    assert reply.body["text"].startswith("⚠️ retrain:")
+
+
+# -- Socket Mode -------------------------------------------------------------------------------
+
+
+async def test_socket_mode_shares_the_listeners(env: Env) -> None:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    bot = env.services.slack
+    handler = AsyncSocketModeHandler(bot.app, "xapp-test", web_client=bot.client)
+    await handler.connect_async()
+    try:
+        ts = env.slack.next_ts()
+        ack = await env.slack.send_envelope(
+            "events_api",
+            envelope(mention(PASSWORD_Q, channel="CPUBLIC", user=EMPLOYEE, ts=ts), "EvSOCKET"),
+        )
+        assert ack["envelope_id"]
+        stop = (await env.slack.wait_for("chat.stopStream"))[0]
+        assert env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP])["thread"] == ts
+        opened = env.slack.calls_to("apps.connections.open")[0]
+        assert opened.headers["Authorization"] == "Bearer xapp-test"
+    finally:
+        await handler.close_async()
+
+
+# -- the server --------------------------------------------------------------------------------
+
+
+async def test_health_and_readiness(env: Env) -> None:
+    assert (await env.client.get("/healthz")).status == 200
+    ready = await env.client.get("/readyz")
+    body = await ready.json()
+    assert ready.status == 200 and body["checks"]["database"] == "ok"
+    assert body["checks"]["index"].endswith("chunks")
+    engine = env.core.knowledge.engine
+    env.core.knowledge.engine = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    try:
+        down = await env.client.get("/readyz")
+        assert down.status == 503 and (await down.json())["status"] == "not ready"
+    finally:
+        env.core.knowledge.engine = engine
