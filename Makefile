@@ -38,6 +38,7 @@ bench: install-dev
 	$(PY) bench/search_latency.py
 	$(PY) bench/abstention.py
 	$(PY) bench/answering.py
+	$(PY) bench/slack_ack.py
 	$(PY) bench/cpu_dtype.py
 
 clean:

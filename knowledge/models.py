@@ -161,6 +161,20 @@ class SearchQuery:
     filters: SearchFilters = field(default_factory=SearchFilters)
 
 
+# The stored chunk fields a Hit is made of (what every index returns for a search).
+HIT_FIELDS = (
+    "chunk_id",
+    "source",
+    "doc_id",
+    "title",
+    "uri",
+    "heading",
+    "text",
+    "access",
+    "allowed",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Hit:
     """One ranked search result."""

@@ -805,3 +805,18 @@ async def test_health_and_readiness(env: Env) -> None:
         assert down.status == 503 and (await down.json())["status"] == "not ready"
     finally:
         env.core.knowledge.engine = engine
+
+
+async def test_an_answer_failing_midway_ends_its_stream_and_apologises(env: Env) -> None:
+    async def half(question: Any) -> Any:
+        yield "Reset it in the portal"
+        raise TimeoutError("the model stalled")
+
+    env.core.answerer.stream = half  # type: ignore[method-assign,assignment]
+    ts = env.slack.next_ts()
+    await env.event(mention(PASSWORD_Q, channel="CPUBLIC", user=EMPLOYEE, ts=ts))
+    stop = (await env.slack.wait_for("chat.stopStream"))[0]
+    assert "blocks" not in stop.body or not button_values(stop)  # no buttons on a broken answer
+    apology = (await env.slack.wait_for("chat.postMessage"))[0]
+    assert apology.body["thread_ts"] == ts and "Sorry" in apology.body["text"]
+    assert env.core.store.answer_for_message("slack", "CPUBLIC", stop.body["ts"]) is None

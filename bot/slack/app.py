@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -321,6 +322,9 @@ class SlackBot:
                     answer = item
                 else:
                     delivery = await delivery.add(item)
+        except BaseException:
+            await delivery.abort()  # never leave a stream open: the apology follows
+            raise
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
@@ -624,6 +628,9 @@ class _Delivery:
     async def finish(self, answer: Answer) -> list[str]:
         raise NotImplementedError
 
+    async def abort(self) -> None:
+        """The answer failed midway: end what was started (best effort)."""
+
 
 class _Updated(_Delivery):
     """chat.postMessage at the first text, chat.update at most every `update_interval_s`, then
@@ -727,6 +734,11 @@ class _Streamed(_Delivery):
             self.sent += len(text)
             if self.stream.ts and self.stream.ts not in self.ts:
                 self.ts.append(str(self.stream.ts))
+
+    async def abort(self) -> None:
+        if self.stream is not None and self.ts:
+            with contextlib.suppress(SlackApiError, SlackRequestError):
+                await self.stream.stop(markdown_text=self.pending + " …")
 
     async def finish(self, answer: Answer) -> list[str]:
         try:

@@ -26,6 +26,7 @@ from knowledge import fusion
 from knowledge.config import LanceDBConfig
 from knowledge.errors import IndexSchemaError, IndexStoreError
 from knowledge.models import (
+    HIT_FIELDS,
     ChunkRecord,
     DocKey,
     DocState,
@@ -39,17 +40,7 @@ log = structlog.get_logger(__name__)
 
 TABLE = "chunks"
 _META_KEY = b"expertbot"
-_HIT_COLUMNS = [
-    "chunk_id",
-    "source",
-    "doc_id",
-    "title",
-    "uri",
-    "heading",
-    "text",
-    "access",
-    "allowed",
-]
+_HIT_COLUMNS = list(HIT_FIELDS)
 
 
 def _schema(dim: int, model: str) -> pa.Schema:

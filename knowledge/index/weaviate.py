@@ -41,6 +41,7 @@ from weaviate.exceptions import WeaviateBaseError
 from knowledge.config import WeaviateConfig
 from knowledge.errors import ConfigError, IndexSchemaError, IndexStoreError
 from knowledge.models import (
+    HIT_FIELDS,
     AccessScope,
     ChunkRecord,
     DocKey,
@@ -62,17 +63,7 @@ SCHEMA_VERSION = 1
 
 QUERY_PROPERTIES = ["text", "title", "heading"]
 """The properties BM25 (alone or inside hybrid) searches."""
-HIT_PROPERTIES = [
-    "chunk_id",
-    "source",
-    "doc_id",
-    "title",
-    "uri",
-    "heading",
-    "text",
-    "access",
-    "allowed",
-]
+HIT_PROPERTIES = list(HIT_FIELDS)
 MANIFEST_PROPERTIES = ["source", "doc_id", "index_hash", "n_chunks"]
 
 WRITE_BATCH = 200

@@ -1,0 +1,281 @@
+"""Slack ack latency under a burst: N concurrent signed events against a running `expertbot serve`.
+
+The real server as a subprocess (`expertbot --data-dir D serve`, the example handbook synced into
+D, the demo model by default) talks to a local fake of Slack's Web API (tests/slack_fake.py). N
+signed `app_mention` events (distinct event ids and message ts, public questions cycled from
+examples/questions.jsonl) are sent at once over one aiohttp session, after one warm-up answer.
+
+    ack    = from sending an event to its HTTP response (must be 200; target p99 < 50 ms: Slack
+             retries an event not acked within 3 s, and the answer follows later)
+    answer = from sending an event to the final chat.stopStream of its thread (the one with the
+             footer blocks); every thread must get exactly one (N answers, no duplicates)
+
+Then SIGTERM, and the server must exit within 30 s.
+
+    python bench/slack_ack.py [-n 50] [--model demo] [--max-new-tokens 64]
+                              [--answer-timeout 900] [--data-dir D] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from _common import ROOT, git_rev, machine, percentile
+from slack_sdk.signature import SignatureVerifier
+
+from tests.slack_fake import BOT_USER, TEAM, FakeSlack
+
+EXPERTBOT = ROOT / ".venv" / "bin" / "expertbot"
+RESTRICTED = {"people/compensation-bands.md", "finance/quarter-close.md"}  # not public
+CHANNEL, USER = "CBENCH", "UBENCH"
+
+
+class ThreadedSlack(FakeSlack):
+    """The fake, remembering which thread each stream (chat.startStream's message) answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stream_thread: dict[str, str] = {}
+
+    def _answer(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        answer = super()._answer(method, body)
+        if method == "chat.startStream":
+            self.stream_thread[answer["ts"]] = str(body.get("thread_ts"))
+        return answer
+
+    def answers(self) -> list[tuple[str, float]]:
+        """(thread, at) of every final stopStream: the one that carries the footer blocks."""
+        return [
+            (self.stream_thread.get(str(c.body.get("ts")), "?"), c.at)
+            for c in self.calls_to("chat.stopStream")
+            if c.body.get("blocks")
+        ]
+
+    def posts_in(self, threads: set[str]) -> list[str]:
+        """Plain chat.postMessage replies (busy, apology) in these threads."""
+        return [
+            c.body.get("thread_ts", "")
+            for c in self.calls_to("chat.postMessage")
+            if c.body.get("thread_ts") in threads
+        ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def questions() -> list[str]:
+    lines = (ROOT / "examples" / "questions.jsonl").read_text().splitlines()
+    items = [json.loads(line) for line in lines if line.strip()]
+    return [i["question"] for i in items if i["doc"] not in RESTRICTED]
+
+
+def signed(secret: str, text: str, ts: str) -> tuple[bytes, dict[str, str]]:
+    """An app_mention event_callback as Slack signs it (as tests/test_slack.py builds them)."""
+    event = {"type": "app_mention", "user": USER, "text": f"<@{BOT_USER}> {text}", "ts": ts}
+    stamp = str(int(time.time()))
+    body = json.dumps(
+        {
+            "token": "legacy",
+            "team_id": TEAM,
+            "api_app_id": "A0BENCH",
+            "event": event | {"channel": CHANNEL, "event_ts": ts},
+            "type": "event_callback",
+            "event_id": f"EvBench{ts.replace('.', '')}",
+            "event_time": int(stamp),
+            "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}],
+        }
+    )
+    signature = str(SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body))
+    headers = {
+        "Content-Type": "application/json",
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": signature,
+    }
+    return body.encode(), headers
+
+
+async def send(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict) -> float:
+    """POST one event; the seconds until its response, negated when it was not a 200."""
+    started = time.perf_counter()
+    async with session.post(url, data=body, headers=headers) as response:
+        await response.read()
+        took = time.perf_counter() - started
+    return took if response.status == 200 else -took
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            async with session.get(f"{url}/readyz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"not ready within 300 s (exit code {proc.poll()})")
+
+
+async def wait_answers(fake: ThreadedSlack, threads: set[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = {t for t, _ in fake.answers()} | set(fake.posts_in(threads))
+        if threads <= done:
+            return
+        await asyncio.sleep(0.2)
+
+
+async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    sync = [str(EXPERTBOT), "--data-dir", str(data), "sync", "examples/knowledge"]
+    subprocess.run(sync, cwd=ROOT, env=env, check=True, capture_output=True)
+    secret, port = secrets.token_hex(16), free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = data / "serve.log"
+    async with ThreadedSlack() as fake:
+        env |= {
+            "SLACK_BOT_TOKEN": "xoxb-bench",
+            "SLACK_SIGNING_SECRET": secret,
+            "EXPERTBOT_SLACK__API_URL": fake.api_url,
+            "EXPERTBOT_MODEL__BASE": args.model,
+            "EXPERTBOT_MODEL__MAX_NEW_TOKENS": str(args.max_new_tokens),
+            "EXPERTBOT_LOG_FORMAT": "json",
+        }
+        serve = [str(EXPERTBOT), "--data-dir", str(data), "serve", "--host", "127.0.0.1"]
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [*serve, "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+            )
+        connector = aiohttp.TCPConnector(limit=max(100, 2 * args.n))
+        try:
+            async with aiohttp.ClientSession(connector=connector) as session:
+                started = time.monotonic()
+                await wait_ready(session, url, proc)
+                ready_s = time.monotonic() - started
+                events_url, texts = f"{url}/slack/events", questions()
+                warm_ts = fake.next_ts()
+                t = time.monotonic()
+                await send(session, events_url, *signed(secret, texts[-1], warm_ts))
+                await wait_answers(fake, {warm_ts}, args.answer_timeout)
+                warmup_s = time.monotonic() - t
+                batch = [fake.next_ts() for _ in range(args.n)]
+                requests = [signed(secret, texts[i % len(texts)], ts) for i, ts in enumerate(batch)]
+                sent_at = time.monotonic()
+                acks = await asyncio.gather(*(send(session, events_url, *r) for r in requests))
+                await wait_answers(fake, set(batch), args.answer_timeout)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            stopping = time.monotonic()
+            try:
+                code: int | None = await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                code = None
+                proc.kill()
+                proc.wait()
+            stop_s = time.monotonic() - stopping
+        answers = [(t, at) for t, at in fake.answers() if t in set(batch)]
+        per_thread = Counter(t for t, _ in answers)
+        refusals = fake.posts_in(set(batch))
+    ack_ms = [abs(a) * 1000 for a in acks]
+    answer_s = [at - sent_at for _, at in answers]
+    levels = Counter(json.loads(line).get("level") for line in _json_lines(log_path))
+    return {
+        "machine": machine(),
+        "commit": git_rev(),
+        "model": args.model,
+        "max_new_tokens": args.max_new_tokens,
+        "n": args.n,
+        "ready_s": round(ready_s, 1),
+        "warmup_answer_s": round(warmup_s, 2),
+        "ack_p50_ms": round(percentile(ack_ms, 50), 2),
+        "ack_p99_ms": round(percentile(ack_ms, 99), 2),
+        "ack_max_ms": round(max(ack_ms), 2),
+        "non_200": sum(a < 0 for a in acks),
+        "answers_posted": len(per_thread),
+        "duplicate_answers": sum(c > 1 for c in per_thread.values()),
+        "busy_or_apology_posts": len(refusals),
+        "answer_p50_s": round(percentile(answer_s, 50), 2),
+        "answer_max_s": round(max(answer_s, default=float("nan")), 2),
+        "all_answers_s": round(max(answer_s), 2) if len(per_thread) == args.n else None,
+        "answers_per_s": round(len(answers) / max(answer_s), 3) if answer_s else 0.0,
+        "server_exit_code": code,
+        "server_stop_s": round(stop_s, 2),
+        "server_log": {str(k): v for k, v in levels.items()},
+    }
+
+
+def _json_lines(path: Path) -> list[str]:
+    return [ln for ln in path.read_text(errors="replace").splitlines() if ln.startswith("{")]
+
+
+def report(r: dict[str, Any]) -> None:
+    n = r["n"]
+    print(f"machine: {r['machine']}  commit {r['commit']}")
+    print(f"model {r['model']}, max_new_tokens {r['max_new_tokens']}; {n} concurrent events")
+    print(f"server ready after {r['ready_s']} s; warm-up answer {r['warmup_answer_s']} s")
+    print(
+        f"ack latency: p50 {r['ack_p50_ms']:.1f} ms  p99 {r['ack_p99_ms']:.1f} ms  max "
+        f"{r['ack_max_ms']:.1f} ms  (target p99 < 50 ms)  non-200: {r['non_200']}"
+    )
+    print(
+        f"answers posted: {r['answers_posted']} / {n}  duplicates: {r['duplicate_answers']}  "
+        f"busy/apology posts: {r['busy_or_apology_posts']}"
+    )
+    print(
+        f"answer latency: p50 {r['answer_p50_s']} s  max {r['answer_max_s']} s; all {n} in: "
+        f"{r['all_answers_s']} s  ({r['answers_per_s']} answers/s)"
+    )
+    print(
+        f"server: SIGTERM -> exit code {r['server_exit_code']} after {r['server_stop_s']} s; "
+        f"log levels {r['server_log']}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-n", type=int, default=50, help="concurrent events (default 50)")
+    parser.add_argument("--model", default="demo", help="model.base (default: the demo model)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--answer-timeout", type=float, default=900.0)
+    parser.add_argument("--data-dir", type=Path, help="default: a temporary folder")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="expertbot-slack-ack-") as tmp:
+        data = args.data_dir or Path(tmp)
+        data.mkdir(parents=True, exist_ok=True)
+        try:
+            results = asyncio.run(bench(data, args))
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            print(f"failed: {exc}")
+            if isinstance(exc, subprocess.CalledProcessError):
+                print(exc.stderr.decode(errors="replace")[-4000:])
+            log = data / "serve.log"
+            if log.exists():
+                print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+            raise SystemExit(1) from None
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        report(results)
+
+
+if __name__ == "__main__":
+    main()

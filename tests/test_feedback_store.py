@@ -1,0 +1,200 @@
+"""The feedback store on SQLite and on the PostgreSQL server: ratings with retraction, expert
+corrections, curated answers that keep the access of what they were written from, and event
+claims that several replicas agree on."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from bot.delivery import Deliveries
+from knowledge.database import make_engine
+from knowledge.models import AccessScope
+from training.store import AnswerStore
+
+VECTOR = np.ones(8, dtype=np.float32)
+
+
+@pytest.fixture
+def store(database_url: str) -> AnswerStore:
+    built = AnswerStore(make_engine(database_url))
+    built.migrate()
+    return built
+
+
+def record(
+    store: AnswerStore,
+    *,
+    retrieved: list[dict] | None = None,
+    sources: list[dict] | None = None,
+    question: str = "How do I reset my password?",
+) -> str:
+    answer_id = str(uuid.uuid4())
+    store.record(
+        id=answer_id,
+        question=question,
+        asker="U1",
+        platform="slack",
+        where_kind="dm",
+        channel="D1",
+        thread="1.0",
+        retrieved=retrieved or [],
+        answer="Use the self-service portal [1].",
+        sources=sources or [],
+        abstained=False,
+        model="m",
+        adapter=None,
+    )
+    return answer_id
+
+
+def in_force(store: AnswerStore, answer_id: str) -> set[tuple[str, str]]:
+    return {
+        (r["user_id"], r["kind"]) for r in store.ratings_for(answer_id) if r["retracted_at"] is None
+    }
+
+
+def test_ratings_are_one_per_person_and_kind_and_can_be_retracted_and_revived(
+    store: AnswerStore,
+) -> None:
+    answer_id = record(store)
+    assert store.rate(
+        answer_id=answer_id, user_id="U1", platform="slack", kind="up", source="reaction"
+    )
+    assert not store.rate(
+        answer_id=answer_id, user_id="U1", platform="slack", kind="up", source="button"
+    )  # the same vote again
+    store.rate(answer_id=answer_id, user_id="U2", platform="slack", kind="down", source="reaction")
+    assert in_force(store, answer_id) == {("U1", "up"), ("U2", "down")}
+    assert store.retract(answer_id=answer_id, user_id="U1", kind="up")
+    assert not store.retract(answer_id=answer_id, user_id="U1", kind="up")
+    assert in_force(store, answer_id) == {("U2", "down")}
+    assert store.rate(
+        answer_id=answer_id, user_id="U1", platform="slack", kind="up", source="reaction"
+    )  # revived
+    assert len(store.ratings_for(answer_id)) == 2  # one row each, with its history in columns
+    counts = store.feedback_counts()
+    assert (counts["up"], counts["down"], counts["approved"], counts["answers"]) == (1, 1, 0, 1)
+    with pytest.raises(ValueError):
+        store.rate(
+            answer_id=answer_id, user_id="U1", platform="slack", kind="meh", source="reaction"
+        )
+
+
+def test_concurrent_votes_from_several_writers_keep_one_row_each(
+    database_url: str, store: AnswerStore
+) -> None:
+    answer_id = record(store)
+    replicas = [AnswerStore(make_engine(database_url)) for _ in range(4)]
+
+    def vote(i: int) -> None:
+        replica = replicas[i % len(replicas)]
+        replica.rate(
+            answer_id=answer_id, user_id=f"U{i % 5}", platform="slack", kind="up", source="reaction"
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(vote, range(40)))
+    assert in_force(store, answer_id) == {(f"U{i}", "up") for i in range(5)}
+    assert len(store.ratings_for(answer_id)) == 5
+
+
+def test_a_curated_answer_keeps_the_access_of_everything_it_was_written_from(
+    store: AnswerStore,
+) -> None:
+    # Cited: a public page. Also shown to the model: a document restricted to the finance team.
+    answer_id = record(
+        store,
+        sources=[
+            {
+                "number": 1,
+                "title": "Passwords",
+                "uri": "u",
+                "heading": "",
+                "access": "public",
+                "allowed": [],
+            }
+        ],
+        retrieved=[
+            {"chunk_id": "c1", "doc": "it/passwords.md", "access": "public", "allowed": []},
+            {
+                "chunk_id": "c2",
+                "doc": "finance/close.md",
+                "access": "restricted",
+                "allowed": ["finance-team"],
+            },
+        ],
+    )
+    store.curate_answer(answer_id, embedding=VECTOR, approved_by="UEXPERT", kind="approved")
+    public = AccessScope.public_only()
+    finance = AccessScope(principals=frozenset({"finance-team"}))
+    assert store.find_curated(VECTOR, threshold=0.95, scope=public) is None
+    found = store.find_curated(VECTOR, threshold=0.95, scope=finance)
+    assert found is not None and found.answer == "Use the self-service portal [1]."
+    assert [s.title for s in found.sources] == ["Passwords"]  # guards are never shown
+
+
+def test_a_correction_replaces_the_text_and_a_withdrawn_approval_stops_serving(
+    store: AnswerStore,
+) -> None:
+    answer_id = record(store)
+    store.curate_answer(answer_id, embedding=VECTOR, approved_by="UEXPERT", kind="approved")
+    scope = AccessScope.public_only()
+    assert store.find_curated(VECTOR, threshold=0.95, scope=scope) is not None
+    assert (
+        store.deactivate_curated(answer_id=answer_id, approved_by="UEXPERT", kind="approved") == 1
+    )
+    assert store.find_curated(VECTOR, threshold=0.95, scope=scope) is None
+    curated_id = store.curate_answer(
+        answer_id,
+        embedding=VECTOR,
+        approved_by="UEXPERT",
+        kind="corrected",
+        text="Go to https://id.example.com.",
+    )
+    store.add_correction(
+        answer_id=answer_id,
+        user_id="UEXPERT",
+        platform="slack",
+        text="Go to https://id.example.com.",
+        approved=True,
+        curated_id=curated_id,
+    )
+    store.add_correction(
+        answer_id=answer_id, user_id="U9", platform="slack", text="ask Bob", approved=False
+    )
+    found = store.find_curated(VECTOR, threshold=0.95, scope=scope)
+    assert found is not None and found.answer == "Go to https://id.example.com."
+    assert found.kind == "corrected"
+    counts = store.feedback_counts()
+    assert (counts["corrections"], counts["comments"]) == (1, 1)
+
+
+def test_messages_link_to_answers_and_threads_list_their_answers(store: AnswerStore) -> None:
+    first, second = record(store), record(store, question="And how often?")
+    store.link_message(
+        platform="slack", conversation="D1", message_id="2.0", answer_id=first, thread="1.0"
+    )
+    store.link_message(
+        platform="slack", conversation="D1", message_id="2.0", answer_id=first, thread="1.0"
+    )  # linking twice is harmless
+    assert store.answer_for_message("slack", "D1", "2.0") == first
+    assert store.answer_for_message("slack", "C1", "2.0") is None
+    thread = store.thread_answers("slack", "D1", "1.0")
+    assert [t["id"] for t in thread] == [first, second]
+    assert thread[1]["question"] == "And how often?"
+
+
+async def test_replicas_claim_each_event_exactly_once(database_url: str) -> None:
+    replicas = [Deliveries(make_engine(database_url)) for _ in range(3)]
+    replicas[0].migrate()
+    claims = await asyncio.gather(
+        *(replica.claim("slack", f"Ev{i % 10}") for i in range(30) for replica in replicas)
+    )
+    assert sum(claims) == 10
+    assert not await replicas[1].claim("slack", "Ev3")
+    assert await replicas[1].claim("teams", "Ev3")  # another platform's ids are separate
