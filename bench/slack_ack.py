@@ -12,8 +12,11 @@ examples/questions.jsonl) are sent at once over one aiohttp session, after one w
 
 Then SIGTERM, and the server must exit within 30 s.
 
-    python bench/slack_ack.py [-n 50] [--model demo] [--max-new-tokens 64]
+    python bench/slack_ack.py [-n 50] [--model demo] [--max-new-tokens 64] [--model-timeout S]
                               [--answer-timeout 900] [--data-dir D] [--json]
+
+A burst of N answers queues: on a small CPU the last ones can pass model.timeout_s (120 s,
+queueing included) and get the apology instead; --model-timeout raises it.
 """
 
 from __future__ import annotations
@@ -113,10 +116,14 @@ def signed(secret: str, text: str, ts: str) -> tuple[bytes, dict[str, str]]:
 async def send(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict) -> float:
     """POST one event; the seconds until its response, negated when it was not a 200."""
     started = time.perf_counter()
-    async with session.post(url, data=body, headers=headers) as response:
-        await response.read()
-        took = time.perf_counter() - started
-    return took if response.status == 200 else -took
+    try:
+        async with session.post(url, data=body, headers=headers) as response:
+            await response.read()
+            ok = response.status == 200
+    except aiohttp.ClientError:
+        ok = False
+    took = time.perf_counter() - started
+    return took if ok else -took
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen) -> None:
@@ -157,6 +164,8 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
             "EXPERTBOT_MODEL__MAX_NEW_TOKENS": str(args.max_new_tokens),
             "EXPERTBOT_LOG_FORMAT": "json",
         }
+        if args.model_timeout is not None:
+            env["EXPERTBOT_MODEL__TIMEOUT_S"] = str(args.model_timeout)
         serve = [str(EXPERTBOT), "--data-dir", str(data), "serve", "--host", "127.0.0.1"]
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
@@ -171,14 +180,15 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
                 events_url, texts = f"{url}/slack/events", questions()
                 warm_ts = fake.next_ts()
                 t = time.monotonic()
-                await send(session, events_url, *signed(secret, texts[-1], warm_ts))
+                warm_ack = await send(session, events_url, *signed(secret, texts[-1], warm_ts))
                 await wait_answers(fake, {warm_ts}, args.answer_timeout)
                 warmup_s = time.monotonic() - t
                 batch = [fake.next_ts() for _ in range(args.n)]
                 requests = [signed(secret, texts[i % len(texts)], ts) for i, ts in enumerate(batch)]
                 sent_at = time.monotonic()
                 acks = await asyncio.gather(*(send(session, events_url, *r) for r in requests))
-                await wait_answers(fake, set(batch), args.answer_timeout)
+                acked = {ts for ts, took in zip(batch, acks, strict=True) if took > 0}
+                await wait_answers(fake, acked, args.answer_timeout)
         finally:
             proc.send_signal(signal.SIGTERM)
             stopping = time.monotonic()
@@ -194,15 +204,19 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
         refusals = fake.posts_in(set(batch))
     ack_ms = [abs(a) * 1000 for a in acks]
     answer_s = [at - sent_at for _, at in answers]
-    levels = Counter(json.loads(line).get("level") for line in _json_lines(log_path))
+    log_lines = [json.loads(ln) for ln in _json_lines(log_path)]
+    levels = Counter(str(line.get("level")) for line in log_lines)
+    abstained = sum(ln.get("event") == "slack.answered" and ln["abstained"] for ln in log_lines)
     return {
         "machine": machine(),
         "commit": git_rev(),
         "model": args.model,
         "max_new_tokens": args.max_new_tokens,
+        "model_timeout_s": args.model_timeout,
         "n": args.n,
         "ready_s": round(ready_s, 1),
         "warmup_answer_s": round(warmup_s, 2),
+        "idle_ack_ms": round(1000 * warm_ack, 2),
         "ack_p50_ms": round(percentile(ack_ms, 50), 2),
         "ack_p99_ms": round(percentile(ack_ms, 99), 2),
         "ack_max_ms": round(max(ack_ms), 2),
@@ -216,7 +230,9 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
         "answers_per_s": round(len(answers) / max(answer_s), 3) if answer_s else 0.0,
         "server_exit_code": code,
         "server_stop_s": round(stop_s, 2),
-        "server_log": {str(k): v for k, v in levels.items()},
+        "abstained_incl_warmup": abstained,
+        "server_log": dict(levels),
+        "ack_ms": sorted(round(a, 1) for a in ack_ms),
     }
 
 
@@ -227,15 +243,23 @@ def _json_lines(path: Path) -> list[str]:
 def report(r: dict[str, Any]) -> None:
     n = r["n"]
     print(f"machine: {r['machine']}  commit {r['commit']}")
-    print(f"model {r['model']}, max_new_tokens {r['max_new_tokens']}; {n} concurrent events")
-    print(f"server ready after {r['ready_s']} s; warm-up answer {r['warmup_answer_s']} s")
+    timeout = r["model_timeout_s"] or "120 (default)"
+    print(
+        f"model {r['model']}, max_new_tokens {r['max_new_tokens']}, model.timeout_s {timeout}; "
+        f"{n} concurrent events"
+    )
+    print(
+        f"server ready after {r['ready_s']} s; warm-up event (idle server): ack "
+        f"{r['idle_ack_ms']:.1f} ms, answer {r['warmup_answer_s']} s"
+    )
     print(
         f"ack latency: p50 {r['ack_p50_ms']:.1f} ms  p99 {r['ack_p99_ms']:.1f} ms  max "
         f"{r['ack_max_ms']:.1f} ms  (target p99 < 50 ms)  non-200: {r['non_200']}"
     )
     print(
         f"answers posted: {r['answers_posted']} / {n}  duplicates: {r['duplicate_answers']}  "
-        f"busy/apology posts: {r['busy_or_apology_posts']}"
+        f"busy/apology posts: {r['busy_or_apology_posts']}  abstained (warm-up included): "
+        f"{r['abstained_incl_warmup']}"
     )
     print(
         f"answer latency: p50 {r['answer_p50_s']} s  max {r['answer_max_s']} s; all {n} in: "
@@ -254,7 +278,10 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=50, help="concurrent events (default 50)")
     parser.add_argument("--model", default="demo", help="model.base (default: the demo model)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--answer-timeout", type=float, default=900.0)
+    parser.add_argument("--answer-timeout", type=float, default=900.0, help="wait (s)")
+    parser.add_argument(
+        "--model-timeout", type=float, help="model.timeout_s (default: the setting's, 120)"
+    )
     parser.add_argument("--data-dir", type=Path, help="default: a temporary folder")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

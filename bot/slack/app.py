@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,6 @@ from typing import Any
 
 import structlog
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -53,6 +53,8 @@ from bot.slack.render import (
 from knowledge.errors import AlreadyRunningError, ExpertbotError, OverloadedError
 
 log = structlog.get_logger("expertbot.slack")
+
+_EventListener = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
 
 PLATFORM = "slack"
 PROGRESS_REACTION = "eyes"
@@ -164,6 +166,8 @@ class SlackBot:
             ],
         )
         self.directory = _Directory(self.client, config.cache_ttl_s)
+        # Bolt reads $SLACK_BOT_TOKEN itself and warns that our client (which has it) wins.
+        logging.getLogger("slack_bolt.AsyncApp").addFilter(_quiet_token_warning)
         self.app = AsyncApp(
             client=self.client,
             signing_secret=(
@@ -180,11 +184,10 @@ class SlackBot:
 
     def _register(self) -> None:
         app = self.app
-        app.middleware(self._once)
-        app.event("app_mention")(self._on_mention)
-        app.event("message")(self._on_message)
-        app.event("reaction_added")(self._on_reaction_added)
-        app.event("reaction_removed")(self._on_reaction_removed)
+        app.event("app_mention")(self._once(self._on_mention))
+        app.event("message")(self._once(self._on_message))
+        app.event("reaction_added")(self._once(self._on_reaction_added))
+        app.event("reaction_removed")(self._once(self._on_reaction_removed))
         app.action(ids.FEEDBACK_UP)(self._on_button)
         app.action(ids.FEEDBACK_DOWN)(self._on_button)
         app.shortcut(ids.CORRECT_SHORTCUT)(self._on_correct_shortcut)
@@ -192,12 +195,20 @@ class SlackBot:
         app.command(self.config.command)(self._on_command)
         app.error(self._on_error)
 
-    async def _once(self, body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> Any:
-        """Claim each Events API delivery once, across retries and replicas."""
-        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id and not await self.deliveries.claim(PLATFORM, str(event_id)):
-            return BoltResponse(status=200, body="")
-        return await next()
+    def _once(self, listener: _EventListener) -> Callable[..., Awaitable[None]]:
+        """Run `listener` for the first delivery of an event only (anywhere: the claim is a row
+        in the shared database). Bolt has acked by then, so the claim costs the ack nothing."""
+
+        async def claimed(
+            event: dict[str, Any], context: dict[str, Any], body: dict[str, Any]
+        ) -> None:
+            event_id = body.get("event_id")
+            if event_id and not await self.deliveries.claim(PLATFORM, str(event_id)):
+                return
+            await listener(event, context)
+
+        claimed.__name__ = listener.__name__
+        return claimed
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error(
@@ -608,6 +619,10 @@ class SlackBot:
                 )
         except SlackApiError as exc:  # progress is a courtesy: never fail the answer for it
             log.info("slack.progress_reaction_failed", error=_error(exc))
+
+
+def _quiet_token_warning(record: logging.LogRecord) -> bool:
+    return "`token` will be unused" not in record.getMessage()
 
 
 def help_text(config: SlackConfig) -> str:
