@@ -820,3 +820,14 @@ async def test_an_answer_failing_midway_ends_its_stream_and_apologises(env: Env)
     apology = (await env.slack.wait_for("chat.postMessage"))[0]
     assert apology.body["thread_ts"] == ts and "Sorry" in apology.body["text"]
     assert env.core.store.answer_for_message("slack", "CPUBLIC", stop.body["ts"]) is None
+
+
+async def test_a_huge_question_gets_told_why_in_the_thread_and_nothing_is_recorded(
+    env: Env,
+) -> None:
+    ts = env.slack.next_ts()
+    await env.event(mention("why " * 2000, channel="CPUBLIC", user=EMPLOYEE, ts=ts))
+    reply = (await env.slack.wait_for("chat.postMessage"))[0]
+    assert reply.body["thread_ts"] == ts
+    assert reply.body["text"].startswith("I can't answer that: the question is too long")
+    assert env.core.store.feedback_counts()["answers"] == 0

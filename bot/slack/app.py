@@ -50,7 +50,7 @@ from bot.slack.render import (
     footer_blocks,
     progress_text,
 )
-from knowledge.errors import AlreadyRunningError, ExpertbotError, OverloadedError
+from knowledge.errors import AlreadyRunningError, ExpertbotError, OverloadedError, QueryError
 
 log = structlog.get_logger("expertbot.slack")
 
@@ -281,6 +281,8 @@ class SlackBot:
         except OverloadedError as exc:
             log.warning("slack.overloaded", channel=channel, error=str(exc))
             await self._post(channel, thread, BUSY)
+        except QueryError as exc:  # the asker can fix it: say what is wrong
+            await self._post(channel, thread, f"I can't answer that: {exc}.")
         except Exception as exc:
             log.error(
                 "slack.answer_failed",
