@@ -831,3 +831,30 @@ async def test_a_huge_question_gets_told_why_in_the_thread_and_nothing_is_record
     assert reply.body["thread_ts"] == ts
     assert reply.body["text"].startswith("I can't answer that: the question is too long")
     assert env.core.store.feedback_counts()["answers"] == 0
+
+
+async def test_experts_and_admins_may_come_from_slack_user_groups(env: Env) -> None:
+    env.slack.set_usergroup("S0EXPERTS", "it-experts", ["UGROUPIE"])
+    env.slack.set_usergroup("S0ADMINS", "bot-admins", ["UOPS"])
+    config = env.services.slack.config
+    config.expert_groups, config.admin_groups = ["S0EXPERTS"], ["S0ADMINS"]
+    _, stop = await env.ask(PASSWORD_Q)
+    answer_id = button_values(stop)[ids.FEEDBACK_UP]
+    await env.event(
+        reaction(
+            "reaction_added",
+            "white_check_mark",
+            user="UGROUPIE",
+            channel="CPUBLIC",
+            ts=stop.body["ts"],
+        )
+    )
+    await settle(env)
+    assert ("UGROUPIE", "approved", True) in ratings(env, answer_id)
+    response, _ = await command(env, "rollback", "UOPS")
+    assert "admins only" not in await response.text()
+    response, _ = await command(env, "rollback", "UGROUPIE")
+    assert "admins only" in await response.text()
+    # The asker's groups travel with the question (restricted documents may name them).
+    await env.ask("Who are the IT experts?", user="UGROUPIE")
+    assert {"S0EXPERTS", "it-experts"} <= env.questions[-1].asker_groups
