@@ -49,6 +49,8 @@ eval_app = typer.Typer(
 )
 app.add_typer(index_app, name="index")
 app.add_typer(eval_app, name="eval")
+dataset_app = typer.Typer(help="The training set built from expert feedback.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
 
 
 class _State:
@@ -433,19 +435,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
     """The index and its last sync, the serving adapter, and the feedback counts."""
 
     async def work(settings: Settings) -> dict[str, Any]:
-        from bot.ops import Ops
-        from training.registry import AdapterRegistry
-        from training.store import AnswerStore
-
-        knowledge = _knowledge(settings)
-        await knowledge.open()
-        try:
-            store = AnswerStore(knowledge.engine)
-            await asyncio.to_thread(store.migrate)
-            ops = Ops(settings, knowledge, store, AdapterRegistry(settings.adapter_registry))
-            return await ops.status()
-        finally:
-            await knowledge.close()
+        return await _with_ops(settings, lambda ops: ops.status())
 
     result = _run(work)
     if as_json:
@@ -455,6 +445,58 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
 
     for line in status_lines(result):
         out.print(escape(line))
+
+
+async def _with_ops(settings: Settings, job: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    """Run `job(ops)` with the index and the feedback store open (no model loaded)."""
+    from bot.ops import Ops
+    from training.registry import AdapterRegistry
+    from training.store import AnswerStore
+
+    knowledge = _knowledge(settings)
+    await knowledge.open()
+    try:
+        store = AnswerStore(knowledge.engine)
+        await asyncio.to_thread(store.migrate)
+        return await job(
+            Ops(settings, knowledge, store, AdapterRegistry(settings.adapter_registry))
+        )
+    finally:
+        await knowledge.close()
+
+
+@dataset_app.command("import")
+def dataset_import(
+    file: Path = typer.Argument(..., help='JSONL lines {"question", "answer", "approved_by"}.'),
+) -> None:
+    """Add expert-approved answers (e.g. an FAQ): served as curated answers, and trained on."""
+
+    async def work(settings: Settings) -> int:
+        return await _with_ops(settings, lambda ops: ops.import_examples(file))
+
+    count = _run(work)
+    out.print(f"imported {count} expert-approved examples from {escape(str(file))}")
+
+
+@dataset_app.command("export")
+def dataset_export(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Build the training set from the feedback store and write it, versioned by its hash."""
+
+    async def work(settings: Settings) -> tuple[Path, Any]:
+        return await _with_ops(settings, lambda ops: ops.export_dataset())
+
+    path, dataset = _run(work)
+    summary = dataset.summary() | {"path": str(path)}
+    if as_json:
+        _print_json(summary)
+        return
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(summary["kinds"].items())) or "none"
+    out.print(
+        f"{summary['examples']} examples ({summary['train']} train, {summary['heldout']} "
+        f"held out; {kinds}) → {escape(str(path))}"
+    )
+    for reason, n in sorted(summary["skipped"].items()):
+        out.print(f"  left out: {n} {reason}")
 
 
 @eval_app.command("answers")

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 
+from bot.core.access import scope_for
+from bot.core.answering import merge_passages
+from bot.core.question import Question, Where, WhereKind
 from bot.settings import Settings
 from knowledge.database import redact_url
 from knowledge.errors import AdapterError, ExpertbotError
+from knowledge.models import SearchFilters
 from knowledge.runtime import Knowledge
+from training.dataset import TrainingSet, build_training_set, read_import
+from training.prompting import Passage
 from training.registry import AdapterRegistry
 from training.store import AnswerStore
 
@@ -124,6 +132,59 @@ class Ops:
             f"rolled back from {before or 'the base model'} to {now or 'the base model'}",
             {"before": before, "now": now},
         )
+
+    async def import_examples(self, path: Path) -> int:
+        """Add expert-approved question/answer pairs from a JSONL file (seeding the loop from an
+        FAQ): each becomes a curated answer and a training example. Returns how many."""
+        rows = await asyncio.to_thread(read_import, path)
+        vectors = await asyncio.to_thread(self._embed, [r["question"] for r in rows])
+        for row, vector in zip(rows, vectors, strict=True):
+            await asyncio.to_thread(
+                self.store.add_curated,
+                question=row["question"],
+                embedding=vector,
+                answer=row["answer"],
+                approved_by=row["approved_by"],
+                kind="imported",
+            )
+        log.info("ops.dataset_imported", path=str(path), examples=len(rows))
+        return len(rows)
+
+    async def training_set(self) -> TrainingSet:
+        """The training set as the feedback store stands now (see training/dataset.py)."""
+        candidates = await asyncio.to_thread(self.store.training_candidates)
+        imported = await asyncio.to_thread(self.store.imported_examples)
+        return await build_training_set(
+            candidates,
+            imported,
+            config=self.settings.dataset,
+            retrieve=self._passages_for,
+            embed=self._embed,
+        )
+
+    async def export_dataset(self) -> tuple[Path, TrainingSet]:
+        dataset = await self.training_set()
+        path = await asyncio.to_thread(dataset.export, self.settings.data_dir / "datasets")
+        return path, dataset
+
+    async def _passages_for(self, question: str, asked: dict[str, Any] | None) -> list[Passage]:
+        """What the question retrieves today, where it was asked (imported ones: as if in a
+        public channel), as the prompt shows passages."""
+        if asked is None:
+            where = Where()
+            asker = "import"
+        else:
+            where = Where(WhereKind(asked["where_kind"]), asked["channel"], asked["platform"])
+            asker = asked["asker"]
+        scope = scope_for(Question(question, asker=asker, where=where), self.settings.answer)
+        retrieval = await self.knowledge.search.retrieve(
+            question, k=self.settings.answer.passages, filters=SearchFilters(scope=scope)
+        )
+        return merge_passages(retrieval.hits)
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        embedder = self.knowledge.embedder
+        return np.stack([embedder.embed_query(text) for text in texts])
 
 
 def status_lines(status: dict[str, Any]) -> list[str]:

@@ -124,3 +124,30 @@ class PromptConfig(_Strict):
     question_tokens: int = Field(
         default=300, ge=16, description="A longer question is cut to this many tokens."
     )
+
+
+class DatasetConfig(_Strict):
+    """How feedback becomes a training set (the learning loop's first step)."""
+
+    min_net_rating: int = Field(
+        default=2,
+        ge=1,
+        description="An answer nobody approved or corrected is a target when 👍 minus 👎 "
+        "reaches this. Negatively rated answers are never targets.",
+    )
+    dedupe_similarity: float = Field(
+        default=0.95,
+        ge=0.5,
+        le=1.0,
+        description="Questions at least this similar (cosine) are one question: the latest "
+        "expert decision wins.",
+    )
+    heldout_fraction: float = Field(
+        default=0.2, ge=0.0, le=0.9, description="Share of questions held out for the eval gate."
+    )
+    scrub: bool = Field(
+        default=True, description="Replace e-mail addresses, phone numbers and secrets."
+    )
+    max_answer_chars: int = Field(
+        default=4000, ge=100, description="Longer targets are left out (and counted)."
+    )

@@ -499,6 +499,51 @@ class AnswerStore:
             ).all()
         return [dict(r._mapping) for r in rows]
 
+    def training_candidates(self) -> list[dict[str, Any]]:
+        """Every answer with a rating in force or a correction: {answer, ratings, corrections}
+        (ratings in force only), for the training-set builder."""
+        with self._connect() as conn:
+            rated = sa.select(ratings.c.answer_id).where(ratings.c.retracted_at.is_(None))
+            corrected = sa.select(corrections.c.answer_id)
+            ids = sa.union(rated, corrected).subquery()
+            rows = conn.execute(
+                sa.select(answers).where(answers.c.id.in_(sa.select(ids.c.answer_id)))
+            ).all()
+            found = [r.id for r in rows]
+            votes = conn.execute(
+                sa.select(ratings).where(
+                    ratings.c.answer_id.in_(found), ratings.c.retracted_at.is_(None)
+                )
+            ).all()
+            fixes = conn.execute(
+                sa.select(corrections).where(corrections.c.answer_id.in_(found))
+            ).all()
+        by_id: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            answer = dict(row._mapping)
+            answer["retrieved"] = json.loads(answer["retrieved"])
+            answer["sources"] = json.loads(answer["sources"])
+            by_id[row.id] = {"answer": answer, "ratings": [], "corrections": []}
+        for vote in votes:
+            by_id[vote.answer_id]["ratings"].append(dict(vote._mapping))
+        for fix in fixes:
+            by_id[fix.answer_id]["corrections"].append(dict(fix._mapping))
+        return [by_id[key] for key in sorted(by_id)]
+
+    def imported_examples(self) -> list[dict[str, Any]]:
+        """Active curated answers imported from a file: {question, answer, approved_by,
+        created_at}."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    curated_answers.c.question,
+                    curated_answers.c.answer,
+                    curated_answers.c.approved_by,
+                    curated_answers.c.created_at,
+                ).where(curated_answers.c.kind == "imported", curated_answers.c.active.is_(True))
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
     def feedback_counts(self) -> dict[str, int]:
         """Ratings in force by kind, expert corrections, non-expert comments, answers given."""
         with self._connect() as conn:
