@@ -65,6 +65,13 @@ _DOWN_REACTIONS = {"-1", "thumbsdown"}
 # Subtypes that are still a person writing (everything else — edits, deletions, joins, bot
 # messages — is ignored).
 _HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
+# Message events say what kind of conversation they come from; mentions need a lookup.
+_KIND_OF_CHANNEL_TYPE = {
+    "im": WhereKind.DM,
+    "mpim": WhereKind.PRIVATE,
+    "group": WhereKind.PRIVATE,
+    "channel": WhereKind.PUBLIC,
+}
 
 APOLOGY = "Sorry — I couldn't answer that just now. Please try again in a minute."
 BUSY = "Sorry — I'm answering a lot of questions right now. Please ask again in a minute."
@@ -87,14 +94,8 @@ class _Directory:
     _groups: tuple[float, dict[str, tuple[str, frozenset[str]]]] | None = None
 
     async def where_kind(self, channel: str, channel_type: str | None) -> WhereKind:
-        typed = {
-            "im": WhereKind.DM,
-            "mpim": WhereKind.PRIVATE,
-            "group": WhereKind.PRIVATE,
-            "channel": WhereKind.PUBLIC,
-        }
-        if channel_type in typed:
-            return typed[channel_type]
+        if channel_type in _KIND_OF_CHANNEL_TYPE:
+            return _KIND_OF_CHANNEL_TYPE[channel_type]
         cached = self._kinds.get(channel)
         if cached and time.monotonic() - cached[0] < self.ttl:
             return cached[1]
@@ -256,17 +257,28 @@ class SlackBot:
                 event, _MENTION.sub("", text).strip(), team=context.get("team_id")
             )
             return
-        if thread and await asyncio.to_thread(
-            self.core.store.thread_answers, PLATFORM, channel, thread
-        ):
-            await self._answer_event(event, text.strip(), team=context.get("team_id"))
+        if thread:
+            earlier = await asyncio.to_thread(
+                self.core.store.thread_answers, PLATFORM, channel, thread
+            )
+            if earlier:  # a follow-up in a thread we answered
+                await self._answer_event(
+                    event, text.strip(), team=context.get("team_id"), earlier=earlier
+                )
 
     def _channel_allowed(self, channel: str, channel_type: str | None) -> bool:
         if channel_type == "im" or channel.startswith("D") or not self.config.channels:
             return True
         return channel in self.config.channels
 
-    async def _answer_event(self, event: dict[str, Any], text: str, *, team: str | None) -> None:
+    async def _answer_event(
+        self,
+        event: dict[str, Any],
+        text: str,
+        *,
+        team: str | None,
+        earlier: list[dict[str, Any]] | None = None,
+    ) -> None:
         channel, user, ts = event["channel"], event["user"], event["ts"]
         thread = event.get("thread_ts") or ts
         if not text:
@@ -275,7 +287,13 @@ class SlackBot:
         await self._react(channel, ts, add=True)
         try:
             question = await self._question(
-                text, user, channel, thread, event.get("channel_type"), bool(event.get("thread_ts"))
+                text,
+                user,
+                channel,
+                thread,
+                event.get("channel_type"),
+                bool(event.get("thread_ts")),
+                earlier=earlier,
             )
             await self.deliver(question, channel=channel, thread=thread, team=team)
         except OverloadedError as exc:
@@ -302,13 +320,18 @@ class SlackBot:
         thread: str | None,
         channel_type: str | None,
         in_thread: bool,
+        *,
+        earlier: list[dict[str, Any]] | None = None,
     ) -> Question:
+        """`earlier`: the thread's answers, when the caller has already read them."""
         kind = await self.directory.where_kind(channel, channel_type)
         history: list[Turn] = []
         if in_thread and thread:
-            for row in await asyncio.to_thread(
-                self.core.store.thread_answers, PLATFORM, channel, thread
-            ):
+            if earlier is None:
+                earlier = await asyncio.to_thread(
+                    self.core.store.thread_answers, PLATFORM, channel, thread
+                )
+            for row in earlier:
                 history += [Turn("user", row["question"]), Turn("assistant", row["answer"])]
         return Question(
             text=text,
@@ -739,18 +762,26 @@ class _Streamed(_Delivery):
         self.flushed = now
         return self
 
-    async def _flush(self) -> None:
+    async def _make_room(self) -> None:
+        """Open the stream, or go on in a new message where this one would pass Slack's limit."""
         if self.stream is None:
             await self._open()
-        if self.sent + len(self.pending) > MESSAGE_TEXT_LIMIT and self.sent:
+        elif self.sent and self.sent + len(self.pending) > MESSAGE_TEXT_LIMIT:
             await self.stream.stop()
             await self._open()
+
+    def _note_message(self) -> None:
+        if self.stream.ts and str(self.stream.ts) not in self.ts:
+            self.ts.append(str(self.stream.ts))
+
+    async def _flush(self) -> None:
+        await self._make_room()
         if self.pending:
-            text, self.pending = self.pending, ""
-            await self.stream.append(markdown_text=text)
-            self.sent += len(text)
-            if self.stream.ts and self.stream.ts not in self.ts:
-                self.ts.append(str(self.stream.ts))
+            # Cleared only once sent: where Slack refuses, the fallback gets all of it.
+            await self.stream.append(markdown_text=self.pending)
+            self.sent += len(self.pending)
+            self.pending = ""
+            self._note_message()
 
     async def abort(self) -> None:
         if self.stream is not None and self.ts:
@@ -759,19 +790,14 @@ class _Streamed(_Delivery):
 
     async def finish(self, answer: Answer) -> list[str]:
         try:
-            if self.stream is None:
-                await self._open()
-            if self.sent + len(self.pending) > MESSAGE_TEXT_LIMIT and self.sent:
-                await self.stream.stop()
-                await self._open()
+            await self._make_room()
             await self.stream.stop(markdown_text=self.pending or None, blocks=footer_blocks(answer))
         except (SlackApiError, SlackRequestError) as exc:
             if self.ts:
                 raise
             log.info("slack.streaming_refused", channel=self.channel, error=_error(exc))
             return await _Updated(self.bot, self.channel, self.thread).finish(answer)
-        if self.stream.ts and str(self.stream.ts) not in self.ts:
-            self.ts.append(str(self.stream.ts))
+        self._note_message()
         return self.ts
 
 
