@@ -13,9 +13,10 @@ training set on top; here:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -596,17 +597,21 @@ class AnswerStore:
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"cannot reach the database: {exc.__class__.__name__}") from exc
 
-    def _begin(self) -> Any:
-        return _Writing(self.engine)
-
-    def _execute(self, statement: Any) -> None:
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A write transaction; any SQL error in it, its statements' included, becomes a
+        DatabaseError."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(statement)
+                yield conn
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(
                 f"writing to the feedback store failed: {exc.__class__.__name__}"
             ) from exc
+
+    def _execute(self, statement: Any) -> None:
+        with self._begin() as conn:
+            conn.execute(statement)
 
 
 RATING_KINDS = ("up", "down", "approved")
@@ -620,26 +625,3 @@ def _dialect_insert(conn: Connection) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert
-
-
-class _Writing:
-    """`with store._begin() as conn:` — a transaction whose SQL errors become DatabaseError."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._context: Any = None
-
-    def __enter__(self) -> Connection:
-        try:
-            self._context = self._engine.begin()
-            return self._context.__enter__()
-        except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot reach the database: {exc.__class__.__name__}") from exc
-
-    def __exit__(self, *exc_info: Any) -> None:
-        try:
-            self._context.__exit__(*exc_info)
-        except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"writing to the feedback store failed: {exc.__class__.__name__}"
-            ) from exc
