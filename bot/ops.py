@@ -137,7 +137,7 @@ class Ops:
         """Add expert-approved question/answer pairs from a JSONL file (seeding the loop from an
         FAQ): each becomes a curated answer and a training example. Returns how many."""
         rows = await asyncio.to_thread(read_import, path)
-        vectors = await asyncio.to_thread(self._embed, [r["question"] for r in rows])
+        vectors = await self._embed([r["question"] for r in rows])
         for row, vector in zip(rows, vectors, strict=True):
             await asyncio.to_thread(
                 self.store.add_curated,
@@ -182,9 +182,9 @@ class Ops:
         )
         return merge_passages(retrieval.hits)
 
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        embedder = self.knowledge.embedder
-        return np.stack([embedder.embed_query(text) for text in texts])
+    async def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Question embeddings as answering computes them (so imported curated answers match)."""
+        return np.stack([await self.knowledge.search.embed(text) for text in texts])
 
 
 def status_lines(status: dict[str, Any]) -> list[str]:

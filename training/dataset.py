@@ -40,7 +40,7 @@ KIND_STRENGTH = {"corrected": 3, "approved": 3, "imported": 2, "rated": 1}
 
 # Passages for a question asked where a recorded answer was asked (None: an imported example).
 Retrieve = Callable[[str, dict[str, Any] | None], Awaitable[list[Passage]]]
-Embed = Callable[[Sequence[str]], np.ndarray]
+Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +156,7 @@ async def build_training_set(
         else:
             cleaned.append((replace(example, question=question, answer=answer), asked))
 
-    kept = _dedupe(cleaned, embed, config.dedupe_similarity, skip)
+    kept = await _dedupe(cleaned, embed, config.dedupe_similarity, skip)
     examples: list[Example] = []
     for example, asked in kept:
         passages = tuple(await retrieve(example.question, asked))
@@ -215,7 +215,7 @@ def _decide(
     return None
 
 
-def _dedupe(
+async def _dedupe(
     items: list[tuple[Example, dict[str, Any] | None]],
     embed: Embed,
     threshold: float,
@@ -229,7 +229,7 @@ def _dedupe(
         key=lambda i: (KIND_STRENGTH[items[i][0].kind], items[i][0].decided_at),
         reverse=True,
     )
-    vectors = np.asarray(embed([items[i][0].question for i in order]), dtype=np.float32)
+    vectors = np.asarray(await embed([items[i][0].question for i in order]), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
     kept: list[int] = []
     for position in range(len(order)):
