@@ -40,6 +40,8 @@ bench: install-dev
 	$(PY) bench/answering.py
 	$(PY) bench/slack_ack.py
 	$(PY) bench/cpu_dtype.py
+	$(PY) bench/train_throughput.py
+	$(PY) bench/learning_loop.py
 
 clean:
 	rm -rf $(VENV) .expertbot .bench .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,7 @@ import structlog
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from bot.core.question import Answer, Question, Where, WhereKind
 from bot.logging import configure_logging
@@ -51,6 +52,10 @@ app.add_typer(index_app, name="index")
 app.add_typer(eval_app, name="eval")
 dataset_app = typer.Typer(help="The training set built from expert feedback.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+adapters_app = typer.Typer(
+    help="The fine-tuned adapter versions: which serves, promote, roll back.", no_args_is_help=True
+)
+app.add_typer(adapters_app, name="adapters")
 
 
 class _State:
@@ -497,6 +502,173 @@ def dataset_export(as_json: bool = typer.Option(False, "--json", help="Print as 
     )
     for reason, n in sorted(summary["skipped"].items()):
         out.print(f"  left out: {n} {reason}")
+
+
+@app.command()
+def train(
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Build the training set and say what a run would do; no training."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+) -> None:
+    """The learning loop: training set → QLoRA fine-tune → eval gate → promotion if it wins."""
+
+    async def work(settings: Settings) -> Any:
+        if as_json or dry_run or not err.is_terminal:
+            return await _with_ops(
+                settings, lambda ops: ops.retrain(trigger="cli", dry_run=dry_run)
+            )
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("building the training set", total=None)
+
+            def on_event(event: dict[str, Any]) -> None:
+                kind = event.get("event")
+                if kind == "loading":
+                    bar.update(task, description=f"loading {event['base']} on {event['device']}")
+                elif kind == "training":
+                    bar.reset(task, total=event["total"], description="training")
+                elif kind == "step":
+                    bar.update(
+                        task,
+                        completed=event["step"],
+                        description=f"training (loss {event['loss']:.3f})",
+                    )
+                elif kind == "eval":
+                    if event["done"] == 1:
+                        bar.reset(
+                            task, total=event["total"], description=f"scoring {event['adapter']}"
+                        )
+                    bar.update(task, completed=event["done"])
+
+            return await _with_ops(
+                settings, lambda ops: ops.retrain(trigger="cli", on_event=on_event)
+            )
+
+    result = _run(work)
+    if as_json:
+        _print_json(result.details | {"ok": result.ok})
+    else:
+        details = result.details
+        if details.get("before") and details.get("after"):
+            from training.report import metrics_rows
+
+            table = Table(show_edge=False)
+            for column in (
+                "metric",
+                details["plan"]["serving"] or "base model",
+                "candidate",
+                "change",
+            ):
+                table.add_column(column)
+            for row in metrics_rows(details["before"], details["after"]):
+                table.add_row(*row)
+            out.print(table)
+        out.print(escape(result.summary))
+        if details.get("report"):
+            out.print(f"report: {escape(details['report'])}")
+    if not result.ok:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@adapters_app.command("list")
+def adapters_list(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Every adapter version with its gate verdict and metrics; * marks the one serving."""
+    from training.registry import AdapterRegistry
+
+    async def work(settings: Settings) -> list[dict[str, Any]]:
+        registry = AdapterRegistry(settings.adapter_registry)
+        active = await asyncio.to_thread(registry.active)
+        return [
+            {
+                "version": v.version,
+                "serving": v.version == active,
+                "created_at": v.created_at,
+                "parent": v.meta.get("parent"),
+                "data_hash": v.meta.get("data_hash"),
+                "gate": (v.meta.get("gate") or {}).get("passed"),
+                "metrics": v.meta.get("metrics", {}),
+                "path": str(v.path),
+            }
+            for v in await asyncio.to_thread(registry.versions)
+        ]
+
+    versions = _run(work)
+    if as_json:
+        _print_json(versions)
+        return
+    if not versions:
+        out.print("no adapter versions yet: the base model serves (run `expertbot train`)")
+        return
+    table = Table(show_edge=False)
+    for column in ("", "version", "created", "parent", "gate", "F1", "abstention"):
+        table.add_column(column)
+    for v in versions:
+        gate = {True: "passed", False: "rejected", None: "-"}[v["gate"]]
+        metrics = v["metrics"]
+        table.add_row(
+            "*" if v["serving"] else "",
+            v["version"],
+            v["created_at"] or "",
+            v["parent"] or "base",
+            gate,
+            _fmt(metrics.get("f1")),
+            _fmt(metrics.get("abstention")),
+        )
+    out.print(table)
+    if not any(v["serving"] for v in versions):
+        out.print("* none: the base model serves")
+
+
+@adapters_app.command("promote")
+def adapters_promote(
+    version: str = typer.Argument(..., help="The version to serve, e.g. v0003."),
+    force: bool = typer.Option(False, "--force", help="Even if the eval gate rejected it."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Serve VERSION; running bots hot-swap to it within model.adapter_poll_s."""
+
+    async def work(settings: Settings) -> Any:
+        return await _with_ops(
+            settings, lambda ops: ops.promote(version, force=force, trigger="cli")
+        )
+
+    result = _run(work)
+    _print_json(result.details) if as_json else out.print(escape(result.summary))
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(
+    version: str | None = typer.Argument(
+        None, help="Serve this version; default: the one promoted before the serving one."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Return to the previous adapter (or the base model); running bots hot-swap."""
+
+    async def work(settings: Settings) -> Any:
+        return await _with_ops(settings, lambda ops: ops.rollback(version, trigger="cli"))
+
+    result = _run(work)
+    _print_json(result.details) if as_json else out.print(escape(result.summary))
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @eval_app.command("answers")

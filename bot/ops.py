@@ -23,10 +23,12 @@ from bot.core.answering import merge_passages
 from bot.core.question import Question, Where, WhereKind
 from bot.settings import Settings
 from knowledge.database import redact_url
-from knowledge.errors import AdapterError, ExpertbotError
+from knowledge.errors import AdapterError
+from knowledge.locks import JobLock
 from knowledge.models import SearchFilters
 from knowledge.runtime import Knowledge
 from training.dataset import TrainingSet, build_training_set, read_import
+from training.pipeline import LearningLoop
 from training.prompting import Passage
 from training.registry import AdapterRegistry
 from training.store import AnswerStore
@@ -36,10 +38,7 @@ log = structlog.get_logger("expertbot.ops")
 Report = Callable[[str], Awaitable[None]]
 
 ADMIN_JOBS = ("sync", "retrain", "rollback")
-
-
-class JobUnavailableError(ExpertbotError):
-    """The job cannot run in this installation (said why)."""
+RETRAIN_LOCK = "training.retrain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +55,9 @@ class Ops:
     knowledge: Knowledge
     store: AnswerStore
     registry: AdapterRegistry
+    # Called with the result of every training run (the chat layers post it to an admin channel).
+    announcers: list[Callable[[JobResult], Awaitable[None]]] = field(default_factory=list)
+    worker_pid: int | None = None  # the training worker while one runs in this process
 
     async def status(self) -> dict[str, Any]:
         """Index size and last sync, the serving adapter and its metrics, feedback counts."""
@@ -73,6 +75,21 @@ class Ops:
                 "metrics": meta.get("metrics", {}),
             }
         feedback = await asyncio.to_thread(self.store.feedback_counts)
+        runs = await asyncio.to_thread(self.registry.runs)
+        last_run: dict[str, Any] | None = None
+        if runs:
+            last_run = {
+                k: runs[-1].get(k)
+                for k in (
+                    "run",
+                    "status",
+                    "started_at",
+                    "finished_at",
+                    "version",
+                    "reason",
+                    "error",
+                )
+            }
         return {
             "index": {
                 "store": stats.store,
@@ -84,6 +101,7 @@ class Ops:
             "model": self.settings.model.base,
             "adapter": adapter,
             "adapter_versions": len(await asyncio.to_thread(self.registry.versions)),
+            "last_training_run": last_run,
             "feedback": feedback,
             "database": redact_url(self.settings.resolved_database_url),
         }
@@ -113,12 +131,76 @@ class Ops:
         log.info("ops.sync", trigger=trigger, status=result.status, s=time.monotonic() - started)
         return JobResult("sync", result.status == "ok", result.summary(), result.as_json())
 
-    async def retrain(self, *, trigger: str, report: Report | None = None) -> JobResult:
-        """Fine-tune on the training set, gate, promote (the learning-loop pipeline)."""
-        raise JobUnavailableError(
-            "retraining needs the learning-loop pipeline (dataset, QLoRA, eval gate), which is "
-            "not in this build yet; feedback is being collected for it"
+    async def retrain(
+        self,
+        *,
+        trigger: str,
+        report: Report | None = None,
+        dry_run: bool = False,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> JobResult:
+        """The learning loop: training set → QLoRA in a worker process → eval gate → registry,
+        promoted if it wins (AlreadyRunningError if a run is going on anywhere)."""
+        lock = JobLock(self.store.engine, RETRAIN_LOCK)
+        async with lock.held():
+            if report is not None:
+                await report("retrain started: building the training set")
+            dataset = await self.training_set()
+            milestones = _Milestones(report)
+
+            def event(data: dict[str, Any]) -> None:
+                milestones.see(data)
+                if on_event is not None:
+                    on_event(data)
+
+            loop = LearningLoop(
+                self.registry,
+                self.settings.training,
+                self.settings.prompt,
+                self.settings.model.base,
+                self.settings.data_dir,
+                on_start=self._worker_started,
+            )
+            try:
+                outcome = await loop.run(dataset, dry_run=dry_run, on_event=event)
+            finally:
+                self.worker_pid = None
+                await milestones.flush()
+        log.info("ops.retrain", trigger=trigger, status=outcome.status, summary=outcome.summary)
+        result = JobResult("retrain", outcome.ok, outcome.summary, outcome.as_json())
+        if outcome.status in ("promoted", "rejected", "failed"):
+            await self._announce(result)
+        return result
+
+    async def promote(self, version: str, *, force: bool = False, trigger: str) -> JobResult:
+        """Serve `version` (one the gate rejected only with `force`)."""
+        candidate = await asyncio.to_thread(self.registry.get, version)
+        gate = candidate.meta.get("gate") or {}
+        if gate.get("passed") is False and not force:
+            reasons = "; ".join(gate.get("reasons") or ["it lost to the serving adapter"])
+            raise AdapterError(
+                f"{version} did not pass the eval gate ({reasons}); promote it with --force "
+                "if you are sure"
+            )
+        before = await asyncio.to_thread(self.registry.active)
+        await asyncio.to_thread(self.registry.promote, version, reason=f"promoted by {trigger}")
+        log.info("ops.promote", trigger=trigger, before=before, now=version, forced=force)
+        return JobResult(
+            "promote",
+            True,
+            f"{version} serves now (was {before or 'the base model'})",
+            {"before": before, "now": version},
         )
+
+    def _worker_started(self, pid: int) -> None:
+        self.worker_pid = pid
+
+    async def _announce(self, result: JobResult) -> None:
+        for announce in self.announcers:
+            try:
+                await announce(result)
+            except Exception as exc:  # a chat outage must not fail the job
+                log.warning("ops.announce_failed", error=f"{exc.__class__.__name__}: {exc}")
 
     async def rollback(self, version: str | None = None, *, trigger: str) -> JobResult:
         """Serve `version`, or the previously promoted one (or the base model). Serving
@@ -187,6 +269,38 @@ class Ops:
         return np.stack([await self.knowledge.search.embed(text) for text in texts])
 
 
+class _Milestones:
+    """Chat-sized progress of a training run: its start, halfway, evaluation, the end."""
+
+    def __init__(self, report: Report | None) -> None:
+        self.report = report
+        self.pending: set[asyncio.Task[None]] = set()
+        self.said: set[str] = set()
+
+    def see(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "training":
+            self._say("start", f"training on {event['examples']} examples, {event['total']} steps")
+        elif kind == "step" and event["step"] * 2 >= event["total"]:
+            self._say(
+                "half", f"training: step {event['step']}/{event['total']}, loss {event['loss']:.3f}"
+            )
+        elif kind == "eval":
+            self._say("eval", "training done; comparing with the serving adapter")
+
+    def _say(self, key: str, text: str) -> None:
+        if self.report is None or key in self.said:
+            return
+        self.said.add(key)
+        task = asyncio.ensure_future(self.report(text))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def flush(self) -> None:
+        if self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
+
+
 def status_lines(status: dict[str, Any]) -> list[str]:
     """The status as short lines (chat and terminal)."""
     index = status["index"]
@@ -207,6 +321,18 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append(f"Model: {status['model']} (no adapter serving)")
+    run = status.get("last_training_run")
+    if run:
+        outcome = {
+            "promoted": f"{run['version']} promoted",
+            "rejected": f"{run['version']} not promoted (lost to the serving adapter)",
+            "failed": f"failed: {run.get('error')}",
+            "skipped": f"skipped: {run.get('reason')}",
+            "running": "running",
+        }.get(str(run["status"]), str(run["status"]))
+        lines.append(f"Last training run: {run['finished_at'] or run['started_at']} UTC, {outcome}")
+    else:
+        lines.append("Last training run: never")
     fb = status["feedback"]
     lines.append(
         f"Feedback: {fb['answers']} answers, {fb['up']} 👍, {fb['down']} 👎, "

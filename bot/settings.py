@@ -31,7 +31,7 @@ from bot.slack.config import SlackConfig
 from knowledge.config import KnowledgeConfig
 from knowledge.database import sqlite_url
 from knowledge.errors import ConfigError
-from training.config import DatasetConfig, ModelConfig, PromptConfig
+from training.config import DatasetConfig, ModelConfig, PromptConfig, TrainingConfig
 
 ENV_PREFIX = "EXPERTBOT_"
 # Variables with our prefix that are not settings keys.
@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     answer: AnswerConfig = Field(default_factory=AnswerConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     slack: SlackConfig = Field(default_factory=SlackConfig)
 

@@ -25,7 +25,7 @@ BOT_USER = "UBOT"
 BOT_ID = "BBOT"
 TEAM = "T0TEAM"
 AUTH = {"user": "expertbot", "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID}
-JSON_FIELDS = {"blocks", "attachments", "view", "chunks", "metadata", "unfurls", "options"}
+JSON_FIELDS = {"blocks", "attachments", "view", "chunks", "metadata", "unfurls", "options", "files"}
 
 
 @dataclass
@@ -64,6 +64,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{key}", self._response_url)
+        app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -218,9 +219,25 @@ class FakeSlack:
             return {"view": {**(body.get("view") or {}), "id": f"V{uuid.uuid4().hex[:10]}"}}
         if method == "apps.connections.open":
             return {"url": self.socket_url}
+        if method == "files.getUploadURLExternal":
+            file_id = f"F{uuid.uuid4().hex[:10].upper()}"
+            return {"file_id": file_id, "upload_url": f"{self.base_url}/upload/{file_id}"}
+        if method == "files.completeUploadExternal":
+            return {"files": [{"id": f["id"], "title": f.get("title")} for f in body["files"]]}
         if method == "users.info":
             return {"user": {"id": body.get("user"), "name": str(body.get("user")).lower()}}
         return {}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """Step 2 of files_upload_v2: the file's bytes, posted to the URL step 1 handed out."""
+        data = await request.read()
+        call = Call(
+            f"upload:{request.match_info['file_id']}", {"data": data}, dict(request.headers)
+        )
+        async with self._changed:
+            self.calls.append(call)
+            self._changed.notify_all()
+        return web.Response(text="OK - " + str(len(data)))
 
     async def _response_url(self, request: web.Request) -> web.Response:
         _, failure = await self._record(f"response_url:{request.match_info['key']}", request)

@@ -25,6 +25,8 @@ from knowledge.config import SourceConfig
 from tests.conftest import HANDBOOK
 from tests.slack_fake import BOT_USER, TEAM, Call, FakeSlack
 from tests.test_answering import settings_for
+from tests.test_training import QUESTIONS, TRAINING, corrected
+from training.config import TrainingConfig
 
 SECRET = "test-signing-secret"
 PASSWORD_Q = "How do I reset my password?"
@@ -212,8 +214,10 @@ async def env(handbook_data_dir: Path, tiny_phi3: Path, embedder, aiohttp_client
         api_url=slack.api_url,
         admins=[ADMIN],
         experts=[EXPERT],
+        admin_channel="CADMIN",
         update_interval_s=0.1,
     )
+    settings.training = TrainingConfig(**TRAINING)
     core = Core.build(settings, embedder=embedder)
     await core.start()
     services = await Services.start(settings, core)
@@ -761,8 +765,31 @@ async def test_rollback_and_retrain_report_clearly_when_they_cannot_run(env: Env
     [reply] = await env.slack.wait_for(key)
     assert "nothing to roll back" in reply.body["text"]
     _, key = await command(env, "retrain", ADMIN)
-    [reply] = await env.slack.wait_for(key)
-    assert reply.body["text"].startswith("⚠️ retrain:")
+    replies = await env.slack.wait_for(key, 2)
+    assert replies[-1].body["text"].startswith("✅ retrain: skipped: too little data: 0 training")
+    assert env.slack.calls_to("chat.postMessage") == []  # a skipped run is not announced
+
+
+async def test_retrain_from_slack_promotes_and_posts_the_report_to_the_admin_channel(
+    env: Env,
+) -> None:
+    for question in QUESTIONS[:12]:
+        corrected(env.core.store, question)
+    _, key = await command(env, "retrain", ADMIN)
+    [upload] = await env.slack.wait_for("files.completeUploadExternal", timeout=600)
+    replies = [c.body["text"] for c in await env.slack.wait_for(key, 5)]
+    assert replies[0] == "retrain started: building the training set"
+    assert any(r.startswith("training on ") for r in replies)
+    assert replies[-1].startswith("✅ retrain: v0001 promoted: F1 0.000 → ")
+    [post] = env.slack.calls_to("chat.postMessage")
+    assert post.body["channel"] == "CADMIN" and "v0001 promoted" in post.body["text"]
+    assert "| answer F1 vs reference |" in post.body["text"]
+    assert upload.body["channel_id"] == "CADMIN" and upload.body["files"][0]["title"] == (
+        "v0001: training loss"
+    )
+    [sent] = [c for c in env.slack.calls if c.method.startswith("upload:")]
+    assert sent.body["data"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert env.core.registry.active() == "v0001"
 
 
 # -- Socket Mode -------------------------------------------------------------------------------

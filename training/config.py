@@ -151,3 +151,88 @@ class DatasetConfig(_Strict):
     max_answer_chars: int = Field(
         default=4000, ge=100, description="Longer targets are left out (and counted)."
     )
+
+
+class GateConfig(_Strict):
+    """When a candidate adapter may replace the serving one (compared on the held-out split)."""
+
+    min_gain: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="The candidate's mean token F1 against the reference answers must beat the "
+        "serving adapter's by at least this much.",
+    )
+    abstention_tolerance: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="How much the share of abstentions on unanswerable probes may drop (0: it "
+        "must not get worse).",
+    )
+    citation_tolerance: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="How much the share of answers with valid citations may drop.",
+    )
+    min_heldout: int = Field(
+        default=2, ge=1, description="Fewer held-out questions than this: no run (no fair gate)."
+    )
+    max_new_tokens: int = Field(
+        default=128, ge=8, le=2048, description="Generated answer length for the comparison."
+    )
+
+
+class TrainingConfig(_Strict):
+    """The QLoRA fine-tune of the base model on the training set (`expertbot train`)."""
+
+    quantization: Literal["4bit", "none"] = Field(
+        default="4bit",
+        description="4bit: QLoRA, the base in NF4 with double quantisation (bitsandbytes; on "
+        "CUDA and on the CPU). none: plain LoRA on the base in full precision.",
+    )
+    device: str = Field(default="auto", description="auto (CUDA if present, else CPU), cpu, cuda.")
+    lora_r: int = Field(default=16, ge=1, le=256, description="LoRA rank.")
+    lora_alpha: int = Field(default=32, ge=1, description="LoRA scaling (alpha / r).")
+    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: str = Field(
+        default="all-linear", description="all-linear, or comma-separated module names."
+    )
+    epochs: float = Field(default=3.0, gt=0, le=100)
+    learning_rate: float = Field(default=2e-4, gt=0, le=1.0)
+    batch_size: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Examples per device step (on the CPU: one at a time, with the same "
+        "effective batch through accumulation, which is as fast and needs less memory).",
+    )
+    gradient_accumulation: int = Field(default=4, ge=1, le=256)
+    warmup_ratio: float = Field(default=0.05, ge=0.0, le=0.5)
+    max_seq_len: int = Field(
+        default=1024,
+        ge=64,
+        le=32768,
+        description="Prompt plus answer; passages are dropped to fit, then the answer is cut.",
+    )
+    gradient_checkpointing: bool = True
+    optimizer: str = Field(
+        default="auto",
+        description="auto: paged 8-bit AdamW on CUDA, AdamW on the CPU; or any transformers "
+        "optimizer name.",
+    )
+    seed: int = 42
+    threads: int | None = Field(default=None, ge=1, description="CPU threads for training.")
+    min_examples: int = Field(
+        default=8, ge=1, description="Fewer training examples than this: the run is skipped."
+    )
+    min_new_examples: int = Field(
+        default=5,
+        ge=0,
+        description="Fewer new or changed examples since the last trained run: skipped.",
+    )
+    timeout_s: float = Field(
+        default=6 * 3600, gt=0, description="A run still going after this is killed (failed)."
+    )
+    gate: GateConfig = Field(default_factory=GateConfig)

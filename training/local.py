@@ -246,11 +246,7 @@ class TransformersGenerator:
             raise ModelLoadError(
                 f"{path} has no chat template: use an instruct (chat) model as model.base"
             )
-        vocab = tokenizer.get_vocab()
-        stop = {tokenizer.eos_token_id, *(vocab[t] for t in _END_OF_TURN if t in vocab)}
-        eos = model.generation_config.eos_token_id if model.generation_config else None
-        stop.update(eos if isinstance(eos, list) else [eos])
-        self._stop_ids = sorted(i for i in stop if i is not None)
+        self._stop_ids = stop_token_ids(tokenizer, model)
         self._context_window = int(getattr(model.config, "max_position_embeddings", 4096))
         self._tokenizer, self._model, self._device = tokenizer, model, device
         log.info(
@@ -482,7 +478,7 @@ class _BatchStreamer:
                 continue
             pending.tokens.append(int(token))
             text = self.tokenizer.decode(pending.tokens, skip_special_tokens=True)
-            stopped = _stop_at(text, pending.stop)
+            stopped = cut_at_stop(text, pending.stop)
             if stopped is not None:
                 self.send(pending, stopped, now)
                 self.finish(pending, "stop", release=False)
@@ -518,7 +514,16 @@ class _BatchStreamer:
         pending.deliver(_End(stats))
 
 
-def _stop_at(text: str, stops: tuple[str, ...]) -> str | None:
+def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
+    """End-of-sequence and end-of-turn token ids: generation stops at any of them."""
+    vocab = tokenizer.get_vocab()
+    stop = {tokenizer.eos_token_id, *(vocab[t] for t in _END_OF_TURN if t in vocab)}
+    eos = model.generation_config.eos_token_id if model.generation_config else None
+    stop.update(eos if isinstance(eos, list) else [eos])
+    return sorted(i for i in stop if i is not None)
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> str | None:
     """`text` cut before the first stop string in it, or None if there is none."""
     cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
     return None if cut < 0 else text[:cut]

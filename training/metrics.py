@@ -50,3 +50,19 @@ def token_f1(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = common / len(pred), common / len(ref)
     return 2 * precision * recall / (precision + recall)
+
+
+# An answer that says the passages don't answer the question (an abstention by the model: the
+# answering core's second line of defence, after the retrieval threshold).
+_DOES_NOT_KNOW = re.compile(
+    r"\b(i (do not|don't|cannot|can't) (know|answer|find|tell)"
+    r"|(the )?(passages?|context|documents?|knowledge base) (do(es)? not|don't|doesn't) "
+    r"(contain|mention|say|cover|include|provide|answer)"
+    r"|no (relevant )?information (about|on|regarding)"
+    r"|(not|isn't|is not) (mentioned|covered|provided|stated) in the (passages?|context))",
+    re.IGNORECASE,
+)
+
+
+def says_it_does_not_know(text: str) -> bool:
+    return bool(_DOES_NOT_KNOW.search(text))

@@ -8,6 +8,14 @@ config, metrics, parent). Writes are atomic (temporary file or folder, then rena
 reader — the serving generator polling for promotions, on this or another replica sharing the
 folder — never sees half a version. The learning loop adds versions and promotes them;
 `rollback` returns to the previous one (or to the base model).
+
+Training runs are recorded beside the versions, whatever their outcome:
+
+    <root>/runs/<run>/run.json   status (running, promoted, rejected, failed, skipped), reason,
+                                 version, example keys, timings; the worker's files beside it
+
+so a failed run is reported and kept for inspection, and the next run can tell how much of its
+training set is new.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -145,13 +154,55 @@ class AdapterRegistry:
         return target
 
     def _write_state(self, version: str | None, history: list[str], reason: str) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
         record = {"version": version, "history": history, "changed_at": _now(), "reason": reason}
-        fd, tmp = tempfile.mkstemp(prefix=".active-", dir=self.root)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, self._active_file)
+        _write_json(self._active_file, record)
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    @property
+    def _runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def start_run(self, **fields: Any) -> Path:
+        """A new run folder with `run.json` (status running); returns the folder."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        run_dir = self._runs_dir / f"r-{stamp}-{secrets.token_hex(3)}"
+        run_dir.mkdir(parents=True)
+        record = {"run": run_dir.name, "status": "running", "started_at": _now(), **fields}
+        _write_json(run_dir / "run.json", record)
+        return run_dir
+
+    def finish_run(self, run_dir: Path, status: str, **fields: Any) -> dict[str, Any]:
+        record = _read_json(run_dir / "run.json") | fields
+        record.update(status=status, finished_at=_now())
+        _write_json(run_dir / "run.json", record)
+        return record
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every recorded run, oldest first (a run whose process died shows as running until
+        the next run sees its lock free; see `Ops.retrain`)."""
+        if not self._runs_dir.is_dir():
+            return []
+        found = []
+        for child in sorted(self._runs_dir.iterdir()):
+            record = _read_json(child / "run.json") if child.is_dir() else {}
+            if record:
+                found.append(record | {"path": str(child)})
+        return sorted(found, key=lambda r: (str(r.get("started_at")), str(r.get("run"))))
+
+    def last_trained_run(self) -> dict[str, Any] | None:
+        """The latest run that trained a candidate (promoted or not)."""
+        trained = [r for r in self.runs() if r.get("status") in ("promoted", "rejected")]
+        return trained[-1] if trained else None
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
 
 
 def _check_name(version: str) -> None:

@@ -26,21 +26,11 @@ from knowledge.search import KnowledgeSearch
 from training.citations import CitationRewriter
 from training.config import PromptConfig
 from training.generation import GenerationRequest, Generator
+from training.metrics import says_it_does_not_know
 from training.prompting import PromptBuilder
 from training.store import AnswerStore, CuratedAnswer
 
 log = structlog.get_logger("expertbot.answer")
-
-# An answer that cites nothing and says the passages don't answer it is an abstention by the
-# model (the second line of defence, after the retrieval threshold): no sources are listed.
-_MODEL_ABSTAINS = re.compile(
-    r"\b(i (do not|don't|cannot|can't) (know|answer|find|tell)"
-    r"|(the )?(passages?|context|documents?|knowledge base) (do(es)? not|don't|doesn't) "
-    r"(contain|mention|say|cover|include|provide|answer)"
-    r"|no (relevant )?information (about|on|regarding)"
-    r"|(not|isn't|is not) (mentioned|covered|provided|stated) in the (passages?|context))",
-    re.IGNORECASE,
-)
 
 _CONTROL = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]"
@@ -177,7 +167,7 @@ class Answerer:
                 Source(n, p.title, p.uri, p.heading)
                 for n, p in enumerate((prompt.passages[i - 1] for i in rewriter.order), 1)
             )
-            model_abstained = not sources and bool(_MODEL_ABSTAINS.search(body))
+            model_abstained = not sources and says_it_does_not_know(body)
             answer = Answer(
                 id=answer_id,
                 question=text,

@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -41,7 +42,7 @@ from bot.core.feedback import APPROVED, DOWN, UP, Feedback
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
 from bot.delivery import Deliveries
-from bot.ops import ADMIN_JOBS, JobResult, JobUnavailableError, Ops, status_lines
+from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
 from bot.slack import ids
 from bot.slack.config import SlackConfig
 from bot.slack.render import (
@@ -51,6 +52,7 @@ from bot.slack.render import (
     progress_text,
 )
 from knowledge.errors import AlreadyRunningError, ExpertbotError, OverloadedError, QueryError
+from training.report import metrics_table
 
 log = structlog.get_logger("expertbot.slack")
 
@@ -167,6 +169,8 @@ class SlackBot:
             ],
         )
         self.directory = _Directory(self.client, config.cache_ttl_s)
+        if config.admin_channel:
+            ops.announcers.append(self.announce)
         # Bolt reads $SLACK_BOT_TOKEN itself and warns that our client (which has it) wins.
         logging.getLogger("slack_bolt.AsyncApp").addFilter(_quiet_token_warning)
         self.app = AsyncApp(
@@ -590,13 +594,40 @@ class SlackBot:
             await report(f"{prefix} {job}: {result.summary}")
         except AlreadyRunningError as exc:
             await report(f"⏳ {exc}")
-        except (JobUnavailableError, ExpertbotError) as exc:  # said clearly: config, adapters
+        except ExpertbotError as exc:  # said clearly: config, adapters, data
             await report(f"⚠️ {job}: {exc}")
         except Exception as exc:
             log.error(
                 "slack.job_failed", job=job, error=f"{exc.__class__.__name__}: {exc}", exc_info=exc
             )
             await report(f"❌ {job} failed: {exc.__class__.__name__}. The logs have the details.")
+
+    async def announce(self, result: JobResult) -> None:
+        """Post a training run's outcome to the admin channel: the summary, the before/after
+        metrics table and the loss curve."""
+        channel = self.config.admin_channel
+        if not channel:
+            return
+        details = result.details
+        prefix = {"promoted": "✅", "rejected": "🛑", "failed": "❌"}.get(
+            str(details.get("status")), "ℹ️"
+        )
+        lines = [f"{prefix} *{result.job}*: {result.summary}"]
+        if details.get("before") and details.get("after"):
+            serving = (details.get("plan") or {}).get("serving") or "base model"
+            lines.append(
+                "```" + metrics_table(details["before"], details["after"], serving=serving) + "```"
+            )
+        text = "\n".join(lines)
+        await self.client.chat_postMessage(channel=channel, text=text, unfurl_links=False)
+        curve = details.get("loss_curve")
+        if curve and Path(curve).is_file():
+            await self.client.files_upload_v2(
+                channel=channel,
+                file=curve,
+                filename=Path(curve).name,
+                title=f"{details.get('version')}: training loss",
+            )
 
     # -- who may do what ---------------------------------------------------------------------
 

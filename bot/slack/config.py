@@ -50,6 +50,10 @@ class SlackConfig(BaseModel):
     channels: IdList = Field(
         default_factory=list, description="Channels the bot answers in; empty: every one."
     )
+    admin_channel: str | None = Field(
+        default=None,
+        description="Channel id where every training run's report is posted (invite the bot).",
+    )
     approval_reaction: str = Field(
         default="white_check_mark", description="The reaction by which an expert approves."
     )

@@ -1,0 +1,112 @@
+"""The report of a training run, stored with its adapter version: a before/after metrics table
+(`report.md`) and the loss curve (`loss.png`, matplotlib without a display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from training.pipeline import Decision
+
+# (key, label, better): "lower" or "higher" is better
+METRICS = (
+    ("f1", "answer F1 vs reference", "higher"),
+    ("loss", "loss on answer tokens", "lower"),
+    ("citation_validity", "answers with valid citations", "higher"),
+    ("abstention", "abstains when it cannot know", "higher"),
+    ("answered", "answerable questions answered", "higher"),
+)
+
+
+def metrics_rows(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, before, after, change) for every metric, formatted."""
+    rows = []
+    for key, label, better in METRICS:
+        b, a = before.get(key), after.get(key)
+        change = ""
+        if isinstance(a, int | float) and isinstance(b, int | float):
+            delta = a - b
+            good = delta > 0 if better == "higher" else delta < 0
+            change = f"{delta:+.3f}" + (" ✓" if good and abs(delta) > 1e-9 else "")
+        rows.append((label, _fmt(b), _fmt(a), change))
+    return rows
+
+
+def metrics_table(before: dict[str, Any], after: dict[str, Any], *, serving: str) -> str:
+    """A Markdown table (also readable as plain text in chat)."""
+    lines = [
+        f"| metric | {serving} (serving) | candidate | change |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {m} | {b} | {a} | {c} |" for m, b, a, c in metrics_rows(before, after)]
+    return "\n".join(lines)
+
+
+def write_report(
+    folder: Path,
+    *,
+    version: str,
+    parent: str | None,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    decision: Decision,
+    train: dict[str, Any],
+    data_hash: str,
+) -> tuple[Path, Path | None]:
+    """Write report.md and loss.png into `folder`; returns their paths (no PNG without losses)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    curve = plot_losses(train.get("losses") or [], folder / "loss.png", title=version)
+    serving = parent or "base model"
+    verdict = "promoted" if decision.promote else "not promoted"
+    lines = [
+        f"# {version}: {verdict}",
+        "",
+        *[f"- {reason}" for reason in decision.reasons],
+        "",
+        f"Compared with {serving} on {after.get('questions', 0)} held-out questions and "
+        f"{after.get('probes', 0)} unanswerable probes.",
+        "",
+        metrics_table(before, after, serving=serving),
+        "",
+        "## Training",
+        "",
+        f"- data: {data_hash[:12]}, {train.get('examples')} examples, {train.get('steps')} steps, "
+        f"{train.get('epochs')} epochs",
+        f"- {train.get('seconds')} s, {train.get('examples_per_s')} examples/s, peak memory "
+        f"{train.get('peak_memory_mb')} MB on {train.get('device')} ({train.get('quantization')})",
+        f"- trainable parameters: {train.get('trainable_params')}",
+    ]
+    if curve:
+        lines += ["", f"![loss]({curve.name})"]
+    report = folder / "report.md"
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return report, curve
+
+
+def plot_losses(losses: list[dict[str, float]], path: Path, *, title: str) -> Path | None:
+    if not losses:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    try:
+        ax.plot([p["step"] for p in losses], [p["loss"] for p in losses], marker=".", lw=1)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss (answer tokens)")
+        ax.set_title(f"{title}: training loss")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "n/a" if value is None else str(value)
