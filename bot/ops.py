@@ -162,7 +162,7 @@ class Ops:
                 on_start=self._worker_started,
             )
             try:
-                outcome = await loop.run(dataset, dry_run=dry_run, on_event=event)
+                outcome = await loop.run(dataset, trigger=trigger, dry_run=dry_run, on_event=event)
             finally:
                 self.worker_pid = None
                 await milestones.flush()

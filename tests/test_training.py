@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
-from bot.ops import Ops
+from bot.ops import Ops, status_lines
 from bot.settings import load_settings
 from knowledge.database import make_engine
 from knowledge.errors import AdapterError, AlreadyRunningError
@@ -289,6 +289,12 @@ async def test_feedback_becomes_a_promoted_adapter_that_serves_and_rolls_back(
     assert [r.summary for r in announced] == [result.summary]
     runs = registry.runs()
     assert [r["status"] for r in runs] == ["promoted"] and runs[0]["version"] == "v0001"
+
+    status = status_lines(await ops.status())
+    assert any(
+        line.startswith("Last training run:") and "v0001 promoted" in line for line in status
+    )
+    assert "+ adapter v0001" in " ".join(status)
 
     # The same data again: nothing new to learn from, so no run.
     again = await ops.retrain(trigger="test")

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -30,6 +29,7 @@ import structlog
 from knowledge.errors import ExpertbotError
 from training.config import DEMO_MODEL, GateConfig, PromptConfig, TrainingConfig
 from training.dataset import TrainingSet
+from training.finetune import plan_steps
 from training.registry import AdapterRegistry
 from training.report import write_report
 from training.worker import EVENT_PREFIX, RESULT, WorkerSpec
@@ -88,13 +88,12 @@ def plan_run(
     seen = set(last_run.get("example_keys", [])) if last_run else set()
     new = len(set(keys) - seen)
     train, heldout = len(dataset.split("train")), len(dataset.split("heldout"))
-    per_epoch = math.ceil(math.ceil(train / config.batch_size) / config.gradient_accumulation)
     plan = Plan(
         examples=len(keys),
         train=train,
         heldout=heldout,
         new_examples=new,
-        steps=max(1, math.ceil(per_epoch * config.epochs)) if train else 0,
+        steps=plan_steps(train, config) if train else 0,
         serving=serving,
         keys=keys,
     )
@@ -289,14 +288,19 @@ class LearningLoop:
         )
 
     async def run(
-        self, dataset: TrainingSet, *, dry_run: bool = False, on_event: OnEvent | None = None
+        self,
+        dataset: TrainingSet,
+        *,
+        trigger: str = "cli",
+        dry_run: bool = False,
+        on_event: OnEvent | None = None,
     ) -> RunOutcome:
         if not dry_run:
             await asyncio.to_thread(self._close_interrupted_runs)
         plan = await asyncio.to_thread(self.plan, dataset)
         if plan.skip:
             if not dry_run:  # a dry run writes nothing
-                await asyncio.to_thread(self._record_skip, dataset, plan)
+                await asyncio.to_thread(self._record_skip, dataset, plan, trigger)
             return RunOutcome("skipped", f"skipped: {plan.skip}", plan, serving=plan.serving)
         if dry_run:
             return RunOutcome(
@@ -310,6 +314,7 @@ class LearningLoop:
         dataset_path = await asyncio.to_thread(dataset.export, self.data_dir / "datasets")
         run_dir = await asyncio.to_thread(
             self.registry.start_run,
+            trigger=trigger,
             data_hash=dataset.content_hash,
             dataset=str(dataset_path),
             serving=plan.serving,
@@ -432,8 +437,10 @@ class LearningLoop:
             return str(prepare_demo_model(self.data_dir))
         return self.base
 
-    def _record_skip(self, dataset: TrainingSet, plan: Plan) -> None:
-        run_dir = self.registry.start_run(data_hash=dataset.content_hash, examples=plan.examples)
+    def _record_skip(self, dataset: TrainingSet, plan: Plan, trigger: str) -> None:
+        run_dir = self.registry.start_run(
+            trigger=trigger, data_hash=dataset.content_hash, examples=plan.examples
+        )
         self.registry.finish_run(run_dir, "skipped", reason=plan.skip)
 
     def _close_interrupted_runs(self) -> None:
