@@ -39,6 +39,13 @@ Report = Callable[[str], Awaitable[None]]
 
 ADMIN_JOBS = ("sync", "retrain", "rollback")
 RETRAIN_LOCK = "training.retrain"
+# The held-out scores of the serving adapter, as the status shows them.
+SCORE_LABELS = (
+    ("f1", "F1"),
+    ("loss", "loss"),
+    ("citation_validity", "valid citations"),
+    ("abstention", "abstention"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +322,15 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         lines.append("Last sync: never")
     adapter = status.get("adapter")
     if adapter:
-        metrics = ", ".join(f"{k} {v}" for k, v in sorted(adapter["metrics"].items())) or "none"
+        scores = adapter["metrics"]
+        metrics = (
+            ", ".join(
+                f"{label} {scores[key]:.3f}"
+                for key, label in SCORE_LABELS
+                if isinstance(scores.get(key), int | float)
+            )
+            or "none"
+        )
         lines.append(
             f"Model: {status['model']} + adapter {adapter['version']} (metrics: {metrics})"
         )

@@ -305,7 +305,8 @@ class LearningLoop:
         if dry_run:
             return RunOutcome(
                 "planned",
-                f"would train on {plan.train} examples ({plan.new_examples} new) for "
+                f"would train on {plan.train} examples ({plan.new_examples} of the set's "
+                f"{plan.examples} new or changed) for "
                 f"{plan.steps} steps and compare with {plan.serving or 'the base model'} on "
                 f"{plan.heldout} held-out questions",
                 plan,
