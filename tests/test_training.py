@@ -289,6 +289,7 @@ async def test_feedback_becomes_a_promoted_adapter_that_serves_and_rolls_back(
     assert [r.summary for r in announced] == [result.summary]
     runs = registry.runs()
     assert [r["status"] for r in runs] == ["promoted"] and runs[0]["version"] == "v0001"
+    assert not (Path(runs[0]["path"]) / "adapter").exists()  # one copy: the registry's
 
     status = status_lines(await ops.status())
     assert any(

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -401,6 +402,7 @@ class LearningLoop:
                 "run": run_dir.name,
             },
         )
+        shutil.rmtree(adapter_dir, ignore_errors=True)  # the registry holds its copy
         status = "promoted" if decision.promote else "rejected"
         if decision.promote:
             self.registry.promote(version, reason=f"promoted by run {run_dir.name}")
