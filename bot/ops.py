@@ -116,25 +116,17 @@ class Ops:
     async def sync(self, *, trigger: str, report: Report | None = None) -> JobResult:
         """Re-sync the index with the configured sources (AlreadyRunningError if one runs)."""
         started = time.monotonic()
-        marks = {25, 50, 75}
-        pending: set[asyncio.Task[None]] = set()
+        reporter = _Reporter(report)
 
         def progress(done: int, total: int, _doc: str) -> None:
-            if report is None or not total:
-                return
-            pct = 100 * done // total
-            reached = {m for m in marks if pct >= m}
+            reached = [m for m in (25, 50, 75) if total and 100 * done // total >= m]
             if reached:
-                marks.difference_update(reached)
-                task = asyncio.ensure_future(report(f"sync: {done}/{total} documents"))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+                reporter.once(max(reached), f"sync: {done}/{total} documents")
 
         if report is not None:
             await report("sync started")
         result = await self.knowledge.syncer.run(trigger=trigger, progress=progress)
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await reporter.flush()
         log.info("ops.sync", trigger=trigger, status=result.status, s=time.monotonic() - started)
         return JobResult("sync", result.status == "ok", result.summary(), result.as_json())
 
@@ -276,26 +268,16 @@ class Ops:
         return np.stack([await self.knowledge.search.embed(text) for text in texts])
 
 
-class _Milestones:
-    """Chat-sized progress of a training run: its start, halfway, evaluation, the end."""
+class _Reporter:
+    """Sends progress lines from synchronous callbacks (each key once) without waiting for
+    them; `flush` waits for what was sent."""
 
     def __init__(self, report: Report | None) -> None:
         self.report = report
         self.pending: set[asyncio.Task[None]] = set()
-        self.said: set[str] = set()
+        self.said: set[object] = set()
 
-    def see(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "training":
-            self._say("start", f"training on {event['examples']} examples, {event['total']} steps")
-        elif kind == "step" and event["step"] * 2 >= event["total"]:
-            self._say(
-                "half", f"training: step {event['step']}/{event['total']}, loss {event['loss']:.3f}"
-            )
-        elif kind == "eval":
-            self._say("eval", "training done; comparing with the serving adapter")
-
-    def _say(self, key: str, text: str) -> None:
+    def once(self, key: object, text: str) -> None:
         if self.report is None or key in self.said:
             return
         self.said.add(key)
@@ -306,6 +288,21 @@ class _Milestones:
     async def flush(self) -> None:
         if self.pending:
             await asyncio.gather(*self.pending, return_exceptions=True)
+
+
+class _Milestones(_Reporter):
+    """Chat-sized progress of a training run: its start, halfway, evaluation."""
+
+    def see(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "training":
+            self.once("start", f"training on {event['examples']} examples, {event['total']} steps")
+        elif kind == "step" and event["step"] * 2 >= event["total"]:
+            self.once(
+                "half", f"training: step {event['step']}/{event['total']}, loss {event['loss']:.3f}"
+            )
+        elif kind == "eval":
+            self.once("eval", "training done; comparing with the serving adapter")
 
 
 def status_lines(status: dict[str, Any]) -> list[str]:

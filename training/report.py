@@ -29,7 +29,7 @@ def metrics_rows(before: dict[str, Any], after: dict[str, Any]) -> list[tuple[st
             delta = a - b
             good = delta > 0 if better == "higher" else delta < 0
             change = f"{delta:+.3f}" + (" ✓" if good and abs(delta) > 1e-9 else "")
-        rows.append((label, _fmt(b), _fmt(a), change))
+        rows.append((label, fmt_score(b), fmt_score(a), change))
     return rows
 
 
@@ -106,7 +106,7 @@ def plot_losses(losses: list[dict[str, float]], path: Path, *, title: str) -> Pa
     return path
 
 
-def _fmt(value: Any) -> str:
+def fmt_score(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return "n/a" if value is None else str(value)
