@@ -39,6 +39,7 @@ bench: install-dev
 	$(PY) bench/abstention.py
 	$(PY) bench/answering.py
 	$(PY) bench/slack_ack.py
+	$(PY) bench/teams_latency.py
 	$(PY) bench/cpu_dtype.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/learning_loop.py

@@ -1,9 +1,11 @@
 """`expertbot serve`: one aiohttp application for every chat platform.
 
 Routes: `POST /slack/events` (Slack's Events API, interactivity, slash commands, shortcuts —
-verified by bolt with the signing secret), `GET /healthz` (the process answers), `GET /readyz`
-(model loaded, index and database reachable). The Teams issue adds `POST /api/messages`.
-With `SLACK_APP_TOKEN` set, Slack comes over Socket Mode instead, through the same listeners.
+verified by bolt with the signing secret), `POST /api/messages` (Teams, through the Microsoft 365
+Agents SDK: every request's JWT verified, anonymous only when `teams.anonymous` is set),
+`GET /healthz` (the process answers), `GET /readyz` (model loaded, index and database
+reachable). With `SLACK_APP_TOKEN` set, Slack comes over Socket Mode instead, through the same
+listeners.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import signal
 import time
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,9 +47,12 @@ class Services:
     feedback: Feedback
     deliveries: Deliveries
     slack: Any = None  # bot.slack.app.SlackBot when Slack is configured
+    teams: Any = None  # bot.teams.app.TeamsBot when Teams is configured
 
     @classmethod
-    async def start(cls, settings: Settings, core: Core) -> Services:
+    async def start(
+        cls, settings: Settings, core: Core, *, teams_connections: Any = None
+    ) -> Services:
         """Wire the platform layers to a started Core (migrations included)."""
         deliveries = Deliveries(core.knowledge.engine)
         await asyncio.to_thread(deliveries.migrate)
@@ -57,6 +63,21 @@ class Services:
             from bot.slack.app import SlackBot
 
             services.slack = SlackBot(settings.slack, core, ops, feedback, deliveries)
+        if settings.teams.configured:
+            from bot.teams.app import TeamsBot
+            from bot.teams.references import References
+
+            references = References(core.knowledge.engine)
+            await asyncio.to_thread(references.migrate)
+            services.teams = TeamsBot(
+                settings.teams,
+                core,
+                ops,
+                feedback,
+                deliveries,
+                references,
+                connections=teams_connections,
+            )
         return services
 
 
@@ -90,6 +111,15 @@ def make_app(services: Services) -> web.Application:
             return await to_aiohttp_response(response)
 
         app.router.add_post(ids.EVENTS_PATH, slack_events)
+    if services.teams is not None:
+        from microsoft_agents.hosting.aiohttp import jwt_authorization_decorator
+
+        from bot.teams.config import MESSAGES_PATH
+
+        with warnings.catch_warnings():  # the SDK's middleware reads this (string) key
+            warnings.simplefilter("ignore", web.NotAppKeyWarning)
+            app["agent_configuration"] = services.teams.auth
+        app.router.add_post(MESSAGES_PATH, jwt_authorization_decorator(services.teams.handle))
     return app
 
 
@@ -151,6 +181,7 @@ async def serve(
     await core.start(follow_adapters=True)
     runner: web.AppRunner | None = None
     socket_handler: Any = None
+    services: Services | None = None
     try:
         services = await Services.start(settings, core)
         runner = web.AppRunner(make_app(services), access_log=None)
@@ -168,12 +199,25 @@ async def serve(
                 services.slack.app, settings.slack.app_token.get_secret_value()
             )
             await socket_handler.connect_async()
-        log.info("serve.started", url=url, slack=slack_mode, model=core.generator.model_name)
+        teams_mode = _teams_mode(settings)
+        log.info(
+            "serve.started",
+            url=url,
+            slack=slack_mode,
+            teams=teams_mode,
+            model=core.generator.model_name,
+        )
+        if settings.teams.configured and settings.teams.anonymous:
+            log.warning("serve.teams_anonymous", warning=ANONYMOUS_WARNING)
         if started is not None:
-            started(f"serving on {url} — Slack: {slack_mode}")
+            started(f"serving on {url} — Slack: {slack_mode} — Teams: {teams_mode}")
+            if settings.teams.configured and settings.teams.anonymous:
+                started(f"WARNING: {ANONYMOUS_WARNING}")
         await _until_stopped()
     finally:
         log.info("serve.stopping")
+        if services is not None and services.teams is not None:
+            await services.teams.drain(cancel=True)
         if socket_handler is not None:
             await socket_handler.close_async()
         if runner is not None:
@@ -192,6 +236,27 @@ def _slack_mode(settings: Settings) -> str:
     if slack.socket_mode:
         return "Socket Mode"
     return f"HTTP events at {ids.EVENTS_PATH}"
+
+
+ANONYMOUS_WARNING = (
+    "Teams accepts UNAUTHENTICATED requests at /api/messages (EXPERTBOT_TEAMS__ANONYMOUS=true): "
+    "anyone who can reach this server can talk to the bot as anyone. Local development only."
+)
+
+
+def _teams_mode(settings: Settings) -> str:
+    from bot.teams.config import MESSAGES_PATH
+
+    teams = settings.teams
+    if not teams.configured:
+        return (
+            "not configured (set EXPERTBOT_TEAMS__CLIENT_ID, __CLIENT_SECRET and __TENANT_ID; "
+            "see deploy/teams/README.md)"
+        )
+    if teams.client_id is None:
+        return f"ANONYMOUS at {MESSAGES_PATH} (no token checked)"
+    extra = ", anonymous requests allowed too" if teams.anonymous else ""
+    return f"{MESSAGES_PATH}, tokens for app {teams.client_id}{extra}"
 
 
 async def _until_stopped() -> None:

@@ -28,6 +28,7 @@ from pydantic_settings import (
 
 from bot.core.config import AnswerConfig
 from bot.slack.config import SlackConfig
+from bot.teams.config import TeamsConfig
 from knowledge.config import KnowledgeConfig
 from knowledge.database import sqlite_url
 from knowledge.errors import ConfigError
@@ -82,6 +83,7 @@ class Settings(BaseSettings):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     slack: SlackConfig = Field(default_factory=SlackConfig)
+    teams: TeamsConfig = Field(default_factory=TeamsConfig)
 
     @property
     def resolved_database_url(self) -> str:

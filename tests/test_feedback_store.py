@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import numpy as np
 import pytest
 
 from bot.delivery import Deliveries
-from knowledge.database import make_engine
+from knowledge.database import make_engine, utcnow
 from knowledge.models import AccessScope
 from training.store import AnswerStore
 
@@ -187,6 +188,12 @@ def test_messages_link_to_answers_and_threads_list_their_answers(store: AnswerSt
     thread = store.thread_answers("slack", "D1", "1.0")
     assert [t["id"] for t in thread] == [first, second]
     assert thread[1]["question"] == "And how often?"
+    third = record(store, question="And on my phone?")
+    # A chat's thread is its recent turns: the last N, oldest first, and none too old.
+    assert [t["id"] for t in store.thread_answers("slack", "D1", "1.0", last=2)] == [second, third]
+    assert store.thread_answers("slack", "D1", "1.0", since=utcnow() + timedelta(seconds=5)) == []
+    recent = store.thread_answers("slack", "D1", "1.0", since=utcnow() - timedelta(minutes=5))
+    assert len(recent) == 3
 
 
 async def test_replicas_claim_each_event_exactly_once(database_url: str) -> None:

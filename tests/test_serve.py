@@ -39,8 +39,13 @@ def get(url: str) -> tuple[int, str]:
 def test_serve_without_slack_starts_says_so_and_stops_cleanly_on_sigterm(
     handbook_data_dir: Path, tiny_phi3: Path
 ) -> None:
+    """Slack not configured, Teams in anonymous mode (which it says loudly)."""
     port = free_port()
-    env = os.environ | {"EXPERTBOT_MODEL__BASE": str(tiny_phi3), "HF_HUB_OFFLINE": "1"}
+    env = os.environ | {
+        "EXPERTBOT_MODEL__BASE": str(tiny_phi3),
+        "HF_HUB_OFFLINE": "1",
+        "EXPERTBOT_TEAMS__ANONYMOUS": "true",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
         env=env,
@@ -69,6 +74,17 @@ def test_serve_without_slack_starts_says_so_and_stops_cleanly_on_sigterm(
             raise AssertionError("Slack events must not be served without Slack configured")
         except urllib.error.HTTPError as exc:
             assert exc.code == 404
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/messages",
+            data=b"[]",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            urllib.request.urlopen(request, timeout=5)
+            raise AssertionError("a list is not an activity")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, stderr
@@ -77,6 +93,8 @@ def test_serve_without_slack_starts_says_so_and_stops_cleanly_on_sigterm(
             proc.kill()
             proc.communicate()
     assert "Slack: not configured (set SLACK_BOT_TOKEN" in stderr
+    assert "Teams: ANONYMOUS at /api/messages (no token checked)" in stderr
+    assert "WARNING: Teams accepts UNAUTHENTICATED requests" in stderr
     assert f"serving on http://127.0.0.1:{port}" in stderr
 
 
@@ -145,3 +163,25 @@ def test_slack_settings_from_slacks_own_variables_and_comma_lists() -> None:
     socket_mode = load_settings(environ={"SLACK_BOT_TOKEN": "x", "SLACK_APP_TOKEN": "xapp-1"})
     assert socket_mode.slack.configured and socket_mode.slack.socket_mode
     assert not load_settings(environ={"SLACK_BOT_TOKEN": "x"}).slack.configured
+
+
+def test_teams_settings_need_the_whole_app_registration_and_take_comma_lists() -> None:
+    env = {
+        "EXPERTBOT_TEAMS__CLIENT_ID": "app",
+        "EXPERTBOT_TEAMS__EXPERTS": "aad-1, aad-2",
+        "EXPERTBOT_TEAMS__ADMINS": "aad-3",
+    }
+    try:
+        load_settings(environ=env)
+        raise AssertionError("a client id without its secret and tenant must be refused")
+    except Exception as exc:
+        assert "client_secret" in str(exc) and "__TENANT_ID" in str(exc)
+    settings = load_settings(
+        environ=env
+        | {"EXPERTBOT_TEAMS__CLIENT_SECRET": "hunter2-x", "EXPERTBOT_TEAMS__TENANT_ID": "t"}
+    )
+    teams = settings.teams
+    assert teams.configured and not teams.anonymous
+    assert teams.experts == ["aad-1", "aad-2"] and teams.admins == ["aad-3"]
+    assert "hunter2" not in repr(settings)  # a secret never shows in logs or reprs
+    assert not load_settings(environ={}).teams.configured

@@ -378,19 +378,32 @@ class AnswerStore:
                 )
             ).scalar()
 
-    def thread_answers(self, platform: str, conversation: str, thread: str) -> list[dict[str, Any]]:
-        """The answers given in a thread, oldest first: {id, question, answer, abstained}."""
+    def thread_answers(
+        self,
+        platform: str,
+        conversation: str,
+        thread: str,
+        *,
+        since: datetime | None = None,
+        last: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The answers given in a thread, oldest first: {id, question, answer, abstained}.
+        `since`: only those given after it (UTC); `last`: only the most recent ones."""
+        query = sa.select(
+            answers.c.id, answers.c.question, answers.c.answer, answers.c.abstained
+        ).where(
+            answers.c.platform == platform,
+            answers.c.channel == conversation,
+            answers.c.thread == thread,
+        )
+        if since is not None:
+            query = query.where(answers.c.created_at >= since)
+        query = query.order_by(answers.c.created_at.desc(), answers.c.id.desc())
+        if last is not None:
+            query = query.limit(last)
         with self._connect() as conn:
-            rows = conn.execute(
-                sa.select(answers.c.id, answers.c.question, answers.c.answer, answers.c.abstained)
-                .where(
-                    answers.c.platform == platform,
-                    answers.c.channel == conversation,
-                    answers.c.thread == thread,
-                )
-                .order_by(answers.c.created_at)
-            ).all()
-        return [dict(r._mapping) for r in rows]
+            rows = conn.execute(query).all()
+        return [dict(r._mapping) for r in reversed(rows)]
 
     # -- ratings and corrections ---------------------------------------------------------------
 

@@ -164,7 +164,7 @@ class Answerer:
             yield answer.text
         else:
             sources = tuple(
-                Source(n, p.title, p.uri, p.heading)
+                Source(n, p.title, p.uri, p.heading, excerpt=p.text)
                 for n, p in enumerate((prompt.passages[i - 1] for i in rewriter.order), 1)
             )
             model_abstained = not sources and says_it_does_not_know(body)

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import json
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_settings import NoDecode
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+# A list of ids; in the environment, comma-separated (`EXPERTBOT_SLACK__EXPERTS=U01ABC,U02DEF`)
+# or a JSON list.
+IdList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
 
 class AnswerConfig(BaseModel):

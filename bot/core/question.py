@@ -46,6 +46,11 @@ class Source:
     title: str
     uri: str
     heading: str
+    excerpt: str = ""  # the cited passage's text (Teams shows it in the citation's pop-up)
+
+    @property
+    def label(self) -> str:
+        return f"{self.title} › {self.heading}" if self.heading else self.title
 
     def as_json(self) -> dict[str, Any]:
         return {

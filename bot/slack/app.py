@@ -25,7 +25,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -38,6 +37,18 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.chat import (
+    APOLOGY,
+    BUSY,
+    NOT_AN_ANSWER,
+    Announcement,
+    cannot_answer,
+    correction_thanks,
+    parse_command,
+    rating_thanks,
+    refused,
+    run_admin_job,
+)
 from bot.core.feedback import APPROVED, DOWN, UP, Feedback
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
@@ -51,8 +62,7 @@ from bot.slack.render import (
     footer_blocks,
     progress_text,
 )
-from knowledge.errors import AlreadyRunningError, ExpertbotError, OverloadedError, QueryError
-from training.report import metrics_table
+from knowledge.errors import ExpertbotError, OverloadedError, QueryError
 
 log = structlog.get_logger("expertbot.slack")
 
@@ -75,8 +85,6 @@ _KIND_OF_CHANNEL_TYPE = {
     "channel": WhereKind.PUBLIC,
 }
 
-APOLOGY = "Sorry — I couldn't answer that just now. Please try again in a minute."
-BUSY = "Sorry — I'm answering a lot of questions right now. Please ask again in a minute."
 HELP = (
     "*Ask me* by mentioning me in a channel, in a DM, or by replying in a thread I answered.\n"
     "*Experts:* react with :{approval}: to approve an answer, or reply `{prefix} <the right "
@@ -304,7 +312,7 @@ class SlackBot:
             log.warning("slack.overloaded", channel=channel, error=str(exc))
             await self._post(channel, thread, BUSY)
         except QueryError as exc:  # the asker can fix it: say what is wrong
-            await self._post(channel, thread, f"I can't answer that: {exc}.")
+            await self._post(channel, thread, cannot_answer(exc))
         except Exception as exc:
             log.error(
                 "slack.answer_failed",
@@ -445,14 +453,10 @@ class SlackBot:
         )
         channel = (body.get("channel") or {}).get("id")
         if channel:
-            thanks = (
-                "Thanks — glad it helped."
-                if kind == UP
-                else (
-                    "Thanks — noted. An expert can reply `"
-                    + self.config.correction_prefix
-                    + " …` in the thread with the right answer."
-                )
+            thanks = rating_thanks(
+                kind == UP,
+                f"An expert can reply `{self.config.correction_prefix} …` in the thread with the "
+                "right answer.",
             )
             message = body.get("message") or {}
             await self._ephemeral(channel, user, thanks, message.get("thread_ts"))
@@ -475,16 +479,7 @@ class SlackBot:
     ) -> None:
         expert = await self.is_expert(user)
         await self.feedback.correct(answer_id, user, text, platform=PLATFORM, expert=expert)
-        if expert:
-            reply = (
-                f"Thanks <@{user}> — correction saved. I'll give this answer to the same question "
-                "from now on, and it joins the next training run."
-            )
-        else:
-            reply = (
-                f"Thanks <@{user}> — noted as a comment. An expert's correction is needed to "
-                "change the answer."
-            )
+        reply = correction_thanks(expert, f"<@{user}>")
         if thread:
             await self._post(channel, thread, reply)
 
@@ -498,7 +493,7 @@ class SlackBot:
         )
         row = await asyncio.to_thread(self.core.store.get_answer, answer_id) if answer_id else None
         if row is None:
-            view = _notice_view("This works on expertbot's answers only.")
+            view = _notice_view(NOT_AN_ANSWER)
         else:
             metadata = {
                 "answer_id": answer_id,
@@ -538,10 +533,10 @@ class SlackBot:
         command: dict[str, Any],
         respond: Callable[..., Awaitable[Any]],
     ) -> None:
-        sub, _, rest = (command.get("text") or "").strip().partition(" ")
-        sub, rest, user = sub.lower(), rest.strip(), command["user_id"]
+        sub, rest = parse_command(command.get("text") or "")
+        user = command["user_id"]
         if sub in ADMIN_JOBS and not await self.is_admin(user):
-            await ack(f"Sorry, `{sub}` is for admins only — nothing was run.")
+            await ack(refused(sub))
             log.info("slack.command_refused", command=sub, user=user)
             return
         if sub == "ask" and rest:
@@ -581,26 +576,9 @@ class SlackBot:
         async def report(line: str) -> None:
             await respond(text=line, response_type="ephemeral", replace_original=False)
 
-        trigger = f"slack:{user}"
-        try:
-            result: JobResult
-            if job == "sync":
-                result = await self.ops.sync(trigger=trigger, report=report)
-            elif job == "retrain":
-                result = await self.ops.retrain(trigger=trigger, report=report)
-            else:
-                result = await self.ops.rollback(arg or None, trigger=trigger)
-            prefix = "✅" if result.ok else "⚠️"
-            await report(f"{prefix} {job}: {result.summary}")
-        except AlreadyRunningError as exc:
-            await report(f"⏳ {exc}")
-        except ExpertbotError as exc:  # said clearly: config, adapters, data
-            await report(f"⚠️ {job}: {exc}")
-        except Exception as exc:
-            log.error(
-                "slack.job_failed", job=job, error=f"{exc.__class__.__name__}: {exc}", exc_info=exc
-            )
-            await report(f"❌ {job} failed: {exc.__class__.__name__}. The logs have the details.")
+        await report(
+            await run_admin_job(self.ops, job, arg, trigger=f"slack:{user}", report=report)
+        )
 
     async def announce(self, result: JobResult) -> None:
         """Post a training run's outcome to the admin channel: the summary, the before/after
@@ -608,25 +586,15 @@ class SlackBot:
         channel = self.config.admin_channel
         if not channel:
             return
-        details = result.details
-        prefix = {"promoted": "✅", "rejected": "🛑", "failed": "❌"}.get(
-            str(details.get("status")), "ℹ️"
-        )
-        lines = [f"{prefix} *{result.job}*: {result.summary}"]
-        if details.get("before") and details.get("after"):
-            serving = (details.get("plan") or {}).get("serving") or "base model"
-            lines.append(
-                "```" + metrics_table(details["before"], details["after"], serving=serving) + "```"
-            )
-        text = "\n".join(lines)
+        news = Announcement.of(result)
+        text = news.headline + (f"\n```{news.table}```" if news.table else "")
         await self.client.chat_postMessage(channel=channel, text=text, unfurl_links=False)
-        curve = details.get("loss_curve")
-        if curve and Path(curve).is_file():
+        if news.loss_curve is not None:
             await self.client.files_upload_v2(
                 channel=channel,
-                file=curve,
-                filename=Path(curve).name,
-                title=f"{details.get('version')}: training loss",
+                file=str(news.loss_curve),
+                filename=news.loss_curve.name,
+                title=f"{news.version}: training loss",
             )
 
     # -- who may do what ---------------------------------------------------------------------

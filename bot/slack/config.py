@@ -7,25 +7,10 @@ environment (`EXPERTBOT_SLACK__EXPERTS=U01ABC,U02DEF`).
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
-from pydantic_settings import NoDecode
-
+from bot.core.config import IdList
 from bot.slack.ids import DEFAULT_COMMAND
-
-
-def _comma_list(value: Any) -> Any:
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
-
-
-IdList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
 
 class SlackConfig(BaseModel):

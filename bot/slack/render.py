@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.chat import curated_note
 from bot.core.question import Answer, Source
 from bot.slack.ids import FEEDBACK_BLOCK, FEEDBACK_DOWN, FEEDBACK_UP
 
@@ -183,7 +184,7 @@ def _truncate(text: str, limit: int) -> str:
 
 
 def source_link(source: Source) -> str:
-    label = f"{source.title} › {source.heading}" if source.heading else source.title
+    label = source.label
     label = label if len(label) <= _LABEL_LIMIT else label[: _LABEL_LIMIT - 1].rstrip() + "…"
     if source.uri.startswith(("http://", "https://")):
         return f"[{source.number}] {_link(source.uri, label)}"
@@ -214,12 +215,8 @@ def sources_block(sources: Sequence[Source]) -> dict[str, Any] | None:
 
 
 def curated_block(answer: Answer) -> dict[str, Any] | None:
-    if not answer.curated:
-        return None
-    text = "✅ Expert-approved answer"
-    if by := (answer.approved_by or "").strip():
-        text += f" (approved by {f'<@{by}>' if _SLACK_USER.match(by) else _escape(by)})"
-    return _context([text])
+    note = curated_note(answer, lambda by: f"<@{by}>" if _SLACK_USER.match(by) else _escape(by))
+    return _context([note]) if note else None
 
 
 def feedback_block(answer_id: str) -> dict[str, Any]:
