@@ -298,11 +298,17 @@ async def test_follow_ups_carry_the_threads_earlier_turns(env: Env) -> None:
     assert [len(q.history) for q in env.questions[2:]] == [0, 2, 0]
 
 
-async def test_the_same_activity_delivered_three_times_gets_one_answer(env: Env) -> None:
+async def test_the_same_activity_delivered_three_times_gets_one_answer_per_conversation(
+    env: Env,
+) -> None:
     sent = env.activity(PASSWORD_Q, activity_id="dup-1")
     responses = await asyncio.gather(*(env.post(sent) for _ in range(3)))
     assert [r.status for r in responses] == [202, 202, 202]
     assert len(env.connector.messages()) == 1 and answer_count(env) == 1
+    # Teams' message ids are timestamps: the same id in another conversation is another message.
+    elsewhere = env.activity(PASSWORD_Q, activity_id="dup-1", conversation="a:another-chat")
+    assert (await env.post(elsewhere)).status == 202
+    assert len(env.connector.messages()) == 2 and answer_count(env) == 2
 
 
 async def test_a_failure_to_answer_ends_in_an_apology_and_nothing_leaks(env: Env) -> None:

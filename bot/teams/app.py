@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import re
 from collections.abc import AsyncGenerator, Coroutine
@@ -214,9 +215,19 @@ class TeamsBot:
 
     # -- questions and commands --------------------------------------------------------------
 
+    async def _first_delivery(self, activity: Activity) -> bool:
+        """Claim this activity (retries and replicas act once). Teams' message ids are
+        timestamps, unique within a conversation only, so the claim names both."""
+        if not activity.id:
+            return True
+        key = f"{activity.conversation.id}|{activity.id}"
+        if len(key) > 200:
+            key = hashlib.sha256(key.encode()).hexdigest()
+        return await self.deliveries.claim(PLATFORM, key)
+
     async def _on_message(self, context: TurnContext, state: TurnState) -> None:
         activity = context.activity
-        if activity.id and not await self.deliveries.claim(PLATFORM, activity.id):
+        if not await self._first_delivery(activity):
             return
         await self._remember(activity)
         text = plain_text(activity.text or "")
@@ -414,7 +425,7 @@ class TeamsBot:
         text = str((data or {}).get(CORRECTION_INPUT) or "").strip()
         if not text:
             return _message("Write the right answer — nothing was saved.")
-        if activity.id and not await self.deliveries.claim(PLATFORM, activity.id):
+        if not await self._first_delivery(activity):
             return _message("Already saved.")
         user = user_id(activity)
         expert = self.is_expert(user)
