@@ -15,14 +15,12 @@ from pathlib import Path
 import structlog
 
 from bot.core.question import Answer
-from bot.ops import ADMIN_JOBS, JobResult, Ops, Report
+from bot.ops import JobResult, Ops, Report
 from knowledge.errors import AlreadyRunningError, ExpertbotError
 from training.report import metrics_table
 
 log = structlog.get_logger("expertbot.chat")
 
-# Commands that admin only may run (the others, `help` and `ask`, are for anyone).
-ADMIN_COMMANDS = ADMIN_JOBS
 APOLOGY = "Sorry — I couldn't answer that just now. Please try again in a minute."
 BUSY = "Sorry — I'm answering a lot of questions right now. Please ask again in a minute."
 NOT_AN_ANSWER = "This works on expertbot's answers only."
