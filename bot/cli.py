@@ -22,7 +22,7 @@ from bot.logging import configure_logging
 from bot.settings import Settings, load_settings
 from knowledge.config import SourceConfig
 from knowledge.database import make_engine, redact_url
-from knowledge.errors import AlreadyRunningError, ExpertbotError
+from knowledge.errors import AlreadyRunningError, ConfigError, ExpertbotError
 from knowledge.evaluation import evaluate_retrieval, load_cases
 from knowledge.models import AccessScope, SearchFilters
 from knowledge.reports import SyncReport
@@ -430,6 +430,33 @@ def serve(
             port=settings.server.port if port is None else port,
             started=lambda line: err.print(line),
         )
+
+    state.default_log_level = "info"
+    _run(work)
+
+
+@app.command()
+def jobs() -> None:
+    """Run only the schedule (index re-sync, QLoRA refresh), no chat: e.g. on a GPU trainer node.
+    Every process with a schedule competes for each run; it happens once."""
+
+    async def work(settings: Settings) -> None:
+        from bot.schedule import Scheduler
+        from bot.server import _until_stopped, schedule_mode
+
+        if not settings.schedule.enabled:
+            raise ConfigError("nothing to run: EXPERTBOT_SCHEDULE__SYNC and __TRAIN are empty")
+
+        async def run(ops: Any) -> None:
+            scheduler = Scheduler(ops, database_url=settings.resolved_database_url)
+            await scheduler.start()
+            err.print(f"schedule: {schedule_mode(settings)}")
+            try:
+                await _until_stopped()
+            finally:
+                await scheduler.stop()
+
+        await _with_ops(settings, run)
 
     state.default_log_level = "info"
     _run(work)

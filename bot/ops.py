@@ -1,16 +1,18 @@
 """The admin operations — status, sync, retrain, rollback — shared by every way to ask.
 
-The command line, the Slack slash command, Teams' admin messages and (later) the scheduler call
-these same functions, so a sync triggered anywhere is the same sync, with the same lock: a
-second trigger while one runs is answered "already running since …" (AlreadyRunningError).
-Progress is reported through an optional async callback, results as a `JobResult`.
+The command line, the Slack slash command, Teams' admin messages and the scheduler call these
+same functions, so a sync triggered anywhere is the same sync, with the same lock: a second
+trigger while one runs is answered "already running since …" (AlreadyRunningError). Every run
+is recorded in the job history (bot/history.py). Progress is reported through an optional
+async callback, results as a `JobResult`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,14 @@ from typing import Any
 import numpy as np
 import structlog
 
+from bot import metrics
 from bot.core.access import scope_for
 from bot.core.answering import merge_passages
 from bot.core.question import Question, Where, WhereKind
+from bot.history import JobHistory
 from bot.settings import Settings
 from knowledge.database import redact_url
-from knowledge.errors import AdapterError
+from knowledge.errors import AdapterError, AlreadyRunningError
 from knowledge.locks import JobLock
 from knowledge.models import SearchFilters
 from knowledge.runtime import Knowledge
@@ -56,6 +60,45 @@ class JobResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def _recorded(
+    job: str,
+) -> Callable[
+    [Callable[..., Coroutine[Any, Any, JobResult]]], Callable[..., Coroutine[Any, Any, JobResult]]
+]:
+    """Record every run of the decorated job in the job history (a dry run is not a run)."""
+
+    def wrap(
+        method: Callable[..., Coroutine[Any, Any, JobResult]],
+    ) -> Callable[..., Coroutine[Any, Any, JobResult]]:
+        @functools.wraps(method)
+        async def recorded(self: Ops, *args: Any, trigger: str, **kwargs: Any) -> JobResult:
+            if kwargs.get("dry_run"):
+                return await method(self, *args, trigger=trigger, **kwargs)
+            run = await self.history.start(job, trigger)
+            started = time.monotonic()
+
+            async def finish(outcome: str, summary: str) -> None:
+                metrics.JOB_RUNS.labels(job=job, outcome=outcome).inc()
+                metrics.JOB_SECONDS.labels(job=job).observe(time.monotonic() - started)
+                await self.history.finish(run, outcome, summary)
+
+            with structlog.contextvars.bound_contextvars(job=job, job_run=run):
+                try:
+                    result = await method(self, *args, trigger=trigger, **kwargs)
+                except AlreadyRunningError as exc:
+                    await finish("refused", str(exc))
+                    raise
+                except BaseException as exc:
+                    await asyncio.shield(finish("error", f"{exc.__class__.__name__}: {exc}"))
+                    raise
+                await finish("ok" if result.ok else "failed", result.summary)
+            return result
+
+        return recorded
+
+    return wrap
+
+
 @dataclass
 class Ops:
     settings: Settings
@@ -65,6 +108,10 @@ class Ops:
     # Called with the result of every training run (the chat layers post it to an admin channel).
     announcers: list[Callable[[JobResult], Awaitable[None]]] = field(default_factory=list)
     worker_pid: int | None = None  # the training worker while one runs in this process
+    history: JobHistory = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = JobHistory(self.store.engine)
 
     async def status(self) -> dict[str, Any]:
         """Index size and last sync, the serving adapter and its metrics, feedback counts."""
@@ -110,9 +157,15 @@ class Ops:
             "adapter_versions": len(await asyncio.to_thread(self.registry.versions)),
             "last_training_run": last_run,
             "feedback": feedback,
+            "schedule": schedule_status(self.settings.schedule),
+            "recent_jobs": [
+                {k: _iso(v) for k, v in row.items() if k != "id"}
+                for row in await asyncio.to_thread(self.history.recent, 5)
+            ],
             "database": redact_url(self.settings.resolved_database_url),
         }
 
+    @_recorded("sync")
     async def sync(self, *, trigger: str, report: Report | None = None) -> JobResult:
         """Re-sync the index with the configured sources (AlreadyRunningError if one runs)."""
         started = time.monotonic()
@@ -130,6 +183,7 @@ class Ops:
         log.info("ops.sync", trigger=trigger, status=result.status, s=time.monotonic() - started)
         return JobResult("sync", result.status == "ok", result.summary(), result.as_json())
 
+    @_recorded("retrain")
     async def retrain(
         self,
         *,
@@ -171,6 +225,7 @@ class Ops:
             await self._announce(result)
         return result
 
+    @_recorded("promote")
     async def promote(self, version: str, *, force: bool = False, trigger: str) -> JobResult:
         """Serve `version` (one the gate rejected only with `force`)."""
         candidate = await asyncio.to_thread(self.registry.get, version)
@@ -201,6 +256,7 @@ class Ops:
             except Exception as exc:  # a chat outage must not fail the job
                 log.warning("ops.announce_failed", error=f"{exc.__class__.__name__}: {exc}")
 
+    @_recorded("rollback")
     async def rollback(self, version: str | None = None, *, trigger: str) -> JobResult:
         """Serve `version`, or the previously promoted one (or the base model). Serving
         replicas follow the registry and hot-swap."""
@@ -350,5 +406,34 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         f"Feedback: {fb['answers']} answers, {fb['up']} 👍, {fb['down']} 👎, "
         f"{fb['approved']} approved, {fb['corrections']} corrections, {fb['comments']} comments"
     )
-    lines.append("Schedule: none (jobs run when an admin triggers them)")
+    schedule = status.get("schedule") or {}
+    planned = [
+        f"{job} `{entry['cron']}` (next {entry['next']} {schedule.get('timezone', '')})".rstrip()
+        for job, entry in (schedule.get("jobs") or {}).items()
+    ]
+    lines.append(
+        "Schedule: "
+        + ("; ".join(planned) if planned else "none (jobs run when an admin triggers them)")
+    )
+    for run in status.get("recent_jobs") or []:
+        when = run["finished_at"] or run["started_at"]
+        lines.append(
+            f"Job: {run['job']} by {run['trigger']} at {when} UTC: {run['outcome']}"
+            + (f" — {run['summary']}" if run.get("summary") else "")
+        )
     return lines
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat(sep=" ", timespec="seconds") if hasattr(value, "isoformat") else value
+
+
+def schedule_status(config: Any) -> dict[str, Any]:
+    """The configured jobs with their next run (computed from the cron expression)."""
+    from bot.schedule import next_run
+
+    jobs = {}
+    for job, cron in (("sync", config.sync), ("retrain", config.train)):
+        if cron:
+            jobs[job] = {"cron": cron, "next": _iso(next_run(cron, config.timezone))}
+    return {"timezone": config.timezone, "jobs": jobs}

@@ -4,7 +4,7 @@ Routes: `POST /slack/events` (Slack's Events API, interactivity, slash commands,
 verified by bolt with the signing secret), `POST /api/messages` (Teams, through the Microsoft 365
 Agents SDK: every request's JWT verified, anonymous only when `teams.anonymous` is set),
 `GET /healthz` (the process answers), `GET /readyz` (model loaded, index and database
-reachable). With `SLACK_APP_TOKEN` set, Slack comes over Socket Mode instead, through the same
+reachable), `GET /metrics` (Prometheus). `serve` also runs the schedule (bot/schedule.py). With `SLACK_APP_TOKEN` set, Slack comes over Socket Mode instead, through the same
 listeners.
 """
 
@@ -89,6 +89,7 @@ def make_app(services: Services) -> web.Application:
     app[SERVICES] = services
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
     slack = services.slack
     if slack is not None and services.settings.slack.signing_secret is not None:
         verifier = SignatureVerifier(services.settings.slack.signing_secret.get_secret_value())
@@ -148,6 +149,15 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition: questions, answers, latencies, feedback, jobs, the adapter."""
+    from bot import metrics
+
+    metrics.serving(request.app[SERVICES].core.generator.adapter)
+    body, content_type = metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 async def _readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     checks: dict[str, str] = {"model": services.core.generator.model_name}
@@ -182,6 +192,7 @@ async def serve(
     runner: web.AppRunner | None = None
     socket_handler: Any = None
     services: Services | None = None
+    scheduler: Any = None
     try:
         services = await Services.start(settings, core)
         runner = web.AppRunner(make_app(services), access_log=None)
@@ -199,6 +210,11 @@ async def serve(
                 services.slack.app, settings.slack.app_token.get_secret_value()
             )
             await socket_handler.connect_async()
+        if settings.schedule.enabled:
+            from bot.schedule import Scheduler
+
+            scheduler = Scheduler(services.ops, database_url=settings.resolved_database_url)
+            await scheduler.start()
         teams_mode = _teams_mode(settings)
         log.info(
             "serve.started",
@@ -211,11 +227,14 @@ async def serve(
             log.warning("serve.teams_anonymous", warning=ANONYMOUS_WARNING)
         if started is not None:
             started(f"serving on {url} — Slack: {slack_mode} — Teams: {teams_mode}")
+            started(f"schedule: {schedule_mode(settings)}")
             if settings.teams.configured and settings.teams.anonymous:
                 started(f"WARNING: {ANONYMOUS_WARNING}")
         await _until_stopped()
     finally:
         log.info("serve.stopping")
+        if scheduler is not None:
+            await scheduler.stop()
         if services is not None and services.teams is not None:
             await services.teams.drain(cancel=True)
         if socket_handler is not None:
@@ -236,6 +255,17 @@ def _slack_mode(settings: Settings) -> str:
     if slack.socket_mode:
         return "Socket Mode"
     return f"HTTP events at {ids.EVENTS_PATH}"
+
+
+def schedule_mode(settings: Settings) -> str:
+    config = settings.schedule
+    if not config.enabled:
+        return "off (EXPERTBOT_SCHEDULE__SYNC and __TRAIN are empty)"
+    parts = [
+        f"{job} `{cron}`" if cron else f"{job} off"
+        for job, cron in (("sync", config.sync), ("train", config.train))
+    ]
+    return ", ".join(parts) + f" ({config.timezone})"
 
 
 ANONYMOUS_WARNING = (

@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from bot.core.config import AnswerConfig
+from bot.schedule import ScheduleConfig
 from bot.slack.config import SlackConfig
 from bot.teams.config import TeamsConfig
 from knowledge.config import KnowledgeConfig
@@ -84,6 +85,7 @@ class Settings(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     slack: SlackConfig = Field(default_factory=SlackConfig)
     teams: TeamsConfig = Field(default_factory=TeamsConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     @property
     def resolved_database_url(self) -> str:

@@ -614,3 +614,45 @@ async def test_jwt_mode_refuses_absent_and_bad_tokens_and_answers_a_valid_one(
     [final] = env.connector.messages()
     assert final.authorization == f"Bearer {OUTGOING_TOKEN}"  # replies carry the app's token
     assert answer_count(env) == 1
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+async def scrape(env: Env) -> dict[str, float]:
+    response = await env.client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    values: dict[str, float] = {}
+    for line in (await response.text()).splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+async def test_metrics_count_questions_answers_latency_feedback_jobs_and_the_adapter(
+    env: Env,
+) -> None:
+    before = await scrape(env)
+    sent, final, _ = await env.ask(PASSWORD_Q)
+    value = {"actionName": "feedback", "actionValue": {"reaction": "like"}}
+    like = invoke(env, "message/submitAction", value, reply_to=env.message_id(final), user=EMPLOYEE)
+    like["conversation"]["id"] = sent["conversation"]["id"]
+    assert (await env.post(like)).status == 200
+    await texts_after(env, env.activity("rollback", user=ADMIN), 2)
+    after = await scrape(env)
+
+    def grew(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert grew('expertbot_questions_total{platform="teams"}') == 1
+    answered = [
+        k for k in after if k.startswith("expertbot_answers_total{") and 'platform="teams"' in k
+    ]
+    assert sum(grew(k) for k in answered) == 1
+    assert grew("expertbot_answer_seconds_count") == 1
+    assert grew("expertbot_retrieval_seconds_count") == 1
+    assert grew('expertbot_feedback_total{kind="up"}') == 1
+    assert grew('expertbot_job_runs_total{job="rollback",outcome="error"}') == 1
+    assert after['expertbot_serving_adapter{version="base"}'] == 1

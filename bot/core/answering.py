@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import structlog
 
+from bot import metrics
 from bot.core.access import scope_for
 from bot.core.config import AnswerConfig
 from bot.core.question import Answer, Passage, Question, Source, Timings
@@ -79,6 +80,7 @@ class Answerer:
     async def stream(self, question: Question) -> AsyncIterator[str | Answer]:
         """Text deltas as they are written, then the final Answer."""
         started = time.perf_counter()
+        metrics.QUESTIONS.labels(platform=question.where.platform).inc()
         text = self.clean(question.text)
         answer_id = str(uuid.uuid4())
         scope = scope_for(question, self.config)
@@ -254,6 +256,15 @@ class Answerer:
         retrieved: Sequence[Hit],
         curated: CuratedAnswer | None = None,
     ) -> None:
+        kind = "curated" if answer.curated else "abstained" if answer.abstained else "generated"
+        timings = answer.timings
+        metrics.answered(
+            question.where.platform,
+            kind,
+            timings.retrieval_s,
+            timings.generation_s,
+            timings.total_s,
+        )
         if self.store is None or not self.config.record:
             return
         try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from bot import metrics
 from knowledge.search import KnowledgeSearch
 from training.store import AnswerStore
 
@@ -66,6 +67,8 @@ class Feedback:
             source=source,
             comment=comment,
         )
+        if changed:
+            metrics.FEEDBACK.labels(kind=kind).inc()
         log.info("feedback.rated", answer_id=answer_id, kind=kind, source=source, new=changed)
         return changed
 
@@ -90,6 +93,7 @@ class Feedback:
             expert=True,
         )
         if changed:
+            metrics.FEEDBACK.labels(kind=APPROVED).inc()
             curated_id = await self._curate(answer_id, expert, kind="approved")
             log.info("feedback.approved", answer_id=answer_id, curated_id=curated_id)
         return changed
@@ -127,6 +131,7 @@ class Feedback:
             approved=expert,
             curated_id=curated_id,
         )
+        metrics.FEEDBACK.labels(kind="correction" if expert else "comment").inc()
         log.info("feedback.corrected", answer_id=answer_id, approved=expert, curated_id=curated_id)
         return Correction(correction_id, expert, curated_id)
 

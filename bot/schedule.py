@@ -1,0 +1,227 @@
+"""The schedule: index re-sync (hourly) and the QLoRA refresh (nightly), inside `expertbot serve`
+or `expertbot jobs`, once across replicas.
+
+- APScheduler 3's `AsyncIOScheduler` with a SQLAlchemy job store in the shared database. The
+  jobs are textual references to `run_scheduled` here, which calls the same `Ops` functions the
+  CLI and the chat commands call. `max_instances=1`, coalescing, and no misfire limit: a run
+  missed while every process was down runs once after start-up.
+- Once across replicas: APScheduler 3 does not coordinate schedulers sharing a job store, so
+  each scheduled run first claims its slot (the job and the cron fire time it belongs to) in
+  the database; only the first process to claim it runs the job, the others log and move on.
+  A run still going when the next slot comes (or a manual trigger) meets the job's own lease:
+  "already running since …", recorded as refused.
+- Cron expressions: five fields (minute hour day month weekday), or six with seconds first.
+  An empty expression disables the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import structlog
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bot.delivery import Deliveries
+from knowledge.errors import AlreadyRunningError, ConfigError
+
+if TYPE_CHECKING:
+    from bot.ops import JobResult, Ops
+
+log = structlog.get_logger("expertbot.schedule")
+
+JOBS = {"sync": "expertbot.sync", "train": "expertbot.train"}
+_CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
+
+
+class ScheduleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sync: str = Field(
+        default="0 * * * *", description="Index re-sync (cron; empty: off). Default hourly."
+    )
+    train: str = Field(
+        default="0 2 * * *", description="QLoRA refresh (cron; empty: off). Default 02:00."
+    )
+    timezone: str = Field(default="UTC", description="Time zone of the cron expressions.")
+
+    @field_validator("sync", "train")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            cron_trigger(value, "UTC")  # raises with the reason
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.sync or self.train)
+
+
+def cron_trigger(expression: str, timezone: str) -> CronTrigger:
+    fields = expression.split()
+    try:
+        if len(fields) == 5:
+            return CronTrigger(**dict(zip(_CRON_FIELDS, fields, strict=True)), timezone=timezone)
+        if len(fields) == 6:
+            return CronTrigger(
+                second=fields[0],
+                **dict(zip(_CRON_FIELDS, fields[1:], strict=True)),
+                timezone=timezone,
+            )
+    except ValueError as exc:
+        raise ValueError(f"bad cron expression {expression!r}: {exc}") from exc
+    raise ValueError(
+        f"bad cron expression {expression!r}: 5 fields (minute hour day month weekday) "
+        "or 6 (seconds first)"
+    )
+
+
+def next_run(expression: str, timezone: str, after: datetime | None = None) -> datetime | None:
+    trigger = cron_trigger(expression, timezone)
+    now = after or datetime.now(ZoneInfo(timezone))
+    return trigger.get_next_fire_time(None, now)
+
+
+def slot_of(expression: str, timezone: str, now: datetime) -> datetime:
+    """The latest fire time at or before `now`: the run a (possibly late) execution belongs to."""
+    trigger = cron_trigger(expression, timezone)
+    for window in (
+        timedelta(minutes=2),
+        timedelta(hours=2),
+        timedelta(days=2),
+        timedelta(days=400),
+    ):
+        last = trigger.get_next_fire_time(None, now - window)
+        if last is None or last > now:
+            continue  # no fire time in this window: look further back
+        while True:
+            following = trigger.get_next_fire_time(None, last + timedelta(seconds=1))
+            if following is None or following > now:
+                return last
+            last = following
+    return now
+
+
+# This process's scheduler (one a process): the textual job references resolve through it.
+_current: Scheduler | None = None
+
+
+async def run_scheduled(job: str) -> None:
+    """A scheduled run of `job` ("sync" or "train"): claim its slot, then call Ops."""
+    if _current is None:
+        log.warning("schedule.no_scheduler", job=job)
+        return
+    await _current.fire(job)
+
+
+class Scheduler:
+    def __init__(self, ops: Ops, *, database_url: str) -> None:
+        self.ops = ops
+        self.config: ScheduleConfig = ops.settings.schedule
+        self.deliveries = Deliveries(ops.store.engine)
+        self.scheduler = AsyncIOScheduler(
+            jobstores={"default": SQLAlchemyJobStore(url=database_url, tablename="scheduled_jobs")},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=ZoneInfo(self.config.timezone),
+        )
+        self.fired: list[tuple[str, str]] = []  # (job, outcome) of this process's runs
+
+    async def start(self) -> None:
+        """Start, keeping jobs already in the store (and their pending, possibly missed, next
+        run) unless their expression changed."""
+        global _current
+        if _current is not None:
+            raise RuntimeError("one scheduler a process")
+        await asyncio.to_thread(self.deliveries.migrate)
+        _current = self
+        self.scheduler.start(paused=True)
+        for job, cron in (("sync", self.config.sync), ("train", self.config.train)):
+            job_id = JOBS[job]
+            existing = self.scheduler.get_job(job_id)
+            if not cron:
+                if existing is not None:
+                    self.scheduler.remove_job(job_id)
+                continue
+            trigger = cron_trigger(cron, self.config.timezone)
+            kwargs = {"job": job}
+            if existing is None:
+                self.scheduler.add_job(
+                    "bot.schedule:run_scheduled", trigger, id=job_id, kwargs=kwargs, name=job
+                )
+            else:
+                if str(existing.trigger) != str(trigger):
+                    self.scheduler.reschedule_job(job_id, trigger=trigger)
+        self.scheduler.resume()
+        log.info(
+            "schedule.started",
+            sync=self.config.sync or "off",
+            train=self.config.train or "off",
+            timezone=self.config.timezone,
+        )
+
+    async def stop(self) -> None:
+        global _current
+        self.scheduler.shutdown(wait=False)
+        if _current is self:
+            _current = None
+
+    async def fire(self, job: str) -> JobResult | None:
+        cron = self.config.sync if job == "sync" else self.config.train
+        zone = ZoneInfo(self.config.timezone)
+        slot = slot_of(cron, self.config.timezone, datetime.now(zone)) if cron else None
+        stamp = slot.isoformat(timespec="seconds") if slot else "manual"
+        if not await self.deliveries.claim("schedule", f"{job}@{stamp}"):
+            log.info("schedule.already_claimed", job=job, slot=stamp)
+            self.fired.append((job, "claimed elsewhere"))
+            return None
+        trigger = f"schedule@{stamp}"
+        try:
+            result = await self._run(job, trigger)
+        except AlreadyRunningError as exc:
+            log.info("schedule.refused", job=job, reason=str(exc))
+            self.fired.append((job, "refused"))
+            return None
+        except Exception as exc:  # recorded in the job history; the next slot still runs
+            log.error("schedule.job_failed", job=job, error=f"{exc.__class__.__name__}: {exc}")
+            self.fired.append((job, "error"))
+            return None
+        self.fired.append((job, "ok" if result.ok else "failed"))
+        return result
+
+    async def _run(self, job: str, trigger: str) -> JobResult:
+        if job == "sync":
+            return await self.ops.sync(trigger=trigger)
+        return await self.ops.retrain(trigger=trigger)
+
+    def next_runs(self) -> dict[str, Any]:
+        return {
+            job.name: job.next_run_time
+            for job in self.scheduler.get_jobs()
+            if job.id in JOBS.values()
+        }
+
+
+def check(config: ScheduleConfig) -> None:
+    """Config errors as the CLI reports them."""
+    for name in ("sync", "train"):
+        value = getattr(config, name)
+        if value:
+            try:
+                cron_trigger(value, config.timezone)
+            except ValueError as exc:
+                raise ConfigError(f"schedule.{name}: {exc}") from exc
