@@ -435,5 +435,9 @@ def schedule_status(config: Any) -> dict[str, Any]:
     jobs = {}
     for job, cron in (("sync", config.sync), ("retrain", config.train)):
         if cron:
-            jobs[job] = {"cron": cron, "next": _iso(next_run(cron, config.timezone))}
+            upcoming = next_run(cron, config.timezone)
+            jobs[job] = {
+                "cron": cron,
+                "next": upcoming.strftime("%Y-%m-%d %H:%M:%S") if upcoming else None,
+            }
     return {"timezone": config.timezone, "jobs": jobs}
