@@ -84,7 +84,9 @@ class Answerer:
         text = self.clean(question.text)
         answer_id = str(uuid.uuid4())
         scope = scope_for(question, self.config)
-        bound = log.bind(answer_id=answer_id, where=question.where.kind.value)
+        # Every later log line of this request (the platform's included) names the answer.
+        structlog.contextvars.bind_contextvars(answer_id=answer_id)
+        bound = log.bind(where=question.where.kind.value)
 
         # While it is being looked up, the question is "expected" by the generator: a batch
         # about to start may wait for it (model.batch_max_wait_ms) instead of leaving it behind.
