@@ -28,6 +28,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.delivery import Deliveries
+from knowledge.database import Migration, migrate
 from knowledge.errors import AlreadyRunningError, ConfigError
 
 if TYPE_CHECKING:
@@ -134,8 +135,9 @@ class Scheduler:
         self.ops = ops
         self.config: ScheduleConfig = ops.settings.schedule
         self.deliveries = Deliveries(ops.store.engine)
+        self.jobstore = SQLAlchemyJobStore(url=database_url, tablename="scheduled_jobs")
         self.scheduler = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=database_url, tablename="scheduled_jobs")},
+            jobstores={"default": self.jobstore},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=ZoneInfo(self.config.timezone),
         )
@@ -148,6 +150,15 @@ class Scheduler:
         if _current is not None:
             raise RuntimeError("one scheduler a process")
         await asyncio.to_thread(self.deliveries.migrate)
+        # The job store's table, created under the migration lock: replicas starting together
+        # would otherwise race in APScheduler's own CREATE TABLE.
+        table = self.jobstore.jobs_t
+        await asyncio.to_thread(
+            migrate,
+            self.ops.store.engine,
+            "schedule",
+            [Migration("m001_scheduled_jobs", lambda conn: table.create(conn, checkfirst=True))],
+        )
         _current = self
         self.scheduler.start(paused=True)
         for job, cron in (("sync", self.config.sync), ("train", self.config.train)):
@@ -160,8 +171,13 @@ class Scheduler:
             trigger = cron_trigger(cron, self.config.timezone)
             kwargs = {"job": job}
             if existing is None:
-                self.scheduler.add_job(
-                    "bot.schedule:run_scheduled", trigger, id=job_id, kwargs=kwargs, name=job
+                self.scheduler.add_job(  # replace: another replica may add it meanwhile
+                    "bot.schedule:run_scheduled",
+                    trigger,
+                    id=job_id,
+                    kwargs=kwargs,
+                    name=job,
+                    replace_existing=True,
                 )
             else:
                 if str(existing.trigger) != str(trigger):
