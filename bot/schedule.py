@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("expertbot.schedule")
 
 JOBS = {"sync": "expertbot.sync", "train": "expertbot.train"}
+NO_SOURCES = "no knowledge.sources configured (EXPERTBOT_KNOWLEDGE__SOURCES or the TOML file)"
 _CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
 
 
@@ -161,7 +162,13 @@ class Scheduler:
         )
         _current = self
         self.scheduler.start(paused=True)
-        for job, cron in (("sync", self.config.sync), ("train", self.config.train)):
+        sync = self.config.sync
+        if sync and not self.ops.settings.knowledge.sources:
+            # A source's access rules live in its configuration: only configured sources are
+            # re-synced (folders given to `expertbot sync` once are not remembered).
+            log.warning("schedule.sync_off", reason=NO_SOURCES)
+            sync = ""
+        for job, cron in (("sync", sync), ("train", self.config.train)):
             job_id = JOBS[job]
             existing = self.scheduler.get_job(job_id)
             if not cron:

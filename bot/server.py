@@ -261,10 +261,12 @@ def schedule_mode(settings: Settings) -> str:
     config = settings.schedule
     if not config.enabled:
         return "off (EXPERTBOT_SCHEDULE__SYNC and __TRAIN are empty)"
-    parts = [
-        f"{job} `{cron}`" if cron else f"{job} off"
-        for job, cron in (("sync", config.sync), ("train", config.train))
-    ]
+    from bot.schedule import NO_SOURCES
+
+    sync = f"sync `{config.sync}`" if config.sync else "sync off"
+    if config.sync and not settings.knowledge.sources:
+        sync = f"sync off: {NO_SOURCES}"
+    parts = [sync, f"train `{config.train}`" if config.train else "train off"]
     return ", ".join(parts) + f" ({config.timezone})"
 
 

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from bot.cli import _with_ops
 from bot.ops import RETRAIN_LOCK, status_lines
 from bot.schedule import ScheduleConfig, Scheduler
+from bot.server import schedule_mode
 from knowledge.config import SourceConfig
 from knowledge.database import make_engine
 from knowledge.errors import AlreadyRunningError
@@ -194,3 +195,18 @@ def test_two_processes_on_one_postgresql_run_each_scheduled_run_once(
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+async def test_without_configured_sources_the_sync_job_is_off_and_says_why(
+    handbook_data_dir: Path,
+) -> None:
+    made = settings(handbook_data_dir, sync="*/1 * * * * *", train="0 2 * * *")
+    made.knowledge.sources = []
+    assert schedule_mode(made).startswith("sync off: no knowledge.sources configured")
+
+    async def body(ops: Any, scheduler: Scheduler) -> None:
+        assert set(scheduler.next_runs()) == {"train"}
+        await asyncio.sleep(2.5)
+        assert ops.history.recent(5, job="sync") == []
+
+    await with_scheduler(made, body)
