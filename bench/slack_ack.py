@@ -148,10 +148,50 @@ async def wait_answers(fake: ThreadedSlack, threads: set[str], timeout: float) -
         await asyncio.sleep(0.2)
 
 
-async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
+def synced_handbook(data: Path) -> dict[str, str]:
+    """Sync the example handbook into `data`; the environment a server on it starts from."""
     env = os.environ | {"HF_HUB_OFFLINE": "1"}
     sync = [str(EXPERTBOT), "--data-dir", str(data), "sync", "examples/knowledge"]
     subprocess.run(sync, cwd=ROOT, env=env, check=True, capture_output=True)
+    return env
+
+
+def start_server(data: Path, env: dict[str, str], port: int) -> subprocess.Popen:
+    """`expertbot serve` on 127.0.0.1:`port`, its output in `data`/serve.log."""
+    serve = [str(EXPERTBOT), "--data-dir", str(data), "serve", "--host", "127.0.0.1"]
+    with (data / "serve.log").open("wb") as log:
+        return subprocess.Popen(
+            [*serve, "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+
+
+async def stop_server(proc: subprocess.Popen) -> tuple[int | None, float]:
+    """SIGTERM, then up to 30 s for the exit: (exit code or None if killed, seconds)."""
+    proc.send_signal(signal.SIGTERM)
+    stopping = time.monotonic()
+    try:
+        code: int | None = await asyncio.to_thread(proc.wait, 30)
+    except subprocess.TimeoutExpired:
+        code = None
+        proc.kill()
+        proc.wait()
+    return code, time.monotonic() - stopping
+
+
+def run_info(args: argparse.Namespace) -> dict[str, Any]:
+    """What a burst benchmark's figures were measured on."""
+    return {
+        "machine": machine(),
+        "commit": git_rev(),
+        "model": args.model,
+        "max_new_tokens": args.max_new_tokens,
+        "model_timeout_s": args.model_timeout,
+        "n": args.n,
+    }
+
+
+async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    env = synced_handbook(data)
     secret, port = secrets.token_hex(16), free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = data / "serve.log"
@@ -166,11 +206,7 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
         }
         if args.model_timeout is not None:
             env["EXPERTBOT_MODEL__TIMEOUT_S"] = str(args.model_timeout)
-        serve = [str(EXPERTBOT), "--data-dir", str(data), "serve", "--host", "127.0.0.1"]
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [*serve, "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
-            )
+        proc = start_server(data, env, port)
         connector = aiohttp.TCPConnector(limit=max(100, 2 * args.n))
         try:
             async with aiohttp.ClientSession(connector=connector) as session:
@@ -190,15 +226,7 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
                 acked = {ts for ts, took in zip(batch, acks, strict=True) if took > 0}
                 await wait_answers(fake, acked, args.answer_timeout)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            stopping = time.monotonic()
-            try:
-                code: int | None = await asyncio.to_thread(proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                code = None
-                proc.kill()
-                proc.wait()
-            stop_s = time.monotonic() - stopping
+            code, stop_s = await stop_server(proc)
         answers = [(t, at) for t, at in fake.answers() if t in set(batch)]
         per_thread = Counter(t for t, _ in answers)
         refusals = fake.posts_in(set(batch))
@@ -207,13 +235,7 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     log_lines = [json.loads(ln) for ln in _json_lines(log_path)]
     levels = Counter(str(line.get("level")) for line in log_lines)
     abstained = sum(ln.get("event") == "slack.answered" and ln["abstained"] for ln in log_lines)
-    return {
-        "machine": machine(),
-        "commit": git_rev(),
-        "model": args.model,
-        "max_new_tokens": args.max_new_tokens,
-        "model_timeout_s": args.model_timeout,
-        "n": args.n,
+    return run_info(args) | {
         "ready_s": round(ready_s, 1),
         "warmup_answer_s": round(warmup_s, 2),
         "idle_ack_ms": round(1000 * warm_ack, 2),

@@ -20,9 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -30,8 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _common import ROOT, git_rev, machine, percentile
-from slack_ack import EXPERTBOT, free_port, questions, wait_ready
+from _common import percentile
+from slack_ack import (
+    free_port,
+    questions,
+    run_info,
+    start_server,
+    stop_server,
+    synced_handbook,
+    wait_ready,
+)
 
 from tests.teams_fake import FakeConnector, activity
 
@@ -65,9 +70,7 @@ async def wait_answers(connector: FakeConnector, ids: set[str], timeout: float) 
 
 
 async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
-    env = os.environ | {"HF_HUB_OFFLINE": "1"}
-    sync = [str(EXPERTBOT), "--data-dir", str(data), "sync", "examples/knowledge"]
-    subprocess.run(sync, cwd=ROOT, env=env, check=True, capture_output=True)
+    env = synced_handbook(data)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     connector = FakeConnector()
@@ -79,12 +82,7 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
         "EXPERTBOT_MODEL__TIMEOUT_S": str(args.model_timeout),
         "EXPERTBOT_LOG_FORMAT": "json",
     }
-    log_path = data / "serve.log"
-    serve = [str(EXPERTBOT), "--data-dir", str(data), "serve", "--host", "127.0.0.1"]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [*serve, "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
+    proc = start_server(data, env, port)
     texts = questions()
     try:
         limits = aiohttp.TCPConnector(limit=max(100, 2 * args.n))
@@ -113,13 +111,7 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
             https = await asyncio.gather(*(send(session, messages, a) for a in batch))
             await wait_answers(connector, {a["id"] for a in batch}, args.answer_timeout)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code: int | None = await asyncio.to_thread(proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            code = None
-            proc.kill()
-            proc.wait()
+        code, _ = await stop_server(proc)
         await connector.close()
     ids = {a["id"] for a in batch}
     answered = [(a, at, text) for a, at, text in finals(connector) if a in ids]
@@ -130,13 +122,7 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     streamed = sum(
         1 for s in connector.sent if s.body.get("type") == "typing" and s.stream_type == "streaming"
     )
-    return {
-        "machine": machine(),
-        "commit": git_rev(),
-        "model": args.model,
-        "max_new_tokens": args.max_new_tokens,
-        "model_timeout_s": args.model_timeout,
-        "n": args.n,
+    return run_info(args) | {
         "ready_s": round(ready_s, 1),
         "warmup_answer_s": round(warmup_s, 2),
         "response_p50_s": round(percentile(response_s, 50), 2),

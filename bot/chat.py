@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from bot.core.question import Answer
+from bot.core.question import Answer, Turn
 from bot.ops import JobResult, Ops, Report
 from knowledge.errors import AlreadyRunningError, ExpertbotError
 from training.report import metrics_table
@@ -32,6 +33,15 @@ def curated_note(answer: Answer, name: Callable[[str], str] = str) -> str | None
         return None
     by = (answer.approved_by or "").strip()
     return "✅ Expert-approved answer" + (f" (approved by {name(by)})" if by else "")
+
+
+def thread_history(answers: list[dict[str, Any]]) -> tuple[Turn, ...]:
+    """A thread's earlier answers (`AnswerStore.thread_answers`) as the turns a follow-up
+    question carries, oldest first."""
+    turns: list[Turn] = []
+    for row in answers:
+        turns += [Turn("user", row["question"]), Turn("assistant", row["answer"])]
+    return tuple(turns)
 
 
 def parse_command(text: str) -> tuple[str, str]:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.delivery import Deliveries
 from knowledge.database import Migration, migrate
-from knowledge.errors import AlreadyRunningError, ConfigError
+from knowledge.errors import AlreadyRunningError
 
 if TYPE_CHECKING:
     from bot.ops import JobResult, Ops
@@ -142,7 +142,6 @@ class Scheduler:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=ZoneInfo(self.config.timezone),
         )
-        self.fired: list[tuple[str, str]] = []  # (job, outcome) of this process's runs
 
     async def start(self) -> None:
         """Start, keeping jobs already in the store (and their pending, possibly missed, next
@@ -210,20 +209,16 @@ class Scheduler:
         stamp = slot.isoformat(timespec="seconds") if slot else "manual"
         if not await self.deliveries.claim("schedule", f"{job}@{stamp}"):
             log.info("schedule.already_claimed", job=job, slot=stamp)
-            self.fired.append((job, "claimed elsewhere"))
             return None
         trigger = f"schedule@{stamp}"
         try:
             result = await self._run(job, trigger)
         except AlreadyRunningError as exc:
             log.info("schedule.refused", job=job, reason=str(exc))
-            self.fired.append((job, "refused"))
             return None
         except Exception as exc:  # recorded in the job history; the next slot still runs
             log.error("schedule.job_failed", job=job, error=f"{exc.__class__.__name__}: {exc}")
-            self.fired.append((job, "error"))
             return None
-        self.fired.append((job, "ok" if result.ok else "failed"))
         return result
 
     async def _run(self, job: str, trigger: str) -> JobResult:
@@ -237,14 +232,3 @@ class Scheduler:
             for job in self.scheduler.get_jobs()
             if job.id in JOBS.values()
         }
-
-
-def check(config: ScheduleConfig) -> None:
-    """Config errors as the CLI reports them."""
-    for name in ("sync", "train"):
-        value = getattr(config, name)
-        if value:
-            try:
-                cron_trigger(value, config.timezone)
-            except ValueError as exc:
-                raise ConfigError(f"schedule.{name}: {exc}") from exc

@@ -21,6 +21,8 @@ from typing import Any, Self
 
 from aiohttp import WSMsgType, web
 
+from tests.local_server import serve_locally
+
 BOT_USER = "UBOT"
 BOT_ID = "BBOT"
 TEAM = "T0TEAM"
@@ -66,14 +68,9 @@ class FakeSlack:
         app.router.add_post("/response/{key}", self._response_url)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/socket", self._socket)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve_locally(app)
         self.api_url = f"{self.base_url}/api/"
-        self.socket_url = f"ws://127.0.0.1:{port}/socket"
+        self.socket_url = f"{self.base_url.replace('http://', 'ws://')}/socket"
 
     async def close(self) -> None:
         for ws in list(self._sockets):

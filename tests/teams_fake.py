@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt import PyJWKClient
 from microsoft_agents.hosting.core import AgentAuthConfiguration
 
+from tests.local_server import serve_locally
+
 BOT_ID = "28:expertbot"
 TENANT = "00000000-0000-4000-8000-000000000001"
 BOTFRAMEWORK_ISSUER = "https://api.botframework.com"
@@ -64,11 +66,7 @@ class FakeConnector:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_route("*", "/v3/conversations/{tail:.*}", self._conversations)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await serve_locally(app)
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -137,11 +135,8 @@ class FakeEntra:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/keys", self._keys)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/keys"
+        self._runner, base = await serve_locally(app)
+        self.url = f"{base}/keys"
 
     async def close(self) -> None:
         if self._runner is not None:

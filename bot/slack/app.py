@@ -48,6 +48,7 @@ from bot.chat import (
     rating_thanks,
     refused,
     run_admin_job,
+    thread_history,
 )
 from bot.core.feedback import APPROVED, DOWN, UP, Feedback
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
@@ -337,19 +338,18 @@ class SlackBot:
     ) -> Question:
         """`earlier`: the thread's answers, when the caller has already read them."""
         kind = await self.directory.where_kind(channel, channel_type)
-        history: list[Turn] = []
+        history: tuple[Turn, ...] = ()
         if in_thread and thread:
             if earlier is None:
                 earlier = await asyncio.to_thread(
                     self.core.store.thread_answers, PLATFORM, channel, thread
                 )
-            for row in earlier:
-                history += [Turn("user", row["question"]), Turn("assistant", row["answer"])]
+            history = thread_history(earlier)
         return Question(
             text=text,
             asker=user,
             where=Where(kind=kind, channel=channel, platform=PLATFORM, thread=thread),
-            history=tuple(history),
+            history=history,
             asker_groups=await self.directory.groups_of(user),
         )
 

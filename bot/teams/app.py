@@ -68,6 +68,7 @@ from bot.chat import (
     parse_command,
     refused,
     run_admin_job,
+    thread_history,
 )
 from bot.core.feedback import DOWN, UP, Feedback
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
@@ -357,10 +358,7 @@ class TeamsBot:
             since=since,
             last=self.config.followup_turns,
         )
-        turns: list[Turn] = []
-        for row in rows:
-            turns += [Turn("user", row["question"]), Turn("assistant", row["answer"])]
-        return tuple(turns)
+        return thread_history(rows)
 
     async def _on_members_added(self, context: TurnContext, state: TurnState) -> None:
         activity = context.activity
