@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev demo test lint bench clean
+.PHONY: install install-dev demo test services services-stop lint bench clean
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	scripts/install.sh
@@ -22,16 +22,26 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/expertbot sync examples/knowledge
 	HF_HUB_OFFLINE=1 EXPERTBOT_MODEL__BASE=demo $(BIN)/expertbot ask "How do I reset my password?"
 
-## Lint, type-check and run every test (SQLite and the local PostgreSQL).
+## Lint, type-check and run every test: SQLite and PostgreSQL, LanceDB and a live Weaviate
+## (scripts/with-services.sh starts both servers; Weaviate is built with Go on first use).
 test: install-dev
-	$(BIN)/ruff check bot knowledge training tests bench
-	$(BIN)/ruff format --check bot knowledge training tests bench
+	$(BIN)/ruff check bot knowledge training tests bench scripts
+	$(BIN)/ruff format --check bot knowledge training tests bench scripts
 	$(BIN)/mypy
-	HF_HUB_OFFLINE=1 $(PY) -m pytest
+	HF_HUB_OFFLINE=1 scripts/with-services.sh $(PY) -m pytest
+
+## Start PostgreSQL and Weaviate and print their addresses: eval "$$(make -s services)".
+services:
+	@scripts/postgres.sh start
+	@scripts/weaviate.sh start
+
+services-stop:
+	@scripts/weaviate.sh stop
+	@scripts/postgres.sh stop
 
 lint: install-dev
-	$(BIN)/ruff check --fix bot knowledge training tests bench
-	$(BIN)/ruff format bot knowledge training tests bench
+	$(BIN)/ruff check --fix bot knowledge training tests bench scripts
+	$(BIN)/ruff format bot knowledge training tests bench scripts
 
 bench: install-dev
 	$(PY) bench/retrieval.py

@@ -162,11 +162,13 @@ async def _readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     checks: dict[str, str] = {"model": services.core.generator.model_name}
     ready = True
+    index = services.core.knowledge.index
     try:
-        stats = await services.core.knowledge.index.stats()
-        checks["index"] = f"{stats.chunks} chunks"
+        checks["index"] = f"{await index.count_chunks()} chunks"
+    except ExpertbotError as exc:  # names the backend and where it is, never a secret
+        ready, checks["index"] = False, f"unreachable: {exc}"
     except Exception as exc:
-        ready, checks["index"] = False, f"unreachable: {exc.__class__.__name__}"
+        ready, checks["index"] = False, f"{index.name} unreachable: {exc.__class__.__name__}"
     try:
         await asyncio.to_thread(ping, services.core.knowledge.engine)
         checks["database"] = "ok"

@@ -3,10 +3,12 @@
 - Every test starts with no EXPERTBOT_* / WEAVIATE_* variables and its own data dir.
 - `embedder` is the real default embedding model, loaded once per session; it memoises the
   vectors of texts it has already embedded (the model still computes each text once).
-- `database_url` runs a test on SQLite and on the PostgreSQL server of this machine
-  (TEST_POSTGRES_URL), each in a fresh schema.
-- `index` runs a test on every reachable index backend: LanceDB always, Weaviate when
-  WEAVIATE_URL is set.
+- `database_url` runs a test on SQLite and on the PostgreSQL server that scripts/postgres.sh
+  started (TEST_POSTGRES_URL), each in a fresh schema.
+- `index_factory` runs a test on both index backends: LanceDB and the live Weaviate that
+  scripts/weaviate.sh started (WEAVIATE_URL).
+- Without a service (a laptop without apt or Go) its tests show as skipped and the run ends with
+  a loud NOT TESTED line; in CI (CI set) the run fails instead.
 """
 
 from __future__ import annotations
@@ -14,32 +16,160 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from knowledge.config import EmbeddingConfig, KnowledgeConfig, SourceConfig
+from knowledge.config import EmbeddingConfig, KnowledgeConfig, SourceConfig, WeaviateConfig
 from knowledge.database import make_engine, sqlite_url
 from knowledge.embedding import SentenceTransformerEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDBOOK = ROOT / "examples" / "knowledge"
-POSTGRES_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-WEAVIATE_URL = os.environ.get("WEAVIATE_URL")
+SCRIPTS = ROOT / "scripts"
+# The services, as scripts/with-services.sh (what `make test` runs) exports them. Read once here:
+# `clean_environ` removes them from each test's environment.
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "")
+WEAVIATE_URL = os.environ.get("WEAVIATE_URL", "")
+WEAVIATE_GRPC_URL = os.environ.get("EXPERTBOT_KNOWLEDGE__WEAVIATE__GRPC_URL", "")
+WEAVIATE_API_KEY = os.environ.get("WEAVIATE_API_KEY", "")
+IN_CI = bool(os.environ.get("CI"))
+
+NO_POSTGRES = "no PostgreSQL: TEST_POSTGRES_URL is not set (`make test` starts one)"
+NO_WEAVIATE = "no Weaviate: WEAVIATE_URL is not set (`make test` builds and starts one)"
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
+needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason=NO_POSTGRES)
+needs_weaviate = pytest.mark.skipif(not WEAVIATE_URL, reason=NO_WEAVIATE)
+
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    backends = "lancedb" + (f", weaviate ({WEAVIATE_URL})" if WEAVIATE_URL else "")
-    return [f"index contract backends: {backends}", f"postgres: {POSTGRES_URL}"]
+    weaviate = f"weaviate ({WEAVIATE_URL})" if WEAVIATE_URL else "weaviate NOT TESTED"
+    return [
+        f"index contract backends: lancedb, {weaviate}",
+        f"postgres: {POSTGRES_URL or 'NOT TESTED'}",
+    ]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # In CI every test must run: a missing service is a failure, never a quiet skip.
+    missing = [m for m, ok in ((NO_POSTGRES, POSTGRES_URL), (NO_WEAVIATE, WEAVIATE_URL)) if not ok]
+    if IN_CI and missing:
+        pytest.exit("CI needs every service: " + "; ".join(missing), returncode=1)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for message, ok in ((NO_POSTGRES, POSTGRES_URL), (NO_WEAVIATE, WEAVIATE_URL)):
+        if not ok:
+            terminalreporter.write_sep("!", f"NOT TESTED — {message}", red=True, bold=True)
+
+
+def weaviate_config(collection: str | None = None, **overrides: Any) -> WeaviateConfig:
+    """The test Weaviate's settings, with a fresh collection unless one is named."""
+    fields: dict[str, Any] = {
+        "url": WEAVIATE_URL,
+        "grpc_url": WEAVIATE_GRPC_URL or None,
+        "api_key": WEAVIATE_API_KEY or None,
+        "collection": collection or f"Test{uuid.uuid4().hex[:10].capitalize()}",
+    }
+    fields.update(overrides)
+    return WeaviateConfig(**fields)
+
+
+class WeaviateServer:
+    """A private Weaviate (scripts/weaviate.sh --data DIR: its own ports and data folder) that a
+    test may kill, restart or start with an API key. The binary is the one `make test` built."""
+
+    def __init__(self, data: Path, *, api_key: str | None = None) -> None:
+        self.data = data
+        self.api_key = api_key
+        self.lines: dict[str, str] = {}
+
+    def _script(self, command: str, *extra: str) -> str:
+        done = subprocess.run(
+            [str(SCRIPTS / "weaviate.sh"), command, "--data", str(self.data), *extra],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def start(self) -> WeaviateServer:
+        extra = ("--api-key", self.api_key) if self.api_key else ()
+        out = self._script("start", *extra)
+        self.lines = dict(line.split("=", 1) for line in out.splitlines())
+        return self
+
+    def stop(self) -> None:
+        self._script("stop")
+
+    @property
+    def pid(self) -> int:
+        return int((self.data / "weaviate.pid").read_text())
+
+    def kill(self) -> None:
+        """kill -9, and wait until the process is gone."""
+        pid = self.pid
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.05)
+        raise AssertionError(f"weaviate-server {pid} survived SIGKILL")
+
+    @property
+    def url(self) -> str:
+        return self.lines["WEAVIATE_URL"]
+
+    @property
+    def grpc_url(self) -> str:
+        return self.lines["EXPERTBOT_KNOWLEDGE__WEAVIATE__GRPC_URL"]
+
+    def env(self, collection: str) -> dict[str, str]:
+        """What a user sets to point expertbot at this server."""
+        env = {
+            "EXPERTBOT_KNOWLEDGE__STORE": "weaviate",
+            "WEAVIATE_URL": self.url,
+            "EXPERTBOT_KNOWLEDGE__WEAVIATE__GRPC_URL": self.grpc_url,
+            "EXPERTBOT_KNOWLEDGE__WEAVIATE__COLLECTION": collection,
+        }
+        return env | ({"WEAVIATE_API_KEY": self.api_key} if self.api_key else {})
+
+    def config(self, collection: str = "Faults", **overrides: Any) -> WeaviateConfig:
+        fields: dict[str, Any] = {
+            "url": self.url,
+            "grpc_url": self.grpc_url,
+            "api_key": self.api_key,
+            "collection": collection,
+            "timeout_s": 5,
+        }
+        return WeaviateConfig(**(fields | overrides))
+
+
+@pytest.fixture
+def weaviate_server(tmp_path: Path) -> Iterator[WeaviateServer]:
+    """A private Weaviate for this test, stopped afterwards (start it with `.start()`)."""
+    if not WEAVIATE_URL:
+        pytest.skip(NO_WEAVIATE)
+    server = WeaviateServer(tmp_path / "weaviate")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +240,7 @@ def _postgres_engine_url() -> str:
     return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}", schema
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield sqlite_url(tmp_path / "data" / "expertbot.db")
@@ -131,11 +261,7 @@ def engine(tmp_path: Path) -> Iterator[sa.engine.Engine]:
     eng.dispose()
 
 
-def _backends() -> list[str]:
-    return ["lancedb", "weaviate"] if WEAVIATE_URL else ["lancedb"]
-
-
-@pytest.fixture(params=_backends())
+@pytest.fixture(params=["lancedb", pytest.param("weaviate", marks=needs_weaviate)])
 def index_factory(request: pytest.FixtureRequest, tmp_path: Path):
     """Makes fresh, unopened indexes of one backend; cleans up what it made."""
     made = []
@@ -146,11 +272,9 @@ def index_factory(request: pytest.FixtureRequest, tmp_path: Path):
 
             index = LanceIndex(tmp_path / f"lance-{name}")
         else:
-            from knowledge.config import WeaviateConfig
             from knowledge.index.weaviate import WeaviateIndex
 
-            collection = f"Test{uuid.uuid4().hex[:10].capitalize()}"
-            index = WeaviateIndex(WeaviateConfig(url=WEAVIATE_URL, collection=collection))
+            index = WeaviateIndex(weaviate_config())
         made.append(index)
         return index
 

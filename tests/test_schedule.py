@@ -26,7 +26,7 @@ from knowledge.config import SourceConfig
 from knowledge.database import make_engine
 from knowledge.errors import AlreadyRunningError
 from knowledge.locks import JobLock
-from tests.conftest import HANDBOOK, POSTGRES_URL, _postgres_engine_url
+from tests.conftest import HANDBOOK, POSTGRES_URL, _postgres_engine_url, needs_postgres
 from tests.test_answering import settings_for
 
 
@@ -142,6 +142,7 @@ async def test_jobs_survive_a_restart_and_a_missed_nightly_run_runs_once_after_s
     await with_scheduler(made, second)
 
 
+@needs_postgres
 def test_two_processes_on_one_postgresql_run_each_scheduled_run_once(
     handbook_data_dir: Path,
 ) -> None:

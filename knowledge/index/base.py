@@ -12,6 +12,9 @@ The contract (tests/test_index_contract.py runs it against every reachable backe
   document was split into and how many the index holds (a sync compares this with the sources).
 - `search(query)` returns at most `query.k` hits, best first, honouring `query.filters`
   (access scope, sources) in every mode. Scores are higher-is-better.
+- `count_chunks()` is cheap (a readiness probe calls it); `stats()` also counts documents.
+- `ping()` raises `IndexStoreError` quickly when the backend cannot be reached, and no call
+  hangs for long on a backend that has gone away.
 - `vectors_for(keys)` returns stored vectors by chunk text hash, so a sync can skip
   re-embedding text it has embedded before.
 """
@@ -42,7 +45,13 @@ class KnowledgeIndex(Protocol):
 
     async def search(self, query: SearchQuery) -> list[Hit]: ...
 
-    async def stats(self) -> IndexStats: ...
+    async def count_chunks(self) -> int:
+        """How many chunks the index holds: cheap enough for a readiness probe."""
+        ...
+
+    async def stats(self) -> IndexStats:
+        """Documents and chunks; counting documents reads the whole manifest."""
+        ...
 
     async def optimize(self) -> None:
         """Bring secondary structures (ANN and full-text indices) up to date after writes."""

@@ -237,6 +237,9 @@ class LanceIndex:
                 out[text_hash] = vector
         return out
 
+    async def count_chunks(self) -> int:
+        return await asyncio.to_thread(lambda: self._require().count_rows())
+
     async def stats(self) -> IndexStats:
         def _stats() -> IndexStats:
             table = self._require()

@@ -23,13 +23,15 @@ tests can check what is sent at the client boundary without a server.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpx  # weaviate-client's own HTTP library
 import structlog
 import weaviate
 from weaviate.classes.config import Configure, DataType, Property, Tokenization, VectorDistances
@@ -53,6 +55,7 @@ from knowledge.models import (
 )
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 VECTOR_NAME = "default"
 """The one named vector of the collection (what Weaviate itself calls an unnamed vector)."""
@@ -73,16 +76,14 @@ DOCS_PER_CALL = 50
 one fetch page (at most one chunk per document per ordinal) well below FETCH_PAGE."""
 FETCH_PAGE = 1000
 ITERATOR_PAGE = 1000
+PROBE_INTERVAL_S = 1.0
+"""While a call is pending, how often the server's readiness is checked (see WeaviateIndex._run)."""
+PROBE_TIMEOUT_S = 3.0
 MAX_DELETE_ROUNDS = 10_000
 """Weaviate deletes at most QUERY_MAXIMUM_RESULTS (default 10 000) objects per delete_many;
 a delete is repeated until it matches nothing. This only bounds a misbehaving server."""
 
-try:  # transport errors that can escape weaviate-client's own exception types
-    import httpx
-
-    _HTTP_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError,)
-except ImportError:  # pragma: no cover - httpx is a dependency of weaviate-client
-    _HTTP_ERRORS = ()
+_HTTP_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError,)
 try:
     import grpc
 
@@ -523,6 +524,11 @@ class WeaviateIndex:
         self._collection: Any = None
         self._dim: int | None = None
         self.location = config.url or "(weaviate url not set)"
+        self._probe: httpx.AsyncClient | None = None
+
+    @property
+    def _ready_url(self) -> str:
+        return f"{connection_settings(self.config).url}/v1/.well-known/ready"
 
     # --- errors --------------------------------------------------------------------------
 
@@ -538,12 +544,49 @@ class WeaviateIndex:
         except IndexStoreError:
             raise
         except _STORE_ERRORS as exc:
-            raw = f"{type(exc).__name__}: {exc}"
+            raw = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
             message = f"Weaviate {action} failed at {self.location}: {self._scrub(raw)}"
             if self._scrub(raw) != raw:
                 # the original error quotes the key: do not chain it into tracebacks/logs
                 raise IndexStoreError(message) from None
             raise IndexStoreError(message) from exc
+
+    async def _run(self, action: str, work: Awaitable[T]) -> T:
+        """Await `work` with errors translated, failing fast when the server goes away.
+
+        weaviate-client retries a gRPC call to an unavailable server with exponential backoff
+        for about a minute (1 + 2 + … + 32 s) before it gives up, so a question or a readiness
+        probe would hang that long. While a call is pending, the server's HTTP readiness is
+        checked every PROBE_INTERVAL_S; when it no longer answers, the call is cancelled.
+        """
+        task = asyncio.ensure_future(work)
+        try:
+            with self._errors(action):
+                while True:
+                    done, _ = await asyncio.wait({task}, timeout=PROBE_INTERVAL_S)
+                    if done:
+                        return task.result()
+                    if not await self._answers():
+                        raise IndexStoreError(
+                            f"Weaviate {action} failed at {self.location}: the server stopped "
+                            "answering (is it running?)"
+                        )
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=PROBE_TIMEOUT_S)
+
+    async def _answers(self) -> bool:
+        """Whether the server answers its readiness endpoint now (a short, separate request;
+        not weaviate-client's `is_ready`, which prints its errors to stdout)."""
+        if self._probe is None:
+            timeout = min(PROBE_TIMEOUT_S, self.config.timeout_s)
+            self._probe = httpx.AsyncClient(timeout=timeout)
+        try:
+            response = await self._probe.get(self._ready_url)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
 
     def _require(self) -> Any:
         if self._collection is None:
@@ -555,25 +598,32 @@ class WeaviateIndex:
     async def open(self, *, dim: int, model: str, recreate: bool = False) -> None:
         name = self.config.collection
         client = await self._connected()
-        with self._errors(f"opening collection {name!r}"):
-            exists = await client.collections.exists(name)
-            if exists and recreate:
-                log.info("index.weaviate.recreate", collection=name)
-                await client.collections.delete(name)
-                exists = False
-            if exists:
-                collection = client.collections.get(name)
-                config = await collection.config.get(simple=True)
-                check_collection_config(name, config, model=model, dim=dim)
-            else:
-                collection = await client.collections.create(
-                    **collection_create_kwargs(name, model=model, dim=dim)
-                )
-                log.info("index.weaviate.created", collection=name, model=model, dim=dim)
-        self._collection = collection
+        self._collection = await self._run(
+            f"opening collection {name!r}", self._open(client, name, dim, model, recreate)
+        )
         self._dim = dim
 
+    async def _open(self, client: Any, name: str, dim: int, model: str, recreate: bool) -> Any:
+        exists = await client.collections.exists(name)
+        if exists and recreate:
+            log.info("index.weaviate.recreate", collection=name)
+            await client.collections.delete(name)
+            exists = False
+        if exists:
+            collection = client.collections.get(name)
+            config = await collection.config.get(simple=True)
+            check_collection_config(name, config, model=model, dim=dim)
+            return collection
+        collection = await client.collections.create(
+            **collection_create_kwargs(name, model=model, dim=dim)
+        )
+        log.info("index.weaviate.created", collection=name, model=model, dim=dim)
+        return collection
+
     async def close(self) -> None:
+        if self._probe is not None:
+            await self._probe.aclose()
+            self._probe = None
         client, self._collection = self._client, None
         if client is not None and self._owns_client:
             self._client = None
@@ -584,25 +634,28 @@ class WeaviateIndex:
         """The client, connecting one of our own first when none was given or made yet."""
         if self._client is None:
             client = make_client(self.config)
-            with self._errors("connecting"):
-                await client.connect()
+            try:
+                with self._errors("connecting"):
+                    await client.connect()
+            except IndexStoreError:
+                with suppress(*_STORE_ERRORS):
+                    await client.close()
+                raise
             self._client, self._owns_client = client, True
         return self._client
 
     async def drop(self) -> None:
         """Delete the whole collection (tests and `--rebuild` clean-up); connects if needed."""
         client = await self._connected()
-        with self._errors(f"deleting collection {self.config.collection!r}"):
-            await client.collections.delete(self.config.collection)
+        await self._run(
+            f"deleting collection {self.config.collection!r}",
+            client.collections.delete(self.config.collection),
+        )
         self._collection = None
 
     async def ping(self) -> None:
-        if self._client is None:
-            raise IndexStoreError("the Weaviate index is not open")
-        with self._errors("readiness check"):
-            ready = await self._client.is_ready()
-        if not ready:
-            raise IndexStoreError(f"Weaviate at {self.location} is not ready")
+        if not await self._answers():
+            raise IndexStoreError(f"Weaviate at {self.location} is not ready or not reachable")
 
     async def optimize(self) -> None:
         """Nothing to do: Weaviate updates its HNSW and inverted (BM25) indices on every write
@@ -620,17 +673,24 @@ class WeaviateIndex:
                 if r.key != key:
                     raise ValueError(f"chunk {r.chunk_id} belongs to {r.key}, not {key}")
         objects = [data_object(r, dim=self._dim) for chunks in records.values() for r in chunks]
-        with self._errors("writing chunks"):
-            for batch in _batched(objects, WRITE_BATCH):
-                result = await collection.data.insert_many(list(batch))
-                if result.has_errors or result.errors:
-                    self._raise_batch_errors(result.errors, len(batch))
-            stale = [
-                stale_chunks_filter(key, [r.ordinal for r in chunks])
-                for key, chunks in sorted(records.items())
-            ]
-            for group in _batched(stale, DOCS_PER_CALL):
-                await self._delete_where(collection, Filter.any_of(list(group)))
+        await self._run("writing chunks", self._replace(collection, records, objects))
+
+    async def _replace(
+        self,
+        collection: Any,
+        records: Mapping[DocKey, Sequence[ChunkRecord]],
+        objects: list[DataObject[dict[str, Any], None]],
+    ) -> None:
+        for batch in _batched(objects, WRITE_BATCH):
+            result = await collection.data.insert_many(list(batch))
+            if result.has_errors or result.errors:
+                self._raise_batch_errors(result.errors, len(batch))
+        stale = [
+            stale_chunks_filter(key, [r.ordinal for r in chunks])
+            for key, chunks in sorted(records.items())
+        ]
+        for group in _batched(stale, DOCS_PER_CALL):
+            await self._delete_where(collection, Filter.any_of(list(group)))
 
     def _raise_batch_errors(self, errors: Mapping[int, Any], size: int) -> None:
         first = sorted(errors.items())[:3]
@@ -663,25 +723,27 @@ class WeaviateIndex:
         if not keys:
             return
         collection = self._require()
-        unique = sorted(set(keys))
-        with self._errors("deleting documents"):
-            for group in _batched(unique, DOCS_PER_CALL):
-                await self._delete_where(collection, docs_filter(group))
+        await self._run("deleting documents", self._delete_docs(collection, sorted(set(keys))))
+
+    async def _delete_docs(self, collection: Any, keys: list[DocKey]) -> None:
+        for group in _batched(keys, DOCS_PER_CALL):
+            await self._delete_where(collection, docs_filter(group))
 
     # --- reads ---------------------------------------------------------------------------
 
     async def manifest(self) -> dict[DocKey, DocState]:
         collection = self._require()
-        rows: list[Mapping[str, Any]] = []
-        with self._errors("reading the manifest"):
-            iterator = collection.iterator(
-                include_vector=False,
-                return_properties=list(MANIFEST_PROPERTIES),
-                cache_size=ITERATOR_PAGE,
-            )
-            async for obj in iterator:
-                rows.append(obj.properties)
-        return manifest_from_properties(rows)
+        return manifest_from_properties(
+            await self._run("reading the manifest", self._manifest_rows(collection))
+        )
+
+    async def _manifest_rows(self, collection: Any) -> list[Mapping[str, Any]]:
+        iterator = collection.iterator(
+            include_vector=False,
+            return_properties=list(MANIFEST_PROPERTIES),
+            cache_size=ITERATOR_PAGE,
+        )
+        return [obj.properties async for obj in iterator]
 
     async def _doc_chunks(
         self, keys: Sequence[DocKey], *, properties: list[str], include_vector: bool
@@ -721,10 +783,10 @@ class WeaviateIndex:
     async def vectors_for(self, keys: Sequence[DocKey]) -> dict[str, list[float]]:
         if not keys:
             return {}
-        with self._errors("reading vectors"):
-            objects = await self._doc_chunks(
-                keys, properties=["text_hash", "ordinal"], include_vector=True
-            )
+        objects = await self._run(
+            "reading vectors",
+            self._doc_chunks(keys, properties=["text_hash", "ordinal"], include_vector=True),
+        )
         out: dict[str, list[float]] = {}
         for obj in objects:
             vectors = obj.vector or {}
@@ -733,11 +795,13 @@ class WeaviateIndex:
                 out[str(obj.properties["text_hash"])] = [float(x) for x in vector]
         return out
 
-    async def stats(self) -> IndexStats:
+    async def count_chunks(self) -> int:
         collection = self._require()
-        with self._errors("counting chunks"):
-            agg = await collection.aggregate.over_all(total_count=True)
-        chunks = int(agg.total_count or 0)
+        agg = await self._run("counting chunks", collection.aggregate.over_all(total_count=True))
+        return int(agg.total_count or 0)
+
+    async def stats(self) -> IndexStats:
+        chunks = await self.count_chunks()
         documents = len(await self.manifest()) if chunks else 0
         return IndexStats(documents, chunks, self.name, self.location, ann_index=True)
 
@@ -755,19 +819,17 @@ class WeaviateIndex:
         mode = query.mode
         if mode == "hybrid" and not query.text.strip():
             mode = "vector"  # nothing for BM25 to match
-        with self._errors(f"{mode} search"):
-            if mode == "hybrid":
-                res = await collection.query.hybrid(**hybrid_kwargs(query, where))
-                distance_based = False
-            elif mode == "vector":
-                res = await collection.query.near_vector(**near_vector_kwargs(query, where))
-                distance_based = True
-            elif mode == "keyword":
-                if not query.text.strip():
-                    return []
-                res = await collection.query.bm25(**bm25_kwargs(query, where))
-                distance_based = False
-            else:
-                raise ValueError(f"unknown search mode {query.mode!r}")
+        if mode == "hybrid":
+            call, distance_based = collection.query.hybrid(**hybrid_kwargs(query, where)), False
+        elif mode == "vector":
+            call = collection.query.near_vector(**near_vector_kwargs(query, where))
+            distance_based = True
+        elif mode == "keyword":
+            if not query.text.strip():
+                return []
+            call, distance_based = collection.query.bm25(**bm25_kwargs(query, where)), False
+        else:
+            raise ValueError(f"unknown search mode {query.mode!r}")
+        res = await self._run(f"{mode} search", call)
         hits = [hit_from_object(o, distance_based=distance_based) for o in res.objects]
         return hits[: query.k]
