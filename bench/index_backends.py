@@ -14,7 +14,7 @@ Prints, per store:
 - search p50/p95 at 10k and 100k chunks (the real chunks replicated with perturbed vectors and
   tagged text), with an access filter, as serving searches.
 
-    python bench/index_backends.py [--work .bench/backends] [--docs 150] [--sizes 10000 100000]
+    python bench/index_backends.py [--work .bench/backends] [--docs 200] [--sizes 10000 100000]
 
 Weaviate comes from WEAVIATE_URL (and EXPERTBOT_KNOWLEDGE__WEAVIATE__GRPC_URL), else this
 starts scripts/weaviate.sh's default server.
@@ -40,7 +40,12 @@ import numpy as np
 from _common import ROOT, git_rev, machine, summary_ms
 
 from bench.pydocs_dataset import build as build_dataset
-from knowledge.config import KnowledgeConfig, LanceDBConfig, SearchConfig, SourceConfig, WeaviateConfig
+from knowledge.config import (
+    KnowledgeConfig,
+    LanceDBConfig,
+    SourceConfig,
+    WeaviateConfig,
+)
 from knowledge.database import make_engine, sqlite_url
 from knowledge.embedding import SentenceTransformerEmbedder
 from knowledge.index.base import KnowledgeIndex
@@ -77,7 +82,7 @@ def sample_corpus(dataset_dir: Path, docs: int, seed: int = 7) -> tuple[Path, li
     questions = [
         json.loads(line) for line in (dataset_dir / "questions.jsonl").read_text().splitlines()
     ]
-    gold = {d for q in questions for d in q["docs"]}
+    gold = {d for q in questions for d in q["doc"]}
     pages = sorted(str(p.relative_to(corpus)) for p in corpus.rglob("*.rst"))
     others = [p for p in pages if p not in gold]
     random.Random(seed).shuffle(others)
@@ -197,7 +202,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     dataset = build_dataset(work / "dataset")
     corpus, faq = sample_corpus(work / "dataset", args.docs)
     handbook = ROOT / "examples" / "knowledge"
-    sources = [SourceConfig(path=corpus, name="pydocs"), SourceConfig(path=handbook, name="handbook")]
+    sources = [
+        SourceConfig(path=corpus, name="pydocs"),
+        SourceConfig(path=handbook, name="handbook"),
+    ]
     hb_questions = [
         json.loads(line)
         for line in (ROOT / "examples" / "questions.jsonl").read_text().splitlines()
@@ -207,7 +215,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": machine(),
         "commit": git_rev(),
-        "faq_questions": dataset.get("questions"),
+        "faq_questions": dataset.get("questions_kept"),
     }
 
     # One embedding pass: a real sync into LanceDB.
@@ -226,7 +234,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
     cases = []
     for q in faq:
-        cases.append((q["question"], {f"pydocs:{d}" for d in q["docs"]}))
+        cases.append((q["question"], {f"pydocs:{d}" for d in q["doc"]}))
     for q in hb_questions:
         docs = q.get("docs") or [q["doc"]]
         cases.append((q["question"], {f"handbook:{d}" for d in docs}))
@@ -237,7 +245,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     wv_config = KnowledgeConfig(
         store="weaviate", sources=sources, weaviate=weaviate_config(collection)
     )
-    weaviate = Knowledge.build(wv_config, data_dir=work / "weaviate", engine=engine, embedder=embedder)
+    weaviate = Knowledge.build(
+        wv_config, data_dir=work / "weaviate", engine=engine, embedder=embedder
+    )
     await weaviate.index.open(dim=embedder.dim, model=embedder.model_name)
     write_s = await write_all(weaviate.index, records)
     lance_copy = LanceIndex(work / "lance-copy", LanceDBConfig())
@@ -312,7 +322,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "backends")
-    parser.add_argument("--docs", type=int, default=150)
+    parser.add_argument("--docs", type=int, default=200)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--json", action="store_true")
