@@ -25,7 +25,7 @@
 # and in deploy/ (compose, Helm); WEAVIATE_VERSION overrides it.
 set -euo pipefail
 
-WEAVIATE_VERSION="${WEAVIATE_VERSION:-v1.39.0}"
+WEAVIATE_VERSION="${WEAVIATE_VERSION:-v1.39.3}"
 MODULE="github.com/weaviate/weaviate/cmd/weaviate-server"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/expertbot"
 BIN_DIR="$CACHE/weaviate/$WEAVIATE_VERSION"

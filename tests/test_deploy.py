@@ -34,9 +34,9 @@ TEMPLATES = CHART / "templates"
 INSTALL_SH = ROOT / "scripts" / "install.sh"
 
 EXACT_VERSION = re.compile(r"\d+\.\d+\.\d+")
-# The Weaviate servers weaviate-client 4.23 (pyproject.toml) supports: 1.27 (it refuses older
-# ones) up to 1.37 (the newest features it knows).
-WEAVIATE_SUPPORTED = ((1, 27), (1, 37))
+# weaviate-client 4.23 (pyproject.toml) refuses servers older than 1.27; deploy/ must run the
+# server the tests run (scripts/weaviate.sh builds it).
+WEAVIATE_SUPPORTED = ((1, 27), (1, 39))
 SERVE = ["serve", "--host", "0.0.0.0", "--port", "3000"]
 
 
@@ -258,6 +258,14 @@ def test_weaviate_is_pinned_to_a_supported_version(compose):
     assert tag != "latest" and EXACT_VERSION.fullmatch(tag), image
     low, high = WEAVIATE_SUPPORTED
     assert low <= tuple(int(part) for part in tag.split(".")[:2]) <= high
+
+
+def test_deploy_runs_the_weaviate_version_the_tests_run(compose, values):
+    script = (ROOT / "scripts" / "weaviate.sh").read_text()
+    tested = re.search(r'WEAVIATE_VERSION="\$\{WEAVIATE_VERSION:-v(\d+\.\d+\.\d+)\}"', script)
+    assert tested, "scripts/weaviate.sh pins no version"
+    assert image_tag(compose["services"]["weaviate"]["image"]) == tested.group(1)
+    assert str(values["weaviate"]["image"]["tag"]) == tested.group(1)
 
 
 def test_weaviate_without_vectorizer_with_persistence(compose):
