@@ -22,6 +22,7 @@ export_lines() {
 if lines="$("$here/postgres.sh" start)"; then
   export_lines "$lines"
 else
+  unset TEST_POSTGRES_URL  # a server that does not answer is no server
   missing+=("PostgreSQL")
 fi
 
