@@ -16,9 +16,10 @@ Search maps onto Weaviate's own hybrid (BM25 + vector, fused server-side with ra
 reciprocal rank, like knowledge.fusion — or relativeScoreFusion), near_vector and bm25 queries,
 with the access scope and sources as a Weaviate filter applied inside the search.
 
-The pieces that only translate between our types and weaviate-client's (collection config,
-properties, data objects, filters, query arguments, hits) are module-level functions, so the
-tests can check what is sent at the client boundary without a server.
+Every call fails fast when the server goes away (see `WeaviateIndex._run`): weaviate-client
+alone would retry for about a minute. The pieces that only translate between our types and
+weaviate-client's (collection config, properties, data objects, filters, query arguments, hits)
+are module-level functions. The tests run against a live server (scripts/weaviate.sh).
 """
 
 from __future__ import annotations
