@@ -39,7 +39,13 @@ if [[ -n "${TEST_POSTGRES_URL:-}" ]]; then
   exit 0
 fi
 
-newest_version() { ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1; }
+# The newest PostgreSQL whose server is installed (a client alone leaves /usr/lib/postgresql/N too).
+newest_version() {
+  local bin
+  for bin in /usr/lib/postgresql/*/bin/postgres; do
+    [[ -x "$bin" ]] && basename "$(dirname "$(dirname "$bin")")"
+  done | sort -V | tail -n 1
+}
 
 install_postgres() {
   [[ -n "$(newest_version)" ]] && command -v pg_createcluster >/dev/null 2>&1 && return 0
