@@ -46,6 +46,7 @@ lint: install-dev
 bench: install-dev
 	$(PY) bench/retrieval.py
 	$(PY) bench/search_latency.py
+	scripts/with-services.sh $(PY) bench/index_backends.py
 	$(PY) bench/abstention.py
 	$(PY) bench/answering.py
 	$(PY) bench/slack_ack.py
