@@ -17,7 +17,9 @@
 # the same address. Every listener (HTTP, gRPC, gossip, cluster data, Raft, Raft RPC) gets a free
 # port, so several instances run side by side. Telemetry is off, no vectorizer module is loaded
 # (expertbot brings its own vectors), access is anonymous unless --api-key is given. A second
-# `start` of a running instance prints its lines and changes nothing.
+# `start` of a running instance prints its lines and changes nothing. HTTP, gossip and Raft bind
+# to 127.0.0.1; Weaviate has no setting to bind its gRPC and cluster-data ports to one address,
+# so those two listen on every interface: on a shared network, firewall them or use --api-key.
 #
 # The server binary is built with `go install` (Go >= 1.26, cgo with gcc) into
 # ${XDG_CACHE_HOME:-~/.cache}/expertbot/weaviate/VERSION, outside the repository;
