@@ -588,12 +588,13 @@ HADOLINT = shutil.which("hadolint")
 HELM = shutil.which("helm")
 KUBECONFORM = shutil.which("kubeconform")
 
-if HADOLINT:
 
-    @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
-    def test_hadolint(path):
-        done = subprocess.run([HADOLINT, str(path)], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
+@pytest.mark.skipif(not HADOLINT, reason="hadolint is not installed")
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint(path):
+    assert HADOLINT
+    done = subprocess.run([HADOLINT, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def chart_with_dependencies(tmp_path: Path) -> Path:
@@ -612,33 +613,33 @@ def chart_with_dependencies(tmp_path: Path) -> Path:
     return copy
 
 
-if HELM:
+@pytest.mark.skipif(not HELM, reason="helm is not installed")
+def test_helm_lint_and_template(tmp_path):
+    assert HELM
+    chart = chart_with_dependencies(tmp_path)
+    lint = subprocess.run([HELM, "lint", str(chart)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    args = ["--set", "trainJob.enabled=true", "--set", "ingress.enabled=true"]
+    done = subprocess.run(
+        [HELM, "template", "expertbot", str(chart), *args], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(done.stdout) if doc}
+    assert {"Deployment", "Service", "ConfigMap", "Job", "Ingress"} <= kinds
+    assert "PersistentVolumeClaim" in kinds
 
-    def test_helm_lint_and_template(tmp_path):
-        chart = chart_with_dependencies(tmp_path)
-        lint = subprocess.run([HELM, "lint", str(chart)], capture_output=True, text=True)
-        assert lint.returncode == 0, lint.stdout + lint.stderr
-        args = ["--set", "trainJob.enabled=true", "--set", "ingress.enabled=true"]
-        done = subprocess.run(
-            [HELM, "template", "expertbot", str(chart), *args], capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        kinds = {doc["kind"] for doc in yaml.safe_load_all(done.stdout) if doc}
-        assert {"Deployment", "Service", "ConfigMap", "Job", "Ingress"} <= kinds
-        assert "PersistentVolumeClaim" in kinds
 
-
-if HELM and KUBECONFORM:
-
-    def test_rendered_chart_passes_kubeconform(tmp_path):
-        chart = chart_with_dependencies(tmp_path)
-        rendered = subprocess.run(
-            [HELM, "template", "expertbot", str(chart), "--set", "trainJob.enabled=true"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        done = subprocess.run(
-            [KUBECONFORM, "-strict", "-summary"], input=rendered, capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+@pytest.mark.skipif(not (HELM and KUBECONFORM), reason="helm and kubeconform are not installed")
+def test_rendered_chart_passes_kubeconform(tmp_path):
+    assert HELM and KUBECONFORM
+    chart = chart_with_dependencies(tmp_path)
+    rendered = subprocess.run(
+        [HELM, "template", "expertbot", str(chart), "--set", "trainJob.enabled=true"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    done = subprocess.run(
+        [KUBECONFORM, "-strict", "-summary"], input=rendered, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
