@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Run a command with the test services up: PostgreSQL (scripts/postgres.sh) and a live Weaviate
 # (scripts/weaviate.sh), their addresses exported (TEST_POSTGRES_URL, WEAVIATE_URL,
-# EXPERTBOT_KNOWLEDGE__WEAVIATE__GRPC_URL). A Weaviate this script started is stopped when the
+# EXPERTBOT_KNOWLEDGE__WEAVIATE__GRPC_URL), and the Go tools the tests use on PATH
+# (scripts/go-tools.sh: helm). A Weaviate this script started is stopped when the
 # command ends; one that was already running is left as it was.
 #
 #   scripts/with-services.sh .venv/bin/python -m pytest
 #
-# A service that cannot be had (no apt-get or root for PostgreSQL, no Go for Weaviate) is a
+# A service that cannot be had (no apt-get or root for PostgreSQL, no Go for Weaviate or helm) is a
 # loud warning and its tests report themselves as not run; with CI set it fails the run.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -36,6 +37,12 @@ elif lines="$("$here/weaviate.sh" start)"; then
   started_weaviate=1
 else
   missing+=("Weaviate")
+fi
+
+if lines="$("$here/go-tools.sh")"; then
+  export_lines "$lines"
+else
+  missing+=("helm (the Helm chart's tests)")
 fi
 
 if [[ ${#missing[@]} -gt 0 ]]; then

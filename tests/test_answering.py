@@ -4,10 +4,12 @@ fake server when a test needs to script what the model writes (citations)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
@@ -200,9 +202,18 @@ async def test_an_empty_question_is_a_clear_error(core: Core, text: str) -> None
         await core.answerer.answer(Question(text))
 
 
+def recorded_answers(core: Core) -> int:
+    from training.store import answers
+
+    with core.store.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(answers)).scalar_one())
+
+
 async def test_a_huge_question_is_refused_clearly_and_nothing_is_recorded(core: Core) -> None:
+    before = recorded_answers(core)
     with pytest.raises(QueryError, match=r"too long \(40,000 characters; the limit is 4,000\)"):
         await core.answerer.answer(Question("x" * 40_000))
+    assert recorded_answers(core) == before
 
 
 async def test_control_characters_are_dropped_and_other_languages_answered(core: Core) -> None:
@@ -225,9 +236,15 @@ async def test_a_slow_answer_times_out_cleanly(handbook_data_dir: Path, tiny_phi
     core = Core.build(settings, embedder=embedder)
     await core.start()
     try:
-        with pytest.raises(GenerationTimeout):
+        began = time.monotonic()
+        with pytest.raises(GenerationTimeout, match=r"took longer than .* and was cancelled"):
             await core.answerer.answer(Question(PASSWORD_Q))
+        assert time.monotonic() - began < 10, "the slow answer was not cancelled in time"
+        # The cancelled generation freed the model: the next question is answered.
         core.settings.model.timeout_s = 60
+        core.settings.model.max_new_tokens = 4
+        answer = await core.answerer.answer(Question(PASSWORD_Q))
+        assert answer.text and not answer.abstained
     finally:
         await core.close()
 
