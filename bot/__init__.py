@@ -1,1 +1,2 @@
-"""Everything that talks to people: the CLI, and later Slack, Teams and the scheduler."""
+"""Everything that talks to people: the CLI, the web server with Slack and Teams, the
+admin operations and the scheduler."""

@@ -418,7 +418,9 @@ def serve(
     host: str | None = typer.Option(None, "--host", help="Interface (default: server.host)."),
     port: int | None = typer.Option(None, "--port", help="Port (default: server.port, 3000)."),
 ) -> None:
-    """Run the chat server: Slack events (HTTP or Socket Mode), /healthz and /readyz."""
+    """Run the chat server: Slack events (HTTP or Socket Mode) at /slack/events, Teams at
+    /api/messages, /healthz, /readyz and /metrics (Prometheus), and the schedule (re-sync and
+    nightly training)."""
 
     async def work(settings: Settings) -> None:
         from bot.server import serve as run_server

@@ -1,1 +1,2 @@
-"""Models, the feedback store and adapters (built by the learning-loop issue)."""
+"""Models and what they learn from: serving (generators, prompts, citations), the feedback
+store, the training set, QLoRA fine-tuning, the eval gate and the adapter registry."""

@@ -1,11 +1,13 @@
-"""The feedback store, as far as answering needs it: every answer given, and curated answers.
+"""The feedback store: every answer given, what people said about it, and curated answers.
 
 SQLAlchemy on the shared SQL store (SQLite by default, PostgreSQL by URL), namespace
-`training`, numbered migrations. The learning-loop issue adds ratings, corrections and the
-training set on top; here:
+`training`, numbered migrations. It holds:
 
 - `record(...)` keeps each answered question (question, asker, where, retrieved chunks, answer,
-  cited sources, model and adapter, timings) under the Answer's id;
+  cited sources, model and adapter, timings) under the Answer's id; `link_message(...)` ties
+  the chat message that shows it to that id;
+- `rate` / `retract` (👍 / 👎), `add_correction` (an expert's or anyone's), and what the
+  training set reads back: `training_candidates`, `imported_examples`, `feedback_counts`;
 - `add_curated(...)` stores an expert-approved or corrected answer with its question's
   embedding; `find_curated(...)` returns the one whose question is near-identical to a new
   question (cosine ≥ threshold), if the asker may see every source it cites.
