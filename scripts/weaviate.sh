@@ -64,7 +64,12 @@ STATE="$HOME_DIR/weaviate.env"   # ports and key of this instance
 PIDFILE="$HOME_DIR/weaviate.pid"
 LOG="$HOME_DIR/weaviate.log"
 
-pid_alive() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+# Alive: the process exists and is not a zombie (killed, but not yet reaped by its new parent).
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]]
+}
+pid_alive() { [[ -f "$PIDFILE" ]] && alive "$(cat "$PIDFILE")"; }
 
 load_state() {
   # shellcheck disable=SC1090
@@ -124,10 +129,10 @@ stop_instance() {
     pid="$(cat "$PIDFILE")"
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
+      alive "$pid" || break
       sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
       say "weaviate-server (pid $pid) did not stop in 10 s: killing it"
       kill -KILL "$pid" 2>/dev/null || true
     fi

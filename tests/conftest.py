@@ -126,7 +126,9 @@ class WeaviateServer:
         while time.monotonic() < deadline:
             try:
                 os.kill(pid, 0)
-            except ProcessLookupError:
+                if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                    return  # dead, not yet reaped by its parent
+            except (ProcessLookupError, FileNotFoundError):
                 return
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
