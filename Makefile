@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev demo test services services-stop lint bench clean
+.PHONY: install install-dev demo test test-fast services services-stop lint bench clean
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	scripts/install.sh
@@ -29,6 +29,10 @@ test: install-dev
 	$(BIN)/ruff format --check bot knowledge training tests bench scripts
 	$(BIN)/mypy
 	HF_HUB_OFFLINE=1 scripts/with-services.sh $(PY) -m pytest
+
+## The inner loop: every test but those marked slow (real training, the demo model), no lint.
+test-fast: install-dev
+	HF_HUB_OFFLINE=1 scripts/with-services.sh $(PY) -m pytest -q -m "not slow"
 
 ## Start PostgreSQL and Weaviate and print their addresses: eval "$$(make -s services)".
 services:

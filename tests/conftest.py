@@ -326,6 +326,34 @@ def tiny_adapters(tiny_phi3: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return [make_lora_adapter(tiny_phi3, root / f"a{seed}", seed=seed) for seed in (1, 2)]
 
 
+RECORDED_RUN = ROOT / "tests" / "assets" / "recorded_training_run.json"
+
+
+@pytest.fixture
+def recorded_training(monkeypatch: pytest.MonkeyPatch, tiny_adapters: list[Path]) -> None:
+    """The learning loop with its training worker replayed from a recording: the events and
+    scores of a real QLoRA run of the tiny Phi-3 on twelve expert corrections
+    (tests/assets/recorded_training_run.json), and a real tiny LoRA adapter as its output.
+    The gate, the report and loss curve, the registry and every announcement run for real;
+    tests/test_training.py trains for real."""
+    import copy
+    import json
+
+    import training.pipeline as pipeline
+
+    recorded = json.loads(RECORDED_RUN.read_text())
+
+    async def replay(spec: Any, run_dir: Path, *, timeout_s: float, **hooks: Any) -> Any:
+        on_event = hooks.get("on_event")
+        for event in recorded["events"]:
+            if on_event is not None:
+                on_event(event)
+        shutil.copytree(tiny_adapters[0], spec.output)
+        return copy.deepcopy(recorded["result"])
+
+    monkeypatch.setattr(pipeline, "run_worker", replay)
+
+
 @pytest.fixture(scope="session")
 def synced_handbook(
     tmp_path_factory: pytest.TempPathFactory, real_embedder: SentenceTransformerEmbedder

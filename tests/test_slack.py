@@ -771,7 +771,7 @@ async def test_rollback_and_retrain_report_clearly_when_they_cannot_run(env: Env
 
 
 async def test_retrain_from_slack_promotes_and_posts_the_report_to_the_admin_channel(
-    env: Env,
+    env: Env, recorded_training: None
 ) -> None:
     for question in QUESTIONS[:12]:
         corrected(env.core.store, question)

@@ -502,7 +502,7 @@ async def test_the_bot_added_to_a_conversation_says_welcome_once(env: Env) -> No
 
 
 async def test_retrain_from_teams_promotes_and_posts_the_report_to_the_admin_conversation(
-    env: Env,
+    env: Env, recorded_training: None
 ) -> None:
     # The admin conversation becomes known when someone writes there.
     await texts_after(env, env.activity("help", conversation=ADMIN_CHAT, kind="groupChat"), 1)
