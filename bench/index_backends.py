@@ -265,7 +265,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "write_chunks_per_s": round(len(records) / writes[name], 1),
             "resync_unchanged_s": round(resync_s, 2),
             "resync_unchanged_embedded": again.chunks_embedded,
-            "quality": await quality(knowledge.index, [(t_, v, g) for t_, v, g in embedded]),
+            "quality": await quality(knowledge.index, embedded),
         }
 
     queries = [(t_, v) for t_, v, _ in embedded]

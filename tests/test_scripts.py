@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SCRIPTS, WeaviateServer, needs_postgres
+from tests.conftest import SCRIPTS, WeaviateServer, needs_postgres, process_gone
 
 debian_root = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("pg_createcluster"),
@@ -62,11 +62,7 @@ def test_weaviate_sh_prints_only_eval_able_lines_and_a_second_start_changes_noth
     assert stopped.returncode == 0 and stopped.stdout == ""
     gone = script("weaviate.sh", "url", "--data", data)
     assert gone.returncode == 1 and gone.stdout == "" and "no Weaviate is running" in gone.stderr
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except FileNotFoundError:
-        state = "gone"
-    assert state in ("gone", "Z")  # gone, or dead and not yet reaped
+    assert process_gone(pid)
 
 
 @pytest.mark.skipif(not shutil.which("pg_isready"), reason="needs PostgreSQL's pg_isready")
