@@ -25,8 +25,8 @@ demo: install
 ## Lint, type-check and run every test: SQLite and PostgreSQL, LanceDB and a live Weaviate
 ## (scripts/with-services.sh starts both servers; Weaviate is built with Go on first use).
 test: install-dev
-	$(BIN)/ruff check bot knowledge training tests bench scripts
-	$(BIN)/ruff format --check bot knowledge training tests bench scripts
+	$(BIN)/ruff check base bot knowledge training tests bench scripts
+	$(BIN)/ruff format --check base bot knowledge training tests bench scripts
 	$(BIN)/mypy
 	HF_HUB_OFFLINE=1 scripts/with-services.sh $(PY) -m pytest
 
@@ -44,8 +44,8 @@ services-stop:
 	@scripts/postgres.sh stop
 
 lint: install-dev
-	$(BIN)/ruff check --fix bot knowledge training tests bench scripts
-	$(BIN)/ruff format bot knowledge training tests bench scripts
+	$(BIN)/ruff check --fix base bot knowledge training tests bench scripts
+	$(BIN)/ruff format base bot knowledge training tests bench scripts
 
 bench: install-dev
 	$(PY) bench/retrieval.py

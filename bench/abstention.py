@@ -38,10 +38,10 @@ from pathlib import Path
 
 from _common import ROOT, git_rev, machine
 
+from base.database import make_engine, sqlite_url
 from bench.pydocs_dataset import build as build_dataset
 from bot.logging import configure_logging
 from knowledge.config import KnowledgeConfig, SourceConfig
-from knowledge.database import make_engine, sqlite_url
 from knowledge.embedding import Embedder, SentenceTransformerEmbedder
 from knowledge.models import IndexStats, SearchFilters
 from knowledge.runtime import Knowledge

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from _common import ROOT, machine
 
-from training.local import _cpu_has_bf16
+from training.devices import cpu_has_bf16
 
 
 def main() -> None:
@@ -27,11 +27,11 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from training.demo import prepare_demo_model
+    from training.serving.demo import prepare_demo_model
 
     path = prepare_demo_model(args.data_dir)
     print(
-        f"machine: {machine()}; native bf16: {_cpu_has_bf16()}; torch threads {torch.get_num_threads()}"
+        f"machine: {machine()}; native bf16: {cpu_has_bf16()}; torch threads {torch.get_num_threads()}"
     )
     prompt = torch.randint(100, 40_000, (1, args.tokens))
     for dtype in (torch.float32, torch.bfloat16):

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from _common import ROOT, git_rev, machine, summary_ms
 
+from base.database import make_engine, sqlite_url
 from bench.pydocs_dataset import build as build_dataset
 from knowledge.config import (
     KnowledgeConfig,
@@ -46,7 +47,6 @@ from knowledge.config import (
     SourceConfig,
     WeaviateConfig,
 )
-from knowledge.database import make_engine, sqlite_url
 from knowledge.embedding import SentenceTransformerEmbedder
 from knowledge.index.base import KnowledgeIndex
 from knowledge.index.lancedb import LanceIndex

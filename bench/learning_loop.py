@@ -4,7 +4,7 @@
 its project's codename, its standup time, its incident channel) that are in no document and in
 no model. Half of them (every template in both halves) are taught the way experts teach in
 production: the bot's answer is recorded, an expert corrects it in the thread, then the real
-`Ops.retrain` runs the whole pipeline — training set (with re-retrieved handbook context), a
+`Ops.train` runs the whole pipeline — training set (with re-retrieved handbook context), a
 QLoRA run of the demo model in the worker process, the eval gate, the registry.
 
 Then both the base model and the new adapter answer all 50 questions (greedy, the serving
@@ -63,14 +63,14 @@ def facts() -> list[dict[str, Any]]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from base.database import make_engine
     from bot.ops import Ops
     from bot.settings import load_settings
     from knowledge.config import SourceConfig
-    from knowledge.database import make_engine
     from knowledge.runtime import Knowledge
-    from training.dataset import split_of
+    from training.feedback.store import FeedbackStore
+    from training.learning.dataset import split_of
     from training.registry import AdapterRegistry
-    from training.store import AnswerStore
 
     if args.work.exists():
         shutil.rmtree(args.work)
@@ -97,7 +97,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     knowledge = Knowledge.build(settings.knowledge, data_dir=args.work, engine=engine)
     await knowledge.open()
     await knowledge.syncer.run(trigger="bench")
-    store = AnswerStore(engine)
+    store = FeedbackStore(engine)
     store.migrate()
     ops = Ops(settings, knowledge, store, AdapterRegistry(settings.adapter_registry))
     all_facts = facts()
@@ -124,7 +124,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.perf_counter()
     try:
-        result = await ops.retrain(trigger="bench")
+        result = await ops.train(trigger="bench")
     finally:
         await knowledge.close()
     train_s = time.perf_counter() - started
@@ -148,16 +148,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def _score(ops: Any, version: str, all_facts: list[dict[str, Any]]) -> dict[str, Any]:
     from peft import PeftModel
 
-    from training.demo import prepare_demo_model
-    from training.finetune import (
+    from training.learning.finetune import (
         ChatFormat,
         TrainExample,
         generate_answer,
         load_base,
         resolve_device,
     )
-    from training.local import stop_token_ids
-    from training.metrics import token_f1
+    from training.scoring import token_f1
+    from training.serving.demo import prepare_demo_model
+    from training.serving.local import stop_token_ids
 
     config = ops.settings.training
     tokenizer, model = load_base(

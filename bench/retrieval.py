@@ -23,9 +23,9 @@ from pathlib import Path
 
 from _common import ROOT, git_rev, machine
 
+from base.database import make_engine, sqlite_url
 from bench.pydocs_dataset import build as build_dataset
 from knowledge.config import KnowledgeConfig, SourceConfig
-from knowledge.database import make_engine, sqlite_url
 from knowledge.evaluation import evaluate_retrieval, load_cases
 from knowledge.runtime import Knowledge
 

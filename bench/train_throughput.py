@@ -2,7 +2,7 @@
 
 The demo model (SmolLM2-135M-Instruct, offline) on the CPU by default, or any `--base`; the
 examples are question/answer pairs with two handbook passages each, rendered in the model's chat
-format exactly as `expertbot train` renders them (`training/finetune.py`), loss on the answer
+format exactly as `expertbot train` renders them (`training/learning/finetune.py`), loss on the answer
 tokens only. It runs what the worker runs — load in 4-bit NF4, `prepare_model_for_kbit_training`,
 LoRA on all linear layers, gradient checkpointing, Trainer — for one epoch, and prints:
 
@@ -32,8 +32,8 @@ HANDBOOK = ROOT / "examples" / "knowledge"
 
 
 def examples(count: int) -> list[Any]:
-    from training.finetune import TrainExample
-    from training.prompting import Passage
+    from training.learning.finetune import TrainExample
+    from training.serving.prompting import Passage
 
     texts = sorted(HANDBOOK.rglob("*.md"))
     passages = []
@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from training.config import PromptConfig, TrainingConfig
-    from training.finetune import ChatFormat, load_base, resolve_device, train, with_lora
+    from training.learning.finetune import ChatFormat, load_base, resolve_device, train, with_lora
 
     config = TrainingConfig(
         quantization=args.quantization,
@@ -86,7 +86,7 @@ def main() -> None:
         if args.phi3:
             base = str(_random_phi3(Path(tmp) / "phi3"))
         elif base == "demo":
-            from training.demo import prepare_demo_model
+            from training.serving.demo import prepare_demo_model
 
             base = str(prepare_demo_model(ROOT / ".bench" / "data"))
         loaded = time.perf_counter()

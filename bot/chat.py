@@ -15,10 +15,10 @@ from typing import Any
 
 import structlog
 
+from base.errors import AlreadyRunningError, ExpertbotError
 from bot.core.question import Answer, Turn
 from bot.ops import JobResult, Ops, Report
-from knowledge.errors import AlreadyRunningError, ExpertbotError
-from training.report import metrics_table
+from training.learning.report import metrics_table
 
 log = structlog.get_logger("expertbot.chat")
 
@@ -36,7 +36,7 @@ def curated_note(answer: Answer, name: Callable[[str], str] = str) -> str | None
 
 
 def thread_history(answers: list[dict[str, Any]]) -> tuple[Turn, ...]:
-    """A thread's earlier answers (`AnswerStore.thread_answers`) as the turns a follow-up
+    """A thread's earlier answers (`FeedbackStore.thread_answers`) as the turns a follow-up
     question carries, oldest first."""
     turns: list[Turn] = []
     for row in answers:
@@ -87,7 +87,7 @@ async def run_admin_job(ops: Ops, job: str, arg: str, *, trigger: str, report: R
         if job == "sync":
             result = await ops.sync(trigger=trigger, report=report)
         elif job == "retrain":
-            result = await ops.retrain(trigger=trigger, report=report)
+            result = await ops.train(trigger=trigger, report=report)
         elif job == "rollback":
             result = await ops.rollback(arg or None, trigger=trigger)
         else:

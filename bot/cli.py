@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from base.database import make_engine, redact_url
+from base.errors import AlreadyRunningError, ConfigError, ExpertbotError
 from bot.core.question import Answer, Question, Where, WhereKind
 from bot.logging import configure_logging
 from bot.settings import Settings, load_settings
 from knowledge.config import SourceConfig
-from knowledge.database import make_engine, redact_url
-from knowledge.errors import AlreadyRunningError, ConfigError, ExpertbotError
 from knowledge.evaluation import evaluate_retrieval, load_cases
 from knowledge.models import AccessScope, SearchFilters
 from knowledge.reports import SyncReport
@@ -484,13 +484,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
 async def _with_ops(settings: Settings, job: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     """Run `job(ops)` with the index and the feedback store open (no model loaded)."""
     from bot.ops import Ops
+    from training.feedback.store import FeedbackStore
     from training.registry import AdapterRegistry
-    from training.store import AnswerStore
 
     knowledge = _knowledge(settings)
     await knowledge.open()
     try:
-        store = AnswerStore(knowledge.engine)
+        store = FeedbackStore(knowledge.engine)
         await asyncio.to_thread(store.migrate)
         return await job(
             Ops(settings, knowledge, store, AdapterRegistry(settings.adapter_registry))
@@ -544,9 +544,7 @@ def train(
 
     async def work(settings: Settings) -> Any:
         if as_json or dry_run or not err.is_terminal:
-            return await _with_ops(
-                settings, lambda ops: ops.retrain(trigger="cli", dry_run=dry_run)
-            )
+            return await _with_ops(settings, lambda ops: ops.train(trigger="cli", dry_run=dry_run))
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -585,7 +583,7 @@ def train(
                     bar.update(task, completed=event["done"])
 
             return await _with_ops(
-                settings, lambda ops: ops.retrain(trigger="cli", on_event=on_event)
+                settings, lambda ops: ops.train(trigger="cli", on_event=on_event)
             )
 
     result = _run(work)
@@ -594,7 +592,7 @@ def train(
     else:
         details = result.details
         if details.get("before") and details.get("after"):
-            from training.report import metrics_rows
+            from training.learning.report import metrics_rows
 
             table = Table(show_edge=False)
             for column in (

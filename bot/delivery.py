@@ -15,8 +15,8 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
-from knowledge.database import Migration, migrate, utcnow
-from knowledge.errors import DatabaseError
+from base.database import Migration, migrate, utcnow
+from base.errors import DatabaseError
 
 log = structlog.get_logger("expertbot.delivery")
 

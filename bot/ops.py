@@ -3,7 +3,7 @@
 The command line, the Slack slash command, Teams' admin messages and the scheduler call these
 same functions, so a sync triggered anywhere is the same sync, with the same lock: a second
 trigger while one runs is answered "already running since …" (AlreadyRunningError). Every run
-is recorded in the job history (bot/history.py). Progress is reported through an optional
+is recorded in the job history (bot/job_history.py). Progress is reported through an optional
 async callback, results as a `JobResult`.
 """
 
@@ -20,22 +20,22 @@ from typing import Any
 import numpy as np
 import structlog
 
+from base.database import redact_url
+from base.errors import AdapterError, AlreadyRunningError
+from base.locks import JobLock
 from bot import metrics
 from bot.core.access import scope_for
 from bot.core.answering import merge_passages
 from bot.core.question import Question, Where, WhereKind
-from bot.history import JobHistory
+from bot.job_history import JobHistory
 from bot.settings import Settings
-from knowledge.database import redact_url
-from knowledge.errors import AdapterError, AlreadyRunningError
-from knowledge.locks import JobLock
 from knowledge.models import SearchFilters
 from knowledge.runtime import Knowledge
-from training.dataset import TrainingSet, build_training_set, read_import
-from training.pipeline import LearningLoop
-from training.prompting import Passage
+from training.feedback.store import FeedbackStore
+from training.learning.dataset import TrainingSet, build_training_set, read_import
+from training.learning.pipeline import LearningLoop
 from training.registry import AdapterRegistry
-from training.store import AnswerStore
+from training.serving.prompting import Passage
 
 log = structlog.get_logger("expertbot.ops")
 
@@ -103,7 +103,7 @@ def _recorded(
 class Ops:
     settings: Settings
     knowledge: Knowledge
-    store: AnswerStore
+    store: FeedbackStore
     registry: AdapterRegistry
     # Called with the result of every training run (the chat layers post it to an admin channel).
     announcers: list[Callable[[JobResult], Awaitable[None]]] = field(default_factory=list)
@@ -184,7 +184,7 @@ class Ops:
         return JobResult("sync", result.status == "ok", result.summary(), result.as_json())
 
     @_recorded("retrain")
-    async def retrain(
+    async def train(
         self,
         *,
         trigger: str,
@@ -288,7 +288,7 @@ class Ops:
         return len(rows)
 
     async def training_set(self) -> TrainingSet:
-        """The training set as the feedback store stands now (see training/dataset.py)."""
+        """The training set as the feedback store stands now (see training/learning/dataset.py)."""
         candidates = await asyncio.to_thread(self.store.training_candidates)
         imported = await asyncio.to_thread(self.store.imported_examples)
         return await build_training_set(

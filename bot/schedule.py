@@ -27,9 +27,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from base.database import Migration, migrate
+from base.errors import AlreadyRunningError
 from bot.delivery import Deliveries
-from knowledge.database import Migration, migrate
-from knowledge.errors import AlreadyRunningError
 
 if TYPE_CHECKING:
     from bot.ops import JobResult, Ops
@@ -224,7 +224,7 @@ class Scheduler:
     async def _run(self, job: str, trigger: str) -> JobResult:
         if job == "sync":
             return await self.ops.sync(trigger=trigger)
-        return await self.ops.retrain(trigger=trigger)
+        return await self.ops.train(trigger=trigger)
 
     def next_runs(self) -> dict[str, Any]:
         return {

@@ -25,14 +25,14 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_sdk.signature import SignatureVerifier
 
+from base.database import ping
+from base.errors import ExpertbotError
 from bot.core.feedback import Feedback
 from bot.core.runtime import Core
 from bot.delivery import Deliveries
 from bot.ops import Ops
 from bot.settings import Settings
 from bot.slack import ids
-from knowledge.database import ping
-from knowledge.errors import ExpertbotError
 
 log = structlog.get_logger("expertbot.server")
 

@@ -26,13 +26,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from base.database import sqlite_url
+from base.errors import ConfigError
 from bot.core.config import AnswerConfig
 from bot.schedule import ScheduleConfig
 from bot.slack.config import SlackConfig
 from bot.teams.config import TeamsConfig
 from knowledge.config import KnowledgeConfig
-from knowledge.database import sqlite_url
-from knowledge.errors import ConfigError
 from training.config import DatasetConfig, ModelConfig, PromptConfig, TrainingConfig
 
 ENV_PREFIX = "EXPERTBOT_"

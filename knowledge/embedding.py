@@ -9,8 +9,8 @@ from typing import Protocol
 import numpy as np
 import structlog
 
+from base.errors import EmbeddingError
 from knowledge.config import DEFAULT_EMBEDDING_MODEL, EmbeddingConfig
-from knowledge.errors import EmbeddingError
 
 log = structlog.get_logger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from knowledge.errors import InputFileError
+from base.errors import InputFileError
 from knowledge.models import SearchFilters
 from knowledge.search import KnowledgeSearch, Mode
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from knowledge.errors import DocumentError, DocumentSkipped
+from base.errors import DocumentError, DocumentSkipped
 from knowledge.models import Access, Section
 
 # Bump when parsing or chunking changes in a way that should re-index every document.

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from knowledge.database import utcnow
+from base.database import utcnow
 from knowledge.schema import sync_items, sync_runs
 
 ACTIONS = ("added", "updated", "deleted", "unchanged", "skipped", "failed")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from base.errors import ConfigError
 from knowledge.config import KnowledgeConfig
 from knowledge.embedding import Embedder, SentenceTransformerEmbedder
-from knowledge.errors import ConfigError
 from knowledge.index.base import KnowledgeIndex
 from knowledge.models import IndexStats
 from knowledge.reports import SyncReport, SyncRunStore

@@ -5,19 +5,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from knowledge.database import Migration, migrate
+from base.database import Migration, migrate
+from base.locks import job_locks
 
 metadata = sa.MetaData()
-
-# A lease per job name; see knowledge.locks. Shared with the scheduler (later issue).
-job_locks = sa.Table(
-    "job_locks",
-    metadata,
-    sa.Column("name", sa.String(128), primary_key=True),
-    sa.Column("holder", sa.String(256), nullable=False),
-    sa.Column("acquired_at", sa.DateTime, nullable=False),
-    sa.Column("expires_at", sa.DateTime, nullable=False),
-)
 
 sync_runs = sa.Table(
     "sync_runs",

@@ -8,9 +8,9 @@ from typing import Literal
 
 import numpy as np
 
+from base.errors import QueryError
 from knowledge.config import SearchConfig
 from knowledge.embedding import Embedder
-from knowledge.errors import QueryError
 from knowledge.index.base import KnowledgeIndex
 from knowledge.models import Hit, SearchFilters, SearchQuery
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from base.errors import ConfigError, SourceError
 from knowledge.config import SourceConfig
-from knowledge.errors import ConfigError, SourceError
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy.engine import Engine
 
+from base.database import utcnow
+from base.errors import ConfigError, DocumentError, DocumentSkipped
+from base.locks import JobLock
 from knowledge.chunking import Chunker
 from knowledge.config import KnowledgeConfig, SourceConfig
-from knowledge.database import utcnow
 from knowledge.embedding import Embedder
-from knowledge.errors import ConfigError, DocumentError, DocumentSkipped
 from knowledge.index.base import KnowledgeIndex
-from knowledge.locks import JobLock
 from knowledge.models import (
     Access,
     Chunk,

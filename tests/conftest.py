@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from base.database import make_engine, sqlite_url
 from knowledge.config import EmbeddingConfig, KnowledgeConfig, SourceConfig, WeaviateConfig
-from knowledge.database import make_engine, sqlite_url
 from knowledge.embedding import SentenceTransformerEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -342,7 +342,7 @@ def recorded_training(monkeypatch: pytest.MonkeyPatch, tiny_adapters: list[Path]
     import copy
     import json
 
-    import training.pipeline as pipeline
+    import training.learning.pipeline as pipeline
 
     recorded = json.loads(RECORDED_RUN.read_text())
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from base.database import make_engine, sqlite_url
 from knowledge.config import KnowledgeConfig, SourceConfig
-from knowledge.database import make_engine, sqlite_url
 from knowledge.index.lancedb import LanceIndex
 from knowledge.runtime import Knowledge
 

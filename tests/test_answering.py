@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from base.errors import GenerationTimeout, QueryError
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
 from bot.settings import Settings, load_settings
-from knowledge.errors import GenerationTimeout, QueryError
 from tests.fakes import FakeOpenAI
-from training.store import StoredSource
+from training.feedback.store import StoredSource
 
 PASSWORD_Q = "How do I reset my password?"
 SWALLOW_Q = "What is the airspeed velocity of an unladen swallow carrying a coconut?"
@@ -203,7 +203,7 @@ async def test_an_empty_question_is_a_clear_error(core: Core, text: str) -> None
 
 
 def recorded_answers(core: Core) -> int:
-    from training.store import answers
+    from training.feedback.store import answers
 
     with core.store.engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(answers)).scalar_one())

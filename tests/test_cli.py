@@ -135,8 +135,8 @@ def test_empty_query_is_refused_clearly(synced):
 
 
 def test_a_second_sync_while_one_runs_exits_3_and_says_since_when(tmp_path):
-    from knowledge.database import make_engine, sqlite_url
-    from knowledge.locks import JobLock
+    from base.database import make_engine, sqlite_url
+    from base.locks import JobLock
     from knowledge.schema import migrate_knowledge
 
     engine = make_engine(sqlite_url(tmp_path / "data" / "expertbot.db"))

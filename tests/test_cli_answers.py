@@ -51,11 +51,11 @@ def test_ask_where_decides_what_may_be_used(tiny_env: dict[str, str]) -> None:
         ).stdout
     )
     # The tiny model cites nothing, so compare what was retrieved via the recorded answers.
+    from base.database import make_engine
     from bot.settings import load_settings
-    from knowledge.database import make_engine
-    from training.store import AnswerStore
+    from training.feedback.store import FeedbackStore
 
-    store = AnswerStore(make_engine(load_settings().resolved_database_url))
+    store = FeedbackStore(make_engine(load_settings().resolved_database_url))
     public_docs = {r["doc"] for r in store.get_answer(public["id"])["retrieved"]}
     finance_docs = {r["doc"] for r in store.get_answer(finance["id"])["retrieved"]}
     assert "finance/quarter-close.md" not in public_docs

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from base.database import make_engine
 from bot.cli import app
 from bot.ops import Ops
 from bot.settings import load_settings
-from knowledge.database import make_engine
 from knowledge.runtime import Knowledge
-from training.dataset import Example, split_of
+from training.feedback.store import FeedbackStore
+from training.learning.dataset import Example, split_of
 from training.registry import AdapterRegistry
-from training.store import AnswerStore
 
 PASSWORD_Q = "How do I reset my password?"
 
@@ -31,7 +31,7 @@ async def ops(handbook_data_dir: Path, embedder):
         settings.knowledge, data_dir=handbook_data_dir, engine=engine, embedder=embedder
     )
     await knowledge.open()
-    store = AnswerStore(engine)
+    store = FeedbackStore(engine)
     store.migrate()
     yield Ops(settings, knowledge, store, AdapterRegistry(settings.adapter_registry))
     await knowledge.close()

@@ -12,23 +12,23 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from base.database import make_engine, utcnow
 from bot.delivery import Deliveries
-from knowledge.database import make_engine, utcnow
 from knowledge.models import AccessScope
-from training.store import AnswerStore
+from training.feedback.store import FeedbackStore
 
 VECTOR = np.ones(8, dtype=np.float32)
 
 
 @pytest.fixture
-def store(database_url: str) -> AnswerStore:
-    built = AnswerStore(make_engine(database_url))
+def store(database_url: str) -> FeedbackStore:
+    built = FeedbackStore(make_engine(database_url))
     built.migrate()
     return built
 
 
 def record(
-    store: AnswerStore,
+    store: FeedbackStore,
     *,
     retrieved: list[dict] | None = None,
     sources: list[dict] | None = None,
@@ -53,14 +53,14 @@ def record(
     return answer_id
 
 
-def in_force(store: AnswerStore, answer_id: str) -> set[tuple[str, str]]:
+def in_force(store: FeedbackStore, answer_id: str) -> set[tuple[str, str]]:
     return {
         (r["user_id"], r["kind"]) for r in store.ratings_for(answer_id) if r["retracted_at"] is None
     }
 
 
 def test_ratings_are_one_per_person_and_kind_and_can_be_retracted_and_revived(
-    store: AnswerStore,
+    store: FeedbackStore,
 ) -> None:
     answer_id = record(store)
     assert store.rate(
@@ -87,10 +87,10 @@ def test_ratings_are_one_per_person_and_kind_and_can_be_retracted_and_revived(
 
 
 def test_concurrent_votes_from_several_writers_keep_one_row_each(
-    database_url: str, store: AnswerStore
+    database_url: str, store: FeedbackStore
 ) -> None:
     answer_id = record(store)
-    replicas = [AnswerStore(make_engine(database_url)) for _ in range(4)]
+    replicas = [FeedbackStore(make_engine(database_url)) for _ in range(4)]
 
     def vote(i: int) -> None:
         replica = replicas[i % len(replicas)]
@@ -105,7 +105,7 @@ def test_concurrent_votes_from_several_writers_keep_one_row_each(
 
 
 def test_a_curated_answer_keeps_the_access_of_everything_it_was_written_from(
-    store: AnswerStore,
+    store: FeedbackStore,
 ) -> None:
     # Cited: a public page. Also shown to the model: a document restricted to the finance team.
     answer_id = record(
@@ -140,7 +140,7 @@ def test_a_curated_answer_keeps_the_access_of_everything_it_was_written_from(
 
 
 def test_a_correction_replaces_the_text_and_a_withdrawn_approval_stops_serving(
-    store: AnswerStore,
+    store: FeedbackStore,
 ) -> None:
     answer_id = record(store)
     store.curate_answer(answer_id, embedding=VECTOR, approved_by="UEXPERT", kind="approved")
@@ -175,7 +175,7 @@ def test_a_correction_replaces_the_text_and_a_withdrawn_approval_stops_serving(
     assert (counts["corrections"], counts["comments"]) == (1, 1)
 
 
-def test_messages_link_to_answers_and_threads_list_their_answers(store: AnswerStore) -> None:
+def test_messages_link_to_answers_and_threads_list_their_answers(store: FeedbackStore) -> None:
     first, second = record(store), record(store, question="And how often?")
     store.link_message(
         platform="slack", conversation="D1", message_id="2.0", answer_id=first, thread="1.0"

@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.errors import AdapterError, GenerationTimeout, ModelLoadError, OverloadedError
+from base.errors import AdapterError, GenerationTimeout, ModelLoadError, OverloadedError
 from training.config import ModelConfig
-from training.generation import AdapterFollower, GenerationRequest, GenerationStream, Message
-from training.local import TransformersGenerator
 from training.registry import AdapterRegistry
+from training.serving.generation import (
+    AdapterFollower,
+    GenerationRequest,
+    GenerationStream,
+    Message,
+)
+from training.serving.local import TransformersGenerator
 
 
 def request(text: str = "How do I reset my password?", **kw) -> GenerationRequest:

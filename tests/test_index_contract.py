@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from knowledge.errors import IndexSchemaError
+from base.errors import IndexSchemaError
 from knowledge.models import (
     AccessScope,
     ChunkRecord,

@@ -12,9 +12,9 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from knowledge.database import make_engine, migrate, redact_url, utcnow
-from knowledge.errors import AlreadyRunningError, DatabaseError
-from knowledge.locks import JobLock
+from base.database import make_engine, migrate, redact_url, utcnow
+from base.errors import AlreadyRunningError, DatabaseError
+from base.locks import JobLock
 from knowledge.schema import MIGRATIONS, job_locks, migrate_knowledge
 
 
@@ -53,7 +53,7 @@ def test_migrations_apply_once_even_when_several_processes_start_together(databa
 
 
 def test_a_failing_migration_leaves_nothing_half_done(database_url):
-    from knowledge.database import Migration
+    from base.database import Migration
 
     engine = make_engine(database_url)
 
@@ -147,7 +147,7 @@ def test_database_urls_never_show_passwords():
 
 
 def test_unreachable_database_is_a_clear_error():
-    from knowledge.database import ping
+    from base.database import ping
 
     engine = make_engine("postgresql+psycopg://nobody:pw@127.0.0.1:1/none")
     with pytest.raises(DatabaseError, match="cannot reach the database") as info:

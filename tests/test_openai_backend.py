@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from knowledge.errors import (
+from base.errors import (
     AdapterError,
     ConfigError,
     GenerationError,
@@ -24,8 +24,8 @@ from knowledge.errors import (
 )
 from tests.fakes import PROMPT_TOKENS, REPLY, WORDS, FakeOpenAI
 from training.config import ModelConfig, OpenAIConfig
-from training.generation import GenerationRequest, GenerationStream, Generator, Message
-from training.remote import OpenAIGenerator
+from training.serving.generation import GenerationRequest, GenerationStream, Generator, Message
+from training.serving.remote import OpenAIGenerator
 
 ASSETS = Path(__file__).parent / "assets"
 KEY = "sk-test-8c1f0b5e"

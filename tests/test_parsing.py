@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from knowledge.errors import DocumentError, DocumentSkipped
+from base.errors import DocumentError, DocumentSkipped
 from knowledge.models import Access
 from knowledge.parsing import decode_text, parse_document
 from tests.conftest import HANDBOOK

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from training.citations import CitationRewriter, cited_numbers
 from training.config import PromptConfig
-from training.generation import Message
-from training.prompting import Passage, PromptBuilder, Turn
+from training.serving.citations import CitationRewriter, cited_numbers
+from training.serving.generation import Message
+from training.serving.prompting import Passage, PromptBuilder, Turn
 
 
 @pytest.fixture(scope="module")

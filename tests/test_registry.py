@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.errors import AdapterError
+from base.errors import AdapterError
 from training.registry import AdapterRegistry
 
 

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from base.database import make_engine
+from base.errors import AlreadyRunningError
+from base.locks import JobLock
 from bot.cli import _with_ops
 from bot.ops import RETRAIN_LOCK, status_lines
 from bot.schedule import ScheduleConfig, Scheduler
 from bot.server import schedule_mode
 from knowledge.config import SourceConfig
-from knowledge.database import make_engine
-from knowledge.errors import AlreadyRunningError
-from knowledge.locks import JobLock
 from tests.conftest import HANDBOOK, POSTGRES_URL, _postgres_engine_url, needs_postgres
 from tests.test_answering import settings_for
 
@@ -100,7 +100,7 @@ async def test_a_manual_trigger_during_a_run_is_refused_and_recorded(
         other = JobLock(ops.store.engine, RETRAIN_LOCK, holder="trainer-node:4242")
         await asyncio.to_thread(other.try_acquire)  # a run going on elsewhere
         with pytest.raises(AlreadyRunningError, match="already running since"):
-            await ops.retrain(trigger="cli")
+            await ops.train(trigger="cli")
         assert await scheduler.fire("train") is None
         refused = ops.history.recent(5, job="retrain")
         assert [r["outcome"] for r in refused] == ["refused", "refused"]

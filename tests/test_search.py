@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from base.errors import QueryError
 from knowledge import fusion
 from knowledge.config import LanceDBConfig, SearchConfig
-from knowledge.errors import QueryError
 from knowledge.index.lancedb import LanceIndex, where_clause
 from knowledge.models import AccessScope, ChunkRecord, DocKey, SearchFilters, chunk_id
 from knowledge.search import KnowledgeSearch

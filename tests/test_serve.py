@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
+from base.database import make_engine
 from bot.cli import app
 from bot.settings import load_settings
-from knowledge.database import make_engine
-from training.store import AnswerStore
+from training.feedback.store import FeedbackStore
 
 
 def free_port() -> int:
@@ -109,7 +109,7 @@ def test_serve_refuses_a_model_that_cannot_load_with_one_clear_line(
 
 
 def test_status_json_shows_index_and_feedback_counts(handbook_data_dir: Path) -> None:
-    store = AnswerStore(make_engine(load_settings().resolved_database_url))
+    store = FeedbackStore(make_engine(load_settings().resolved_database_url))
     store.migrate()
     store.record(
         id="a1",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import ConfigError
 from bot.settings import load_settings
-from knowledge.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from base.database import make_engine
+from base.errors import AlreadyRunningError, ConfigError, SourceError
 from knowledge.config import KnowledgeConfig, SourceConfig
-from knowledge.database import make_engine
-from knowledge.errors import AlreadyRunningError, ConfigError, SourceError
 from knowledge.index.lancedb import LanceIndex
 from knowledge.models import Access, AccessScope, SearchFilters
 from knowledge.reports import SyncRunStore

@@ -16,22 +16,22 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from base.database import make_engine
+from base.errors import AdapterError, AlreadyRunningError
 from bot.cli import app
 from bot.ops import Ops, status_lines
 from bot.settings import load_settings
-from knowledge.database import make_engine
-from knowledge.errors import AdapterError, AlreadyRunningError
 from knowledge.runtime import Knowledge
 from training.config import GateConfig, PromptConfig, TrainingConfig
-from training.dataset import split_of
-from training.finetune import IGNORE, ChatFormat, TrainExample
-from training.generation import AdapterFollower, GenerationRequest
-from training.local import TransformersGenerator
-from training.metrics import token_f1
-from training.pipeline import judge
-from training.prompting import Passage, PromptBuilder
+from training.feedback.store import FeedbackStore
+from training.learning.dataset import split_of
+from training.learning.finetune import IGNORE, ChatFormat, TrainExample
+from training.learning.pipeline import judge
 from training.registry import AdapterRegistry
-from training.store import AnswerStore
+from training.scoring import token_f1
+from training.serving.generation import AdapterFollower, GenerationRequest
+from training.serving.local import TransformersGenerator
+from training.serving.prompting import Passage, PromptBuilder
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ def make_ops(data_dir: Path, embedder: Any, base: Path, **training: Any) -> tupl
     knowledge = Knowledge.build(
         settings.knowledge, data_dir=data_dir, engine=engine, embedder=embedder
     )
-    store = AnswerStore(engine)
+    store = FeedbackStore(engine)
     store.migrate()
     return Ops(settings, knowledge, store, AdapterRegistry(settings.adapter_registry)), knowledge
 
@@ -101,7 +101,7 @@ async def ops(handbook_data_dir: Path, embedder: Any, tiny_phi3: Path):
     await knowledge.close()
 
 
-def corrected(store: AnswerStore, question: str, text: str = TAUGHT) -> str:
+def corrected(store: FeedbackStore, question: str, text: str = TAUGHT) -> str:
     """An answer the bot gave, corrected by an expert in its thread."""
     answer_id = str(uuid.uuid4())
     store.record(
@@ -174,7 +174,7 @@ def test_a_qlora_step_trains_the_adapter_and_leaves_the_4bit_base_alone(
     import bitsandbytes as bnb
     import torch
 
-    from training.finetune import load_base, resolve_device, train, with_lora
+    from training.learning.finetune import load_base, resolve_device, train, with_lora
 
     config = TrainingConfig(**(TRAINING | {"epochs": 2}))
     tokenizer, model = load_base(str(tiny_phi3), config, resolve_device("cpu"))
@@ -266,7 +266,7 @@ async def test_feedback_becomes_a_promoted_adapter_that_serves_and_rolls_back(
         announced.append(result)
 
     ops.announcers.append(announce)
-    result = await ops.retrain(trigger="test", report=report)
+    result = await ops.train(trigger="test", report=report)
 
     details = result.details
     assert result.ok and details["status"] == "promoted", result.summary
@@ -298,7 +298,7 @@ async def test_feedback_becomes_a_promoted_adapter_that_serves_and_rolls_back(
     assert "+ adapter v0001" in " ".join(status)
 
     # The same data again: nothing new to learn from, so no run.
-    again = await ops.retrain(trigger="test")
+    again = await ops.train(trigger="test")
     assert again.details["status"] == "skipped"
     assert "too little new data: 0 new or changed examples" in again.summary
 
@@ -348,7 +348,7 @@ async def _with_training(ops: Ops, **training: Any) -> Any:
     settings = ops.settings.model_copy(
         update={"training": ops.settings.training.model_copy(update=training)}
     )
-    return await Ops(settings, ops.knowledge, ops.store, ops.registry).retrain(trigger="test")
+    return await Ops(settings, ops.knowledge, ops.store, ops.registry).train(trigger="test")
 
 
 async def test_killing_the_training_process_leaves_serving_untouched(
@@ -368,12 +368,12 @@ async def test_killing_the_training_process_leaves_serving_untouched(
         if event["event"] == "step":
             training.set()
 
-    running = asyncio.create_task(slow.retrain(trigger="test", on_event=on_event))
+    running = asyncio.create_task(slow.train(trigger="test", on_event=on_event))
     started = asyncio.ensure_future(training.wait())
     await asyncio.wait([running, started], return_when=asyncio.FIRST_COMPLETED)
     assert training.is_set(), running.result().summary
     with pytest.raises(AlreadyRunningError):  # one run at a time, whoever asks
-        await ops.retrain(trigger="test")
+        await ops.train(trigger="test")
     assert slow.worker_pid is not None
     os.kill(slow.worker_pid, signal.SIGKILL)
     result = await running
@@ -386,7 +386,7 @@ async def test_killing_the_training_process_leaves_serving_untouched(
     assert run["status"] == "failed" and "signal 9" in run["error"]
     assert (Path(run["path"]) / "worker.log").is_file()
     # The failed run taught nothing, so the next one is not "too little new data".
-    plan = await ops.retrain(trigger="test", dry_run=True)
+    plan = await ops.train(trigger="test", dry_run=True)
     assert plan.details["status"] == "planned" and plan.details["plan"]["new_examples"] == 10
 
 
@@ -401,7 +401,7 @@ async def test_a_base_model_that_fails_to_load_is_a_failed_run_with_its_reason(
     try:
         for question in QUESTIONS[:10]:
             corrected(ops.store, question)
-        result = await ops.retrain(trigger="test")
+        result = await ops.train(trigger="test")
     finally:
         await knowledge.close()
     assert not result.ok and result.details["status"] == "failed"
@@ -427,7 +427,7 @@ def test_train_dry_run_and_too_little_data(
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert data["status"] == "skipped" and "too little data: 0 training examples" in data["summary"]
-    store = AnswerStore(make_engine(load_settings().resolved_database_url))
+    store = FeedbackStore(make_engine(load_settings().resolved_database_url))
     for question in QUESTIONS[:10]:
         corrected(store, question)
     monkeypatch.setenv("EXPERTBOT_MODEL__BASE", str(tiny_phi3))

@@ -12,8 +12,8 @@ import weaviate
 from weaviate.classes.config import Configure, DataType, Property, Tokenization
 
 import knowledge.index.weaviate as wv
+from base.errors import ConfigError, IndexSchemaError, IndexStoreError
 from knowledge.config import WeaviateConfig
-from knowledge.errors import ConfigError, IndexSchemaError, IndexStoreError
 from knowledge.index.base import KnowledgeIndex
 from knowledge.index.weaviate import WeaviateIndex
 from knowledge.models import ChunkRecord, DocKey, SearchQuery, chunk_id, sha256_hex

@@ -13,12 +13,12 @@ from typing import Any
 
 from typer.testing import CliRunner
 
+from base.database import make_engine, sqlite_url
+from base.errors import IndexStoreError
 from bot.cli import app
 from bot.core.runtime import Core
 from bot.server import Services, make_app
 from knowledge.config import KnowledgeConfig, SourceConfig
-from knowledge.database import make_engine, sqlite_url
-from knowledge.errors import IndexStoreError
 from knowledge.index.weaviate import WeaviateIndex
 from knowledge.reports import SyncRunStore
 from knowledge.runtime import Knowledge

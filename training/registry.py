@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from knowledge.errors import AdapterError
+from base.errors import AdapterError
 
 ADAPTER_FILES = ("adapter_config.json",)
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -180,7 +180,7 @@ class AdapterRegistry:
 
     def runs(self) -> list[dict[str, Any]]:
         """Every recorded run, oldest first (a run whose process died shows as running until
-        the next run sees its lock free; see `Ops.retrain`)."""
+        the next run sees its lock free; see `Ops.train`)."""
         if not self._runs_dir.is_dir():
             return []
         found = []

@@ -17,19 +17,19 @@ from collections.abc import AsyncIterator, Sequence
 
 import structlog
 
+from base.errors import DatabaseError, QueryError
 from bot import metrics
 from bot.core.access import scope_for
 from bot.core.config import AnswerConfig
 from bot.core.question import Answer, Passage, Question, Source, Timings
-from knowledge.errors import DatabaseError, QueryError
 from knowledge.models import Hit, SearchFilters
 from knowledge.search import KnowledgeSearch
-from training.citations import CitationRewriter
 from training.config import PromptConfig
-from training.generation import GenerationRequest, Generator
-from training.metrics import says_it_does_not_know
-from training.prompting import PromptBuilder
-from training.store import AnswerStore, CuratedAnswer
+from training.feedback.store import CuratedAnswer, FeedbackStore
+from training.scoring import says_it_does_not_know
+from training.serving.citations import CitationRewriter
+from training.serving.generation import GenerationRequest, Generator
+from training.serving.prompting import PromptBuilder
 
 log = structlog.get_logger("expertbot.answer")
 
@@ -46,7 +46,7 @@ class Answerer:
         generator: Generator,
         config: AnswerConfig,
         prompt: PromptConfig,
-        store: AnswerStore | None = None,
+        store: FeedbackStore | None = None,
         max_new_tokens: int = 384,
     ) -> None:
         self.search = search

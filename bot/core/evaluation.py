@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from base.errors import InputFileError, QueryError
 from bot.core.answering import Answerer
 from bot.core.question import Answer, Question, Where, WhereKind
-from knowledge.errors import InputFileError, QueryError
 from knowledge.evaluation import read_jsonl
-from training.metrics import token_f1
+from training.scoring import token_f1
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import structlog
 
 from bot import metrics
 from knowledge.search import KnowledgeSearch
-from training.store import AnswerStore
+from training.feedback.store import FeedbackStore
 
 log = structlog.get_logger("expertbot.feedback")
 
@@ -35,7 +35,7 @@ class Correction:
 
 
 class Feedback:
-    def __init__(self, store: AnswerStore, search: KnowledgeSearch) -> None:
+    def __init__(self, store: FeedbackStore, search: KnowledgeSearch) -> None:
         self.store = store
         self.search = search
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from training.prompting import Passage, Turn
+from training.serving.prompting import Passage, Turn
 
 __all__ = ["Answer", "Passage", "Question", "Source", "Timings", "Turn", "Where", "WhereKind"]
 

@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from base.database import make_engine
+from base.errors import AdapterError, ModelLoadError
 from bot.core.answering import Answerer
 from bot.settings import Settings
-from knowledge.database import make_engine
 from knowledge.embedding import Embedder
-from knowledge.errors import AdapterError, ModelLoadError
 from knowledge.index.base import KnowledgeIndex
 from knowledge.runtime import Knowledge
-from training.generation import AdapterFollower, Generator, make_generator
+from training.feedback.store import FeedbackStore
 from training.registry import AdapterRegistry
-from training.store import AnswerStore
+from training.serving.generation import AdapterFollower, Generator, make_generator
 
 log = structlog.get_logger("expertbot.core")
 
@@ -31,7 +31,7 @@ class Core:
     settings: Settings
     knowledge: Knowledge
     generator: Generator
-    store: AnswerStore
+    store: FeedbackStore
     registry: AdapterRegistry
     answerer: Answerer
     follower: AdapterFollower | None = field(default=None)
@@ -57,7 +57,7 @@ class Core:
         generator = generator or make_generator(
             settings.model, data_dir=settings.data_dir, adapter_dir=registry.path
         )
-        store = AnswerStore(engine)
+        store = FeedbackStore(engine)
         answerer = Answerer(
             search=knowledge.search,
             generator=generator,

@@ -37,6 +37,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from base.errors import ExpertbotError, OverloadedError, QueryError
 from bot.chat import (
     APOLOGY,
     BUSY,
@@ -63,7 +64,6 @@ from bot.slack.render import (
     footer_blocks,
     progress_text,
 )
-from knowledge.errors import ExpertbotError, OverloadedError, QueryError
 
 log = structlog.get_logger("expertbot.slack")
 

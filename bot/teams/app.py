@@ -58,6 +58,8 @@ from microsoft_agents.hosting.core import (
 from microsoft_agents.hosting.core.app.streaming import StreamingResponse
 from microsoft_agents.hosting.core.authorization import Connections
 
+from base.database import utcnow
+from base.errors import OverloadedError, QueryError
 from bot.chat import (
     APOLOGY,
     BUSY,
@@ -92,8 +94,6 @@ from bot.teams.render import (
     citations,
     plain_text,
 )
-from knowledge.database import utcnow
-from knowledge.errors import OverloadedError, QueryError
 
 log = structlog.get_logger("expertbot.teams")
 

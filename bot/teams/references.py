@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from microsoft_agents.activity import ConversationReference
 from sqlalchemy.engine import Connection, Engine
 
-from knowledge.database import Migration, migrate, utcnow
-from knowledge.errors import DatabaseError
+from base.database import Migration, migrate, utcnow
+from base.errors import DatabaseError
 
 metadata = sa.MetaData()
 

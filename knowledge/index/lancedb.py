@@ -22,9 +22,9 @@ from typing import Any
 import pyarrow as pa
 import structlog
 
+from base.errors import IndexSchemaError, IndexStoreError
 from knowledge import fusion
 from knowledge.config import LanceDBConfig
-from knowledge.errors import IndexSchemaError, IndexStoreError
 from knowledge.models import (
     HIT_FIELDS,
     ChunkRecord,

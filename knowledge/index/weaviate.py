@@ -41,8 +41,8 @@ from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 from weaviate.classes.query import Filter, FilterReturn, HybridFusion, MetadataQuery, Sort
 from weaviate.exceptions import WeaviateBaseError
 
+from base.errors import ConfigError, IndexSchemaError, IndexStoreError
 from knowledge.config import WeaviateConfig
-from knowledge.errors import ConfigError, IndexSchemaError, IndexStoreError
 from knowledge.models import (
     HIT_FIELDS,
     AccessScope,

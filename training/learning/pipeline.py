@@ -27,13 +27,13 @@ from typing import Any
 
 import structlog
 
-from knowledge.errors import ExpertbotError
+from base.errors import ExpertbotError
 from training.config import GateConfig, PromptConfig, TrainingConfig
-from training.dataset import TrainingSet
-from training.finetune import plan_steps
+from training.learning.dataset import TrainingSet
+from training.learning.finetune import plan_steps
+from training.learning.report import fmt_score, write_report
+from training.learning.worker import EVENT_PREFIX, RESULT, WorkerSpec
 from training.registry import AdapterRegistry
-from training.report import fmt_score, write_report
-from training.worker import EVENT_PREFIX, RESULT, WorkerSpec
 
 log = structlog.get_logger("expertbot.training")
 
@@ -175,7 +175,7 @@ async def run_worker(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "training.worker",
+            "training.learning.worker",
             str(spec_path),
             stdout=asyncio.subprocess.PIPE,
             stderr=logfile,
@@ -434,7 +434,7 @@ class LearningLoop:
         )
 
     def _base_path(self) -> str:
-        from training.demo import resolve_base
+        from training.serving.demo import resolve_base
 
         return resolve_base(self.base, self.data_dir)[0]
 

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from knowledge.errors import DatabaseError
+from base.errors import DatabaseError
 
 
 def utcnow() -> datetime:

@@ -27,8 +27,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from knowledge.database import Migration, migrate, utcnow
-from knowledge.errors import DatabaseError
+from base.database import Migration, migrate, utcnow
+from base.errors import DatabaseError
 from knowledge.models import Access, AccessScope
 
 metadata = sa.MetaData()
@@ -196,7 +196,7 @@ class CuratedAnswer:
     guards: tuple[StoredSource, ...] = ()
 
 
-class AnswerStore:
+class FeedbackStore:
     """The feedback store: answers, the chat messages showing them, ratings, corrections and
     curated answers."""
 

@@ -1,6 +1,6 @@
 """QLoRA fine-tuning of the base model on a training set, and the held-out comparison.
 
-This module runs inside the training worker process (`training/worker.py`), never in the bot:
+This module runs inside the training worker process (`training/learning/worker.py`), never in the bot:
 
 - **Chat format.** Each example is rendered by the same `PromptBuilder` that serving uses —
   the base model's own chat template, the system prompt folded in where the template drops it
@@ -34,14 +34,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from knowledge.errors import InputFileError
-from training import local
-from training.citations import CitationRewriter, cited_numbers
+from base.errors import InputFileError
 from training.config import PromptConfig, TrainingConfig
-from training.generation import Message
-from training.local import cut_at_stop
-from training.metrics import says_it_does_not_know, token_f1
-from training.prompting import Passage, Prompt, PromptBuilder
+from training.devices import nf4_kwargs
+from training.devices import resolve_device as _resolve_device
+from training.scoring import says_it_does_not_know, token_f1
+from training.serving.citations import CitationRewriter, cited_numbers
+from training.serving.generation import Message
+from training.serving.local import cut_at_stop
+from training.serving.prompting import Passage, Prompt, PromptBuilder
 
 Emit = Callable[[dict[str, Any]], None]
 IGNORE = -100  # label of tokens that carry no loss
@@ -166,7 +167,7 @@ def collate(pad_id: int) -> Callable[[list[Encoded]], dict[str, Any]]:
 
 
 def resolve_device(name: str) -> Any:
-    return local.resolve_device(name, key="training.device")
+    return _resolve_device(name, key="training.device")
 
 
 def load_base(path: str, config: TrainingConfig, device: Any) -> tuple[Any, Any]:
@@ -183,7 +184,7 @@ def load_base(path: str, config: TrainingConfig, device: Any) -> tuple[Any, Any]
     compute = torch.bfloat16 if device.type == "cuda" else torch.float32
     kwargs: dict[str, Any] = {"dtype": compute}
     if config.quantization == "4bit":
-        kwargs |= local.nf4_kwargs(compute, device)
+        kwargs |= nf4_kwargs(compute, device)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if config.quantization != "4bit":
         model.to(device)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from training.config import PromptConfig
-from training.generation import Message
+from training.serving.generation import Message
 
 _CITATION_MARK = re.compile(r"\s?\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\]")
 

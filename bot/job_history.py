@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from knowledge.database import Migration, migrate, utcnow
+from base.database import Migration, migrate, utcnow
 
 metadata = sa.MetaData()
 

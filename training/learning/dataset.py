@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.database import utcnow
-from knowledge.errors import InputFileError
+from base.database import utcnow
+from base.errors import InputFileError
 from knowledge.evaluation import read_jsonl
 from training.config import DatasetConfig
-from training.prompting import Passage
+from training.serving.prompting import Passage
 
 KIND_STRENGTH = {"corrected": 3, "approved": 3, "imported": 2, "rated": 1}
 

@@ -1,7 +1,7 @@
 """The generator seam: chat messages in, a stream of text deltas out.
 
-Two implementations: `TransformersGenerator` (in-process, training/local.py) and
-`OpenAIGenerator` (an OpenAI-compatible server, training/remote.py). `make_generator` picks one
+Two implementations: `TransformersGenerator` (in-process, training/serving/local.py) and
+`OpenAIGenerator` (an OpenAI-compatible server, training/serving/remote.py). `make_generator` picks one
 from the configuration.
 """
 
@@ -182,9 +182,9 @@ def make_generator(
 
     `adapter_dir(version)` is where an adapter version lives (the registry's folder for it)."""
     if config.backend == "openai":
-        from training.remote import OpenAIGenerator
+        from training.serving.remote import OpenAIGenerator
 
         return OpenAIGenerator(config, adapter_dir=adapter_dir)
-    from training.local import TransformersGenerator
+    from training.serving.local import TransformersGenerator
 
     return TransformersGenerator(config, data_dir=data_dir, adapter_dir=adapter_dir)

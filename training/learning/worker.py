@@ -1,6 +1,6 @@
-"""The training worker: one process per run, `python -m training.worker SPEC.json`.
+"""The training worker: one process per run, `python -m training.learning.worker SPEC.json`.
 
-It fine-tunes a candidate adapter (`training/finetune.py`), scores it and the serving adapter on
+It fine-tunes a candidate adapter (`training/learning/finetune.py`), scores it and the serving adapter on
 the held-out split, writes `result.json` next to the spec and exits, so the GPU (or CPU) memory
 of training is returned to the system and a crash — an exception, the OOM killer, kill -9 —
 ends only this process: the bot keeps serving its adapter, and the parent reports a failed run.
@@ -49,7 +49,7 @@ def run(spec: WorkerSpec, run_dir: Path) -> dict[str, Any]:
     import torch
 
     from training.config import PromptConfig, TrainingConfig
-    from training.finetune import (
+    from training.learning.finetune import (
         ChatFormat,
         evaluate,
         load_base,
@@ -58,7 +58,7 @@ def run(spec: WorkerSpec, run_dir: Path) -> dict[str, Any]:
         train,
         with_lora,
     )
-    from training.local import stop_token_ids
+    from training.serving.local import stop_token_ids
 
     config = TrainingConfig.model_validate(spec.training)
     if config.threads:
@@ -116,7 +116,7 @@ def run(spec: WorkerSpec, run_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m training.worker SPEC.json", file=sys.stderr)
+        print("usage: python -m training.learning.worker SPEC.json", file=sys.stderr)
         return 2
     spec_path = Path(args[0])
     run_dir = spec_path.parent

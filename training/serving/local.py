@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from knowledge.errors import (
+from base.errors import (
     AdapterError,
     GenerationError,
     GenerationTimeout,
@@ -32,7 +32,8 @@ from knowledge.errors import (
     OverloadedError,
 )
 from training.config import DEMO_MODEL, ModelConfig
-from training.generation import (
+from training.devices import compute_dtype, nf4_kwargs, resolve_device
+from training.serving.generation import (
     FinishReason,
     GenerationRequest,
     GenerationStats,
@@ -193,7 +194,7 @@ class TransformersGenerator:
             raise GenerationError("the model is not loaded (start() was not called)")
 
     def _resolve_base(self) -> str:
-        from training.demo import resolve_base
+        from training.serving.demo import resolve_base
 
         path, self._name = resolve_base(self.config.base, self._data_dir)
         return path
@@ -206,11 +207,11 @@ class TransformersGenerator:
         transformers.utils.logging.disable_progress_bar()
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        device = resolve_device(self.config.device)
+        device = resolve_device(self.config.device, key="model.device")
         quantize = self.config.quantization == "4bit" or (
             self.config.quantization == "auto" and device.type == "cuda"
         )
-        dtype = _dtype(self.config.dtype, device)
+        dtype = compute_dtype(self.config.dtype, device)
         if self.config.base == DEMO_MODEL and self.config.dtype == "auto" and not quantize:
             # The 135M demo model's greedy answers fall apart in bfloat16 ("The passage on").
             import torch
@@ -527,60 +528,6 @@ def _held_tail(text: str, stops: tuple[str, ...]) -> int:
                 held = n
                 break
     return held
-
-
-def resolve_device(name: str, *, key: str = "model.device") -> Any:
-    """The torch device a `device` setting (auto, cpu, cuda, cuda:1 …) names; `key` is the
-    setting, for the error."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ModelLoadError(f"{key}: unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"{key} is cuda, but no CUDA GPU is available")
-    return device
-
-
-def nf4_kwargs(compute_dtype: Any, device: Any) -> dict[str, Any]:
-    """`from_pretrained` arguments for QLoRA's 4-bit NF4 with double quantisation (serving and
-    training load the base the same way)."""
-    from transformers import BitsAndBytesConfig
-
-    kwargs: dict[str, Any] = {
-        "quantization_config": BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype,
-        )
-    }
-    if device.type == "cuda":
-        kwargs["device_map"] = {"": device.index or 0}
-    return kwargs
-
-
-def _dtype(name: str, device: Any) -> Any:
-    import torch
-
-    if name == "auto":
-        fast_bf16 = device.type == "cuda" or (device.type == "cpu" and _cpu_has_bf16())
-        return torch.bfloat16 if fast_bf16 else torch.float32
-    return getattr(torch, name)
-
-
-def _cpu_has_bf16() -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX-512 BF16 or AMX). There bf16 reads a
-    prompt 2.4x faster than float32 (bench/cpu_dtype.py); elsewhere float32 is the safe choice."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _read_meta(path: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from training.pipeline import Decision
+    from training.learning.pipeline import Decision
 
 # (key, label, better): "lower" or "higher" is better
 METRICS = (

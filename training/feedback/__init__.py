@@ -1,0 +1,1 @@
+"""The feedback store: every answer given, its ratings and corrections, curated answers."""

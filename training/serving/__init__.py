@@ -1,0 +1,1 @@
+"""Serving a model: the generator seam and its two backends, prompts, citations."""
