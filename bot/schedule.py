@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from base.database import Migration, migrate
 from base.errors import AlreadyRunningError
-from bot.delivery import Deliveries
+from bot.claims import EventClaims
 
 if TYPE_CHECKING:
     from bot.ops import JobResult, Ops
@@ -135,7 +135,7 @@ class Scheduler:
     def __init__(self, ops: Ops, *, database_url: str) -> None:
         self.ops = ops
         self.config: ScheduleConfig = ops.settings.schedule
-        self.deliveries = Deliveries(ops.store.engine)
+        self.claims = EventClaims(ops.store.engine)
         self.jobstore = SQLAlchemyJobStore(url=database_url, tablename="scheduled_jobs")
         self.scheduler = AsyncIOScheduler(
             jobstores={"default": self.jobstore},
@@ -149,7 +149,7 @@ class Scheduler:
         global _current
         if _current is not None:
             raise RuntimeError("one scheduler a process")
-        await asyncio.to_thread(self.deliveries.migrate)
+        await asyncio.to_thread(self.claims.migrate)
         # The job store's table, created under the migration lock: replicas starting together
         # would otherwise race in APScheduler's own CREATE TABLE.
         table = self.jobstore.jobs_t
@@ -207,7 +207,7 @@ class Scheduler:
         zone = ZoneInfo(self.config.timezone)
         slot = slot_of(cron, self.config.timezone, datetime.now(zone)) if cron else None
         stamp = slot.isoformat(timespec="seconds") if slot else "manual"
-        if not await self.deliveries.claim("schedule", f"{job}@{stamp}"):
+        if not await self.claims.claim("schedule", f"{job}@{stamp}"):
             log.info("schedule.already_claimed", job=job, slot=stamp)
             return None
         trigger = f"schedule@{stamp}"

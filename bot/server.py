@@ -27,9 +27,9 @@ from slack_sdk.signature import SignatureVerifier
 
 from base.database import ping
 from base.errors import ExpertbotError
+from bot.claims import EventClaims
 from bot.core.feedback import Feedback
 from bot.core.runtime import Core
-from bot.delivery import Deliveries
 from bot.ops import Ops
 from bot.settings import Settings
 from bot.slack import ids
@@ -45,7 +45,7 @@ class Services:
     core: Core
     ops: Ops
     feedback: Feedback
-    deliveries: Deliveries
+    claims: EventClaims
     slack: Any = None  # bot.slack.app.SlackBot when Slack is configured
     teams: Any = None  # bot.teams.app.TeamsBot when Teams is configured
 
@@ -54,15 +54,15 @@ class Services:
         cls, settings: Settings, core: Core, *, teams_connections: Any = None
     ) -> Services:
         """Wire the platform layers to a started Core (migrations included)."""
-        deliveries = Deliveries(core.knowledge.engine)
-        await asyncio.to_thread(deliveries.migrate)
+        claims = EventClaims(core.knowledge.engine)
+        await asyncio.to_thread(claims.migrate)
         ops = Ops(settings, core.knowledge, core.store, core.registry)
         feedback = Feedback(core.store, core.knowledge.search)
-        services = cls(settings, core, ops, feedback, deliveries)
+        services = cls(settings, core, ops, feedback, claims)
         if settings.slack.configured:
             from bot.slack.app import SlackBot
 
-            services.slack = SlackBot(settings.slack, core, ops, feedback, deliveries)
+            services.slack = SlackBot(settings.slack, core, ops, feedback, claims)
         if settings.teams.configured:
             from bot.teams.app import TeamsBot
             from bot.teams.references import References
@@ -74,7 +74,7 @@ class Services:
                 core,
                 ops,
                 feedback,
-                deliveries,
+                claims,
                 references,
                 connections=teams_connections,
             )

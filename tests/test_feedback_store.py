@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from base.database import make_engine, utcnow
-from bot.delivery import Deliveries
+from bot.claims import EventClaims
 from knowledge.models import AccessScope
 from training.feedback.store import FeedbackStore
 
@@ -197,7 +197,7 @@ def test_messages_link_to_answers_and_threads_list_their_answers(store: Feedback
 
 
 async def test_replicas_claim_each_event_exactly_once(database_url: str) -> None:
-    replicas = [Deliveries(make_engine(database_url)) for _ in range(3)]
+    replicas = [EventClaims(make_engine(database_url)) for _ in range(3)]
     replicas[0].migrate()
     claims = await asyncio.gather(
         *(replica.claim("slack", f"Ev{i % 10}") for i in range(30) for replica in replicas)

@@ -51,10 +51,10 @@ from bot.chat import (
     run_admin_job,
     thread_history,
 )
+from bot.claims import EventClaims
 from bot.core.feedback import APPROVED, DOWN, UP, Feedback
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
-from bot.delivery import Deliveries
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
 from bot.slack import ids
 from bot.slack.config import SlackConfig
@@ -159,7 +159,7 @@ class SlackBot:
         core: Core,
         ops: Ops,
         feedback: Feedback,
-        deliveries: Deliveries,
+        claims: EventClaims,
     ) -> None:
         if config.bot_token is None:
             raise ExpertbotError("Slack needs a bot token (SLACK_BOT_TOKEN)")
@@ -167,7 +167,7 @@ class SlackBot:
         self.core = core
         self.ops = ops
         self.feedback = feedback
-        self.deliveries = deliveries
+        self.claims = claims
         self.client = AsyncWebClient(
             token=config.bot_token.get_secret_value(),
             base_url=config.api_url or AsyncWebClient.BASE_URL,
@@ -217,7 +217,7 @@ class SlackBot:
             event: dict[str, Any], context: dict[str, Any], body: dict[str, Any]
         ) -> None:
             event_id = body.get("event_id")
-            if event_id and not await self.deliveries.claim(PLATFORM, str(event_id)):
+            if event_id and not await self.claims.claim(PLATFORM, str(event_id)):
                 return
             await listener(event, context)
 

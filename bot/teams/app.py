@@ -72,10 +72,10 @@ from bot.chat import (
     run_admin_job,
     thread_history,
 )
+from bot.claims import EventClaims
 from bot.core.feedback import DOWN, UP, Feedback
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
-from bot.delivery import Deliveries
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
 from bot.teams.config import TeamsConfig
 from bot.teams.references import References
@@ -145,7 +145,7 @@ class TeamsBot:
         core: Core,
         ops: Ops,
         feedback: Feedback,
-        deliveries: Deliveries,
+        claims: EventClaims,
         references: References,
         *,
         connections: Connections | None = None,
@@ -155,7 +155,7 @@ class TeamsBot:
         self.core = core
         self.ops = ops
         self.feedback = feedback
-        self.deliveries = deliveries
+        self.claims = claims
         self.references = references
         self.auth = auth_configuration(config)
         manager = connections or MsalConnectionManager(
@@ -224,7 +224,7 @@ class TeamsBot:
         key = f"{activity.conversation.id}|{activity.id}"
         if len(key) > 200:
             key = hashlib.sha256(key.encode()).hexdigest()
-        return await self.deliveries.claim(PLATFORM, key)
+        return await self.claims.claim(PLATFORM, key)
 
     async def _on_message(self, context: TurnContext, state: TurnState) -> None:
         activity = context.activity

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from base.database import Migration, migrate, utcnow
 from base.errors import DatabaseError
 
-log = structlog.get_logger("expertbot.delivery")
+log = structlog.get_logger("expertbot.claims")
 
 metadata = sa.MetaData()
 
@@ -39,7 +39,7 @@ def _m001_processed_events(conn: Connection) -> None:
 MIGRATIONS = [Migration("m001_processed_events", _m001_processed_events)]
 
 
-class Deliveries:
+class EventClaims:
     def __init__(self, engine: Engine, *, keep: timedelta = timedelta(days=2)) -> None:
         self.engine = engine
         self.keep = keep
