@@ -28,6 +28,7 @@ test: install-dev
 	$(BIN)/ruff check base bot knowledge training tests bench scripts
 	$(BIN)/ruff format --check base bot knowledge training tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	HF_HUB_OFFLINE=1 scripts/with-services.sh $(PY) -m pytest
 
 ## The inner loop: every test but those marked slow (real training, the demo model), no lint.
