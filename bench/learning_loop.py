@@ -68,6 +68,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from bot.settings import load_settings
     from knowledge.config import SourceConfig
     from knowledge.runtime import Knowledge
+    from training.feedback.records import AnswerRecord
     from training.feedback.store import FeedbackStore
     from training.learning.dataset import split_of
     from training.registry import AdapterRegistry
@@ -104,12 +105,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for fact in all_facts:
         if fact["taught"]:
             answer_id = str(uuid.uuid4())
-            store.record(
+            store.record(AnswerRecord(
                 id=answer_id, question=fact["question"], asker="UEMPLOYEE", platform="slack",
-                where_kind="public", channel="CGENERAL", thread="1", retrieved=[],
-                answer="I couldn't find this in our knowledge base.", sources=[],
-                abstained=True, model="demo", adapter=None,
-            )  # fmt: skip
+                where_kind="public", channel="CGENERAL", thread="1",
+                answer="I couldn't find this in our knowledge base.", abstained=True, model="demo",
+            ))  # fmt: skip
             store.add_correction(
                 answer_id=answer_id, user_id="UEXPERT", platform="slack", text=fact["answer"],
                 approved=True,

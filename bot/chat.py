@@ -8,16 +8,16 @@ code here, so both platforms behave alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from base.errors import AlreadyRunningError, ExpertbotError
 from bot.core.question import Answer, Turn
 from bot.ops import JobResult, Ops, Report
+from training.feedback.records import AnswerRecord
 from training.learning.report import metrics_table
 
 log = structlog.get_logger("expertbot.chat")
@@ -35,12 +35,12 @@ def curated_note(answer: Answer, name: Callable[[str], str] = str) -> str | None
     return "✅ Expert-approved answer" + (f" (approved by {name(by)})" if by else "")
 
 
-def thread_history(answers: list[dict[str, Any]]) -> tuple[Turn, ...]:
+def thread_history(answers: Sequence[AnswerRecord]) -> tuple[Turn, ...]:
     """A thread's earlier answers (`FeedbackStore.thread_answers`) as the turns a follow-up
     question carries, oldest first."""
     turns: list[Turn] = []
     for row in answers:
-        turns += [Turn("user", row["question"]), Turn("assistant", row["answer"])]
+        turns += [Turn("user", row.question), Turn("assistant", row.answer)]
     return tuple(turns)
 
 

@@ -24,7 +24,7 @@ from bot.logging import configure_logging
 from bot.settings import Settings, load_settings
 from knowledge.config import SourceConfig
 from knowledge.evaluation import evaluate_retrieval, load_cases
-from knowledge.models import AccessScope, SearchFilters
+from knowledge.models import Access, AccessScope, SearchFilters
 from knowledge.reports import SyncReport
 from knowledge.runtime import Knowledge
 from knowledge.search import MODES
@@ -243,7 +243,7 @@ def search(
         return
     for n, hit in enumerate(hits, start=1):
         where = f" › {hit.heading}" if hit.heading else ""
-        label = "" if hit.access == "public" else f" [{hit.access}]"
+        label = "" if hit.access == Access.PUBLIC else f" [{hit.access}]"
         out.print(
             f"[bold]\\[{n}] {escape(hit.title + where)}[/bold]{escape(label)}  (score {hit.score:.4f})",
             markup=True,

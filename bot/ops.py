@@ -31,6 +31,7 @@ from bot.job_history import JobHistory
 from bot.settings import Settings
 from knowledge.models import SearchFilters
 from knowledge.runtime import Knowledge
+from training.feedback.records import AnswerRecord, CuratedKind
 from training.feedback.store import FeedbackStore
 from training.learning.dataset import TrainingSet, build_training_set, read_import
 from training.learning.pipeline import LearningLoop
@@ -282,7 +283,7 @@ class Ops:
                 embedding=vector,
                 answer=row["answer"],
                 approved_by=row["approved_by"],
-                kind="imported",
+                kind=CuratedKind.IMPORTED,
             )
         log.info("ops.dataset_imported", path=str(path), examples=len(rows))
         return len(rows)
@@ -304,15 +305,15 @@ class Ops:
         path = await asyncio.to_thread(dataset.export, self.settings.data_dir / "datasets")
         return path, dataset
 
-    async def _passages_for(self, question: str, asked: dict[str, Any] | None) -> list[Passage]:
+    async def _passages_for(self, question: str, asked: AnswerRecord | None) -> list[Passage]:
         """What the question retrieves today, where it was asked (imported ones: as if in a
         public channel), as the prompt shows passages."""
         if asked is None:
             where = Where()
             asker = "import"
         else:
-            where = Where(WhereKind(asked["where_kind"]), asked["channel"], asked["platform"])
-            asker = asked["asker"]
+            where = Where(WhereKind(asked.where_kind), asked.channel, asked.platform)
+            asker = asked.asker
         scope = scope_for(Question(question, asker=asker, where=where), self.settings.answer)
         retrieval = await self.knowledge.search.retrieve(
             question, k=self.settings.answer.passages, filters=SearchFilters(scope=scope)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -41,6 +42,37 @@ class AccessScope:
     @classmethod
     def public_only(cls) -> AccessScope:
         return cls()
+
+    def grants(self) -> tuple[Grant, ...]:
+        """The access rule, written once: public documents anywhere, private ones where private
+        documents may be shown, restricted ones when they allow one of the principals. A document
+        is visible when any grant admits it; each index backend turns the grants, term by term,
+        into its own filter."""
+        grants = [Grant(Access.PUBLIC)]
+        if self.principals:
+            grants.append(Grant(Access.RESTRICTED, self.principals))
+        if self.include_private:
+            grants.append(Grant(Access.PRIVATE))
+        return tuple(grants)
+
+    def sees(self, access: str, allowed: Iterable[str] = ()) -> bool:
+        """Whether a document of `access` (allowing `allowed`) is visible in this scope."""
+        allowed = tuple(allowed)
+        return any(grant.admits(access, allowed) for grant in self.grants())
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One term of the access rule: documents of `access`, and when `allowed_any` is set, only
+    those whose `allowed` names one of its members (it is then never empty)."""
+
+    access: Access
+    allowed_any: frozenset[str] | None = None
+
+    def admits(self, access: str, allowed: Iterable[str] = ()) -> bool:
+        if access != self.access:
+            return False
+        return self.allowed_any is None or not self.allowed_any.isdisjoint(allowed)
 
 
 @dataclass(frozen=True, slots=True)

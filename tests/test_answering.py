@@ -16,7 +16,7 @@ from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
 from bot.settings import Settings, load_settings
 from tests.fakes import FakeOpenAI
-from training.feedback.store import StoredSource
+from training.feedback.records import StoredSource
 
 PASSWORD_Q = "How do I reset my password?"
 SWALLOW_Q = "What is the airspeed velocity of an unladen swallow carrying a coconut?"
@@ -90,9 +90,9 @@ async def test_an_answer_streams_then_arrives_whole_and_is_recorded(core: Core) 
     assert t.first_token_s is not None and t.first_token_s <= t.total_s
     row = core.store.get_answer(answer.id)
     assert row is not None
-    assert row["question"] == PASSWORD_Q and row["asker"] == "U1" and row["answer"] == answer.text
-    assert row["where_kind"] == "public" and row["abstained"] is False
-    assert any(r["doc"] == "it/help-desk.md" for r in row["retrieved"])
+    assert row.question == PASSWORD_Q and row.asker == "U1" and row.answer == answer.text
+    assert row.where_kind == "public" and row.abstained is False
+    assert any(r.doc == "it/help-desk.md" for r in row.retrieved)
 
 
 async def test_nothing_relevant_means_an_honest_abstention_without_the_model(core: Core) -> None:
@@ -103,7 +103,7 @@ async def test_nothing_relevant_means_an_honest_abstention_without_the_model(cor
     )
     assert deltas == [answer.text]
     assert core.generator.calls == 0  # type: ignore[attr-defined]
-    assert core.store.get_answer(answer.id)["abstained"] is True
+    assert core.store.get_answer(answer.id).abstained is True
 
 
 COMPENSATION_Q = "What are the salary compensation bands for senior engineers?"
@@ -219,7 +219,7 @@ async def test_a_huge_question_is_refused_clearly_and_nothing_is_recorded(core: 
 async def test_control_characters_are_dropped_and_other_languages_answered(core: Core) -> None:
     cleaned = await core.answerer.answer(Question("How do I\x00 reset my\x1b password?\u202e"))
     row = core.store.get_answer(cleaned.id)
-    assert row["question"] == "How do I reset my password?"
+    assert row.question == "How do I reset my password?"
     assert "it/help-desk.md" in docs(cleaned)
     german = await core.answerer.answer(Question("Wie setze ich mein Passwort zurück?"))
     japanese = await core.answerer.answer(
@@ -306,7 +306,7 @@ async def test_a_model_that_says_the_passages_dont_answer_is_an_abstention(scrip
     answer = await core.answerer.answer(Question(PASSWORD_Q))
     assert answer.abstained and answer.sources == ()
     assert answer.text == server.reply  # what was streamed stays what is shown
-    assert core.store.get_answer(answer.id)["abstained"] is True
+    assert core.store.get_answer(answer.id).abstained is True
     server.reply = "I don't know the details, but KeyDesk resets passwords [1]."
     cited = await core.answerer.answer(Question(PASSWORD_Q))
     assert not cited.abstained and len(cited.sources) == 1  # it cited a passage: an answer

@@ -56,8 +56,8 @@ def test_ask_where_decides_what_may_be_used(tiny_env: dict[str, str]) -> None:
     from training.feedback.store import FeedbackStore
 
     store = FeedbackStore(make_engine(load_settings().resolved_database_url))
-    public_docs = {r["doc"] for r in store.get_answer(public["id"])["retrieved"]}
-    finance_docs = {r["doc"] for r in store.get_answer(finance["id"])["retrieved"]}
+    public_docs = {r.doc for r in store.get_answer(public["id"]).retrieved}
+    finance_docs = {r.doc for r in store.get_answer(finance["id"]).retrieved}
     assert "finance/quarter-close.md" not in public_docs
     assert "finance/quarter-close.md" in finance_docs
 

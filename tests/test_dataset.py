@@ -16,6 +16,7 @@ from bot.cli import app
 from bot.ops import Ops
 from bot.settings import load_settings
 from knowledge.runtime import Knowledge
+from training.feedback.records import AnswerRecord
 from training.feedback.store import FeedbackStore
 from training.learning.dataset import Example, split_of
 from training.registry import AdapterRegistry
@@ -47,19 +48,19 @@ def answered(
 ) -> str:
     answer_id = str(uuid.uuid4())
     ops.store.record(
-        id=answer_id,
-        question=question,
-        asker="U1",
-        platform="slack",
-        where_kind=where,
-        channel=channel,
-        thread="1",
-        retrieved=[],
-        answer=answer,
-        sources=[],
-        abstained=False,
-        model="m",
-        adapter=None,
+        AnswerRecord(
+            id=answer_id,
+            question=question,
+            asker="U1",
+            platform="slack",
+            where_kind=where,
+            channel=channel,
+            thread="1",
+            answer=answer,
+            abstained=False,
+            model="m",
+            adapter=None,
+        )
     )
     return answer_id
 

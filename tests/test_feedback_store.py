@@ -5,17 +5,27 @@ claims that several replicas agree on."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from base.database import make_engine, utcnow
 from bot.claims import EventClaims
 from knowledge.models import AccessScope
-from training.feedback.store import FeedbackStore
+from training.feedback.records import (
+    AnswerRecord,
+    CitedSource,
+    CuratedKind,
+    RatingKind,
+    RetrievedChunk,
+    StoredSource,
+)
+from training.feedback.store import FeedbackStore, answers, ratings
 
 VECTOR = np.ones(8, dtype=np.float32)
 
@@ -30,33 +40,111 @@ def store(database_url: str) -> FeedbackStore:
 def record(
     store: FeedbackStore,
     *,
-    retrieved: list[dict] | None = None,
-    sources: list[dict] | None = None,
+    retrieved: tuple[RetrievedChunk, ...] = (),
+    sources: tuple[CitedSource, ...] = (),
     question: str = "How do I reset my password?",
 ) -> str:
     answer_id = str(uuid.uuid4())
     store.record(
-        id=answer_id,
-        question=question,
-        asker="U1",
-        platform="slack",
-        where_kind="dm",
-        channel="D1",
-        thread="1.0",
-        retrieved=retrieved or [],
-        answer="Use the self-service portal [1].",
-        sources=sources or [],
-        abstained=False,
-        model="m",
-        adapter=None,
+        AnswerRecord(
+            id=answer_id,
+            question=question,
+            asker="U1",
+            platform="slack",
+            where_kind="dm",
+            channel="D1",
+            thread="1.0",
+            retrieved=retrieved,
+            answer="Use the self-service portal [1].",
+            sources=sources,
+            abstained=False,
+            model="m",
+            adapter=None,
+        )
     )
     return answer_id
 
 
 def in_force(store: FeedbackStore, answer_id: str) -> set[tuple[str, str]]:
-    return {
-        (r["user_id"], r["kind"]) for r in store.ratings_for(answer_id) if r["retracted_at"] is None
-    }
+    return {(r.user_id, r.kind) for r in store.ratings_for(answer_id) if r.retracted_at is None}
+
+
+def test_an_answer_reads_back_as_recorded_and_is_stored_as_before(store: FeedbackStore) -> None:
+    answer = AnswerRecord(
+        id=str(uuid.uuid4()),
+        question="Who signs off the quarter close?",
+        asker="U1",
+        platform="teams",
+        where_kind="private",
+        channel="19:finance",
+        thread="t1",
+        retrieved=(
+            RetrievedChunk("c1", "finance/close.md", "Quarter close", 0.83, "restricted", ("F",)),
+            RetrievedChunk("c2", "it/vpn.md", "VPN", 0.41),
+        ),
+        answer="The controller [1].",
+        sources=(
+            CitedSource(1, StoredSource("Quarter close", "u", "Sign-off", "restricted", ("F",))),
+        ),
+        abstained=False,
+        model="phi-3",
+        adapter="v0003",
+        curated_id=None,
+        retrieval_s=0.25,
+        generation_s=1.5,
+        total_s=1.75,
+    )
+    store.record(answer)
+    assert store.get_answer(answer.id) == answer
+    assert store.get_answer("no such id") is None
+    # The JSON columns keep the shape they always had.
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(answers).where(answers.c.id == answer.id)).one()
+    assert json.loads(row.retrieved) == [
+        {
+            "chunk_id": "c1",
+            "doc": "finance/close.md",
+            "title": "Quarter close",
+            "score": 0.83,
+            "access": "restricted",
+            "allowed": ["F"],
+        },
+        {
+            "chunk_id": "c2",
+            "doc": "it/vpn.md",
+            "title": "VPN",
+            "score": 0.41,
+            "access": "public",
+            "allowed": [],
+        },
+    ]
+    assert row.sources == json.dumps(
+        [
+            {
+                "number": 1,
+                "title": "Quarter close",
+                "uri": "u",
+                "heading": "Sign-off",
+                "access": "restricted",
+                "allowed": ["F"],
+            }
+        ]
+    )
+
+
+def test_kinds_are_stored_as_their_names(store: FeedbackStore) -> None:
+    assert [k.value for k in RatingKind] == ["up", "down", "approved"]
+    assert [k.value for k in CuratedKind] == ["approved", "corrected", "imported"]
+    answer_id = record(store)
+    for user, kind in (("U1", RatingKind.UP), ("U2", RatingKind.DOWN), ("U3", "approved")):
+        store.rate(answer_id=answer_id, user_id=user, platform="slack", kind=kind, source="x")
+    with store.engine.connect() as conn:
+        stored = conn.execute(sa.select(ratings.c.user_id, ratings.c.kind)).all()
+    assert sorted(stored) == [("U1", "up"), ("U2", "down"), ("U3", "approved")]
+    assert [type(r.kind) for r in store.ratings_for(answer_id)] == [RatingKind] * 3
+    store.curate_answer(answer_id, embedding=VECTOR, approved_by="UE", kind=CuratedKind.CORRECTED)
+    found = store.find_curated(VECTOR, threshold=0.95, scope=None)
+    assert found is not None and found.kind is CuratedKind.CORRECTED
 
 
 def test_ratings_are_one_per_person_and_kind_and_can_be_retracted_and_revived(
@@ -110,25 +198,13 @@ def test_a_curated_answer_keeps_the_access_of_everything_it_was_written_from(
     # Cited: a public page. Also shown to the model: a document restricted to the finance team.
     answer_id = record(
         store,
-        sources=[
-            {
-                "number": 1,
-                "title": "Passwords",
-                "uri": "u",
-                "heading": "",
-                "access": "public",
-                "allowed": [],
-            }
-        ],
-        retrieved=[
-            {"chunk_id": "c1", "doc": "it/passwords.md", "access": "public", "allowed": []},
-            {
-                "chunk_id": "c2",
-                "doc": "finance/close.md",
-                "access": "restricted",
-                "allowed": ["finance-team"],
-            },
-        ],
+        sources=(CitedSource(1, StoredSource("Passwords", "u", "", "public")),),
+        retrieved=(
+            RetrievedChunk("c1", "it/passwords.md"),
+            RetrievedChunk(
+                "c2", "finance/close.md", access="restricted", allowed=("finance-team",)
+            ),
+        ),
     )
     store.curate_answer(answer_id, embedding=VECTOR, approved_by="UEXPERT", kind="approved")
     public = AccessScope.public_only()
@@ -186,11 +262,11 @@ def test_messages_link_to_answers_and_threads_list_their_answers(store: Feedback
     assert store.answer_for_message("slack", "D1", "2.0") == first
     assert store.answer_for_message("slack", "C1", "2.0") is None
     thread = store.thread_answers("slack", "D1", "1.0")
-    assert [t["id"] for t in thread] == [first, second]
-    assert thread[1]["question"] == "And how often?"
+    assert [t.id for t in thread] == [first, second]
+    assert thread[1].question == "And how often?"
     third = record(store, question="And on my phone?")
     # A chat's thread is its recent turns: the last N, oldest first, and none too old.
-    assert [t["id"] for t in store.thread_answers("slack", "D1", "1.0", last=2)] == [second, third]
+    assert [t.id for t in store.thread_answers("slack", "D1", "1.0", last=2)] == [second, third]
     assert store.thread_answers("slack", "D1", "1.0", since=utcnow() + timedelta(seconds=5)) == []
     recent = store.thread_answers("slack", "D1", "1.0", since=utcnow() - timedelta(minutes=5))
     assert len(recent) == 3

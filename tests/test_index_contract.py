@@ -1,5 +1,6 @@
 """The contract every index backend honours (knowledge/index/base.py), on real backends:
-LanceDB always, Weaviate whenever WEAVIATE_URL points at one."""
+LanceDB always, Weaviate whenever WEAVIATE_URL points at one. Among it: each backend shows
+exactly what the access rule (AccessScope.sees) allows."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from base.errors import IndexSchemaError
 from knowledge.models import (
+    Access,
     AccessScope,
     ChunkRecord,
     DocKey,
@@ -156,6 +158,104 @@ async def test_private_documents_only_when_included(filled, embedder):
     assert hits[0].doc_id == "people/pay.md" and hits[0].access == "private"
     unfiltered = await search(filled, embedder, question, k=1)
     assert unfiltered[0].doc_id == "people/pay.md"
+
+
+# One document of each access, restricted ones to several principals (one with a quote in it).
+ACCESS_DOCS = {
+    "public.md": (Access.PUBLIC, ()),
+    "private.md": (Access.PRIVATE, ()),
+    "finance.md": (Access.RESTRICTED, ("C0FINANCE", "finance-team")),
+    "hr.md": (Access.RESTRICTED, ("hr-team",)),
+    "legal.md": (Access.RESTRICTED, ("it's legal",)),
+}
+# Where a question can be asked, as the scopes it gets (None: an operator, no filtering).
+SCOPES = {
+    "no scope": None,
+    "public channel": AccessScope.public_only(),
+    "DM of a private reader": AccessScope(include_private=True),
+    "finance channel": AccessScope(principals=frozenset({"C0FINANCE"})),
+    "a channel no document allows": AccessScope(principals=frozenset({"C0RANDOM"})),
+    "DM of someone in two groups": AccessScope(
+        principals=frozenset({"U1", "hr-team", "it's legal"})
+    ),
+    "DM of a private reader in finance": AccessScope(
+        principals=frozenset({"U2", "finance-team"}), include_private=True
+    ),
+}
+
+
+def test_the_access_rule():
+    def visible(scope: AccessScope) -> set[str]:
+        return {
+            doc for doc, (access, allowed) in ACCESS_DOCS.items() if scope.sees(access, allowed)
+        }
+
+    assert visible(SCOPES["public channel"]) == {"public.md"}
+    assert visible(SCOPES["DM of a private reader"]) == {"public.md", "private.md"}
+    assert visible(SCOPES["finance channel"]) == {"public.md", "finance.md"}
+    assert visible(SCOPES["a channel no document allows"]) == {"public.md"}
+    assert visible(SCOPES["DM of someone in two groups"]) == {"public.md", "hr.md", "legal.md"}
+    assert visible(SCOPES["DM of a private reader in finance"]) == {
+        "public.md",
+        "private.md",
+        "finance.md",
+    }
+    # Stored access is a plain string; one the rule does not know is never shown.
+    assert AccessScope().sees("public") and not AccessScope(include_private=True).sees("secret")
+
+
+@pytest.fixture
+async def every_access(index_factory, embedder):
+    index = index_factory("access")
+    await index.open(dim=embedder.dim, model=MODEL)
+    batch = {}
+    for doc, (access, allowed) in ACCESS_DOCS.items():
+        key = DocKey("access", doc)
+        text = f"The office hours of the {doc.removesuffix('.md')} team are posted on the door."
+        [vector] = embedder.embed_documents([text])
+        batch[key] = [
+            ChunkRecord(
+                chunk_id=chunk_id(key.source, doc, 0),
+                source=key.source,
+                doc_id=doc,
+                title=doc,
+                uri=f"file:///{doc}",
+                heading="",
+                ordinal=0,
+                text=text,
+                text_hash=sha256_hex(text),
+                index_hash=sha256_hex(text),
+                n_chunks=1,
+                modified=1_700_000_000.0,
+                access=access.value,
+                allowed=list(allowed),
+                vector=vector.tolist(),
+            )
+        ]
+    await index.replace_documents(batch)
+    await index.optimize()
+    yield index
+    await index.close()
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "vector", "keyword"])
+async def test_each_backend_shows_exactly_what_the_access_rule_allows(every_access, embedder, mode):
+    for where, scope in SCOPES.items():
+        hits = await search(
+            every_access,
+            embedder,
+            "office hours posted on the door",
+            k=20,
+            mode=mode,
+            filters=SearchFilters(scope=scope),
+        )
+        allowed_by_rule = {
+            doc
+            for doc, (access, allowed) in ACCESS_DOCS.items()
+            if scope is None or scope.sees(access, allowed)
+        }
+        assert {h.doc_id for h in hits} == allowed_by_rule, (where, mode)
+        assert all((h.access, h.allowed) == ACCESS_DOCS[h.doc_id] for h in hits), (where, mode)
 
 
 async def test_sources_filter(filled, embedder):

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from base.database import make_engine
 from bot.cli import app
 from bot.settings import load_settings
+from training.feedback.records import AnswerRecord
 from training.feedback.store import FeedbackStore
 
 
@@ -112,19 +113,19 @@ def test_status_json_shows_index_and_feedback_counts(handbook_data_dir: Path) ->
     store = FeedbackStore(make_engine(load_settings().resolved_database_url))
     store.migrate()
     store.record(
-        id="a1",
-        question="q",
-        asker="U1",
-        platform="slack",
-        where_kind="public",
-        channel="C",
-        thread="1",
-        retrieved=[],
-        answer="x",
-        sources=[],
-        abstained=False,
-        model="m",
-        adapter=None,
+        AnswerRecord(
+            id="a1",
+            question="q",
+            asker="U1",
+            platform="slack",
+            where_kind="public",
+            channel="C",
+            thread="1",
+            answer="x",
+            abstained=False,
+            model="m",
+            adapter=None,
+        )
     )
     store.rate(answer_id="a1", user_id="U1", platform="slack", kind="up", source="reaction")
     store.rate(answer_id="a1", user_id="U2", platform="slack", kind="down", source="button")

@@ -255,13 +255,13 @@ async def test_a_mention_is_acked_and_answered_in_its_thread_with_progress_sourc
     answer_id = button_values(stop)[ids.FEEDBACK_UP]
     assert button_values(stop) == {ids.FEEDBACK_UP: answer_id, ids.FEEDBACK_DOWN: answer_id}
     row = env.core.store.get_answer(answer_id)
-    assert row is not None and row["question"] == PASSWORD_Q
-    assert row["platform"] == "slack" and row["where_kind"] == "public"
-    assert row["channel"] == "CPUBLIC" and row["thread"] == ts
+    assert row is not None and row.question == PASSWORD_Q
+    assert row.platform == "slack" and row.where_kind == "public"
+    assert row.channel == "CPUBLIC" and row.thread == ts
     # What was streamed is the recorded answer, and the message is linked to it.
-    assert streamed_text(slack, answer_ts).strip() == row["answer"].strip()
+    assert streamed_text(slack, answer_ts).strip() == row.answer.strip()
     assert env.core.store.answer_for_message("slack", "CPUBLIC", answer_ts) == answer_id
-    if row["sources"]:
+    if row.sources:
         assert "expertbot_sources" in block_ids(stop)
     await slack.wait_for("reactions.remove")
     assert slack.calls_to("reactions.remove")[0].body["timestamp"] == ts
@@ -284,7 +284,7 @@ async def test_a_dm_is_answered_in_its_thread_with_dm_access(env: Env) -> None:
     await env.event(message(PASSWORD_Q, channel="D0DM", user=EMPLOYEE, ts=ts, channel_type="im"))
     stop = (await env.slack.wait_for("chat.stopStream"))[0]
     row = env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP])
-    assert row["where_kind"] == "dm" and row["thread"] == ts and row["asker"] == EMPLOYEE
+    assert row.where_kind == "dm" and row.thread == ts and row.asker == EMPLOYEE
 
 
 async def test_a_follow_up_in_the_thread_carries_its_history(env: Env) -> None:
@@ -305,9 +305,9 @@ async def test_a_follow_up_in_the_thread_carries_its_history(env: Env) -> None:
     first_row = env.core.store.get_answer(button_values(first)[ids.FEEDBACK_UP])
     assert [t.role for t in question.history] == ["user", "assistant"]
     assert question.history[0].text == PASSWORD_Q
-    assert question.history[1].text == first_row["answer"]
+    assert question.history[1].text == first_row.answer
     assert env.slack.calls_to("chat.startStream")[1].body["thread_ts"] == ts
-    assert env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP])["thread"] == ts
+    assert env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP]).thread == ts
 
 
 async def test_threads_the_bot_did_not_answer_and_bots_and_edits_are_ignored(env: Env) -> None:
@@ -355,7 +355,7 @@ async def test_channels_outside_the_allowed_list_are_ignored(env: Env) -> None:
 
 def retrieved_docs(env: Env, stop: Call) -> set[str]:
     row = env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP])
-    return {r["doc"] for r in row["retrieved"]}
+    return {r.doc for r in row.retrieved}
 
 
 async def test_a_private_channel_may_use_documents_restricted_to_it_a_public_one_may_not(
@@ -475,8 +475,7 @@ async def test_a_failure_to_answer_ends_in_an_apology_in_the_thread(env: Env) ->
 
 def ratings(env: Env, answer_id: str) -> set[tuple[str, str, bool]]:
     return {
-        (r["user_id"], r["kind"], r["retracted_at"] is None)
-        for r in env.core.store.ratings_for(answer_id)
+        (r.user_id, r.kind, r.retracted_at is None) for r in env.core.store.ratings_for(answer_id)
     }
 
 
@@ -530,8 +529,8 @@ async def test_an_expert_approval_serves_the_answer_to_the_next_identical_questi
     await settle(env)
     _, again = await env.ask(PASSWORD_Q)
     served = env.core.store.get_answer(button_values(again)[ids.FEEDBACK_UP])
-    assert served["curated_id"] is not None
-    assert served["answer"] == env.core.store.get_answer(answer_id)["answer"]
+    assert served.curated_id is not None
+    assert served.answer == env.core.store.get_answer(answer_id).answer
     assert "Expert-approved" in json.dumps(again.body["blocks"])
     await env.event(
         reaction(
@@ -540,7 +539,7 @@ async def test_an_expert_approval_serves_the_answer_to_the_next_identical_questi
     )
     await settle(env)
     _, third = await env.ask(PASSWORD_Q)
-    assert env.core.store.get_answer(button_values(third)[ids.FEEDBACK_UP])["curated_id"] is None
+    assert env.core.store.get_answer(button_values(third)[ids.FEEDBACK_UP]).curated_id is None
 
 
 async def test_feedback_buttons_record_one_vote_per_person(env: Env) -> None:
@@ -592,7 +591,7 @@ async def test_an_experts_thread_correction_becomes_the_curated_answer(env: Env)
     ack = (await env.slack.wait_for("chat.postMessage"))[0]
     assert ack.body["thread_ts"] == ts and "correction saved" in ack.body["text"]
     [row] = env.core.store.corrections_for(answer_id)
-    assert row["approved"] is True and row["text"] == CORRECTION and row["curated_id"]
+    assert row.approved is True and row.text == CORRECTION and row.curated_id
     assert len(env.questions) == 1  # a correction is not a follow-up question
     _, again = await env.ask(PASSWORD_Q)
     assert streamed_text(env.slack, again.body["ts"]).strip() == CORRECTION
@@ -613,15 +612,15 @@ async def test_a_non_experts_correction_is_only_a_comment(env: Env) -> None:
     ack = (await env.slack.wait_for("chat.postMessage"))[0]
     assert "comment" in ack.body["text"]
     [row] = env.core.store.corrections_for(answer_id)
-    assert row["approved"] is False and row["curated_id"] is None
+    assert row.approved is False and row.curated_id is None
     _, again = await env.ask(PASSWORD_Q)
-    assert env.core.store.get_answer(button_values(again)[ids.FEEDBACK_UP])["curated_id"] is None
+    assert env.core.store.get_answer(button_values(again)[ids.FEEDBACK_UP]).curated_id is None
 
 
 async def test_the_correct_this_answer_shortcut_opens_a_prefilled_modal_and_saves(env: Env) -> None:
     ts, stop = await env.ask(PASSWORD_Q)
     answer_id = button_values(stop)[ids.FEEDBACK_UP]
-    original = env.core.store.get_answer(answer_id)["answer"]
+    original = env.core.store.get_answer(answer_id).answer
     shortcut = {
         "type": "message_action",
         "callback_id": ids.CORRECT_SHORTCUT,
@@ -658,7 +657,7 @@ async def test_the_correct_this_answer_shortcut_opens_a_prefilled_modal_and_save
     ack = (await env.slack.wait_for("chat.postMessage"))[0]
     assert ack.body["thread_ts"] == ts and "correction saved" in ack.body["text"]
     [row] = env.core.store.corrections_for(answer_id)
-    assert row["approved"] is True and row["text"] == CORRECTION
+    assert row.approved is True and row.text == CORRECTION
     _, again = await env.ask(PASSWORD_Q)
     assert streamed_text(env.slack, again.body["ts"]).strip() == CORRECTION
 
@@ -756,7 +755,7 @@ async def test_ask_answers_anyone_through_the_response_url(env: Env) -> None:
     assert response.status == 200
     [reply] = await env.slack.wait_for(key)
     answer_id = button_values(reply)[ids.FEEDBACK_UP]
-    assert env.core.store.get_answer(answer_id)["question"] == PASSWORD_Q
+    assert env.core.store.get_answer(answer_id).question == PASSWORD_Q
     assert reply.body["response_type"] == "ephemeral"
 
 
@@ -809,7 +808,7 @@ async def test_socket_mode_shares_the_listeners(env: Env) -> None:
         )
         assert ack["envelope_id"]
         stop = (await env.slack.wait_for("chat.stopStream"))[0]
-        assert env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP])["thread"] == ts
+        assert env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP]).thread == ts
         opened = env.slack.calls_to("apps.connections.open")[0]
         assert opened.headers["Authorization"] == "Bearer xapp-test"
     finally:

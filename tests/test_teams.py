@@ -193,7 +193,7 @@ def card_of(message: Sent) -> dict[str, Any]:
 
 def ratings(env: Env, answer_id: str) -> set[tuple[str, str, bool, str | None]]:
     return {
-        (r["user_id"], r["kind"], r["retracted_at"] is None, r["comment"])
+        (r.user_id, r.kind, r.retracted_at is None, r.comment)
         for r in env.core.store.ratings_for(answer_id)
     }
 
@@ -222,19 +222,19 @@ async def test_a_1to1_question_is_streamed_then_ends_with_citations_label_feedba
     assert streamed, "no streamed update"
     assert all(u.body["type"] == "typing" for u in streamed)
     answer = env.core.store.get_answer(answer_id)
-    assert answer["answer"].startswith(streamed[0].body["text"])  # a prefix of the answer, early
+    assert answer.answer.startswith(streamed[0].body["text"])  # a prefix of the answer, early
     assert last is final and final.stream_type == "final"
     assert env.message_id(final) == "msg-1"  # the stream's id: the first reply's
-    assert final.body["text"] == answer["answer"]
+    assert final.body["text"] == answer.answer
     entity = ai_entity(final)
     assert entity["additionalType"] == ["AIGeneratedContent"]
     assert final.body["text"] == CITED
-    sources = answer["sources"]
+    sources = [cited.source for cited in answer.sources]
     assert len(sources) == 2
     citations = sorted(entity["citation"], key=lambda c: c["position"])
     assert [c["position"] for c in citations] == [1, 2]
     assert [c["appearance"]["name"] for c in citations] == [
-        s["title"] + (f" › {s['heading']}" if s["heading"] else "") for s in sources
+        s.title + (f" › {s.heading}" if s.heading else "") for s in sources
     ]
     # The pop-up shows (the start of) the passage the model was given under that number.
     [given] = env.answers
@@ -278,7 +278,7 @@ async def test_a_group_chat_may_use_documents_restricted_to_it_a_channel_may_not
     )
 
     def docs(answer_id: str) -> set[str]:
-        return {r["doc"] for r in env.core.store.get_answer(answer_id)["retrieved"]}
+        return {r.doc for r in env.core.store.get_answer(answer_id).retrieved}
 
     assert "finance/quarter-close.md" in docs(in_chat)
     assert "finance/quarter-close.md" not in docs(in_channel)
@@ -390,8 +390,8 @@ async def test_an_experts_approval_replaces_the_card_and_serves_the_answer_next_
     assert ratings(env, answer_id) == {(EXPERT, "approved", True, None)}
     _, again, again_id = await env.ask(PASSWORD_Q)
     served = env.core.store.get_answer(again_id)
-    assert served["curated_id"] is not None
-    assert served["answer"] == env.core.store.get_answer(answer_id)["answer"]
+    assert served.curated_id is not None
+    assert served.answer == env.core.store.get_answer(answer_id).answer
     assert "Expert-approved answer" in json.dumps(card_of(again))
 
 
@@ -420,8 +420,8 @@ async def test_an_experts_correction_becomes_the_curated_answer_others_are_comme
     )
     card = (await fixed.json())["value"]
     assert "Corrected by Dana Expert" in json.dumps(card)
-    rows = sorted(env.core.store.corrections_for(answer_id), key=lambda r: r["approved"])
-    assert [(r["approved"], r["text"], bool(r["curated_id"])) for r in rows] == [
+    rows = sorted(env.core.store.corrections_for(answer_id), key=lambda r: r.approved)
+    assert [(r.approved, r.text, bool(r.curated_id)) for r in rows] == [
         (False, "ask Bob", False),
         (True, CORRECTION, True),
     ]

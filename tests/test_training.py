@@ -23,6 +23,7 @@ from bot.ops import Ops, status_lines
 from bot.settings import load_settings
 from knowledge.runtime import Knowledge
 from training.config import GateConfig, PromptConfig, TrainingConfig
+from training.feedback.records import AnswerRecord
 from training.feedback.store import FeedbackStore
 from training.learning.dataset import split_of
 from training.learning.finetune import IGNORE, ChatFormat, TrainExample
@@ -105,19 +106,19 @@ def corrected(store: FeedbackStore, question: str, text: str = TAUGHT) -> str:
     """An answer the bot gave, corrected by an expert in its thread."""
     answer_id = str(uuid.uuid4())
     store.record(
-        id=answer_id,
-        question=question,
-        asker="U1",
-        platform="slack",
-        where_kind="public",
-        channel="CPUBLIC",
-        thread="1",
-        retrieved=[],
-        answer="I am not sure.",
-        sources=[],
-        abstained=False,
-        model="tiny",
-        adapter=None,
+        AnswerRecord(
+            id=answer_id,
+            question=question,
+            asker="U1",
+            platform="slack",
+            where_kind="public",
+            channel="CPUBLIC",
+            thread="1",
+            answer="I am not sure.",
+            abstained=False,
+            model="tiny",
+            adapter=None,
+        )
     )
     store.add_correction(
         answer_id=answer_id, user_id=EXPERT, platform="slack", text=text, approved=True

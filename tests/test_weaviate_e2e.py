@@ -167,8 +167,8 @@ async def test_a_slack_question_is_answered_from_the_weaviate_index(slack_env: E
     ts, stop = await slack_env.ask("How do I reset my password?")
     answer_id = await slack_env.linked("CPUBLIC", stop.body["ts"])
     row = slack_env.core.store.get_answer(answer_id)
-    assert row is not None and row["thread"] == ts and not row["abstained"]
-    assert "it/help-desk.md" in {r["doc"] for r in row["retrieved"]}
+    assert row is not None and row.thread == ts and not row.abstained
+    assert "it/help-desk.md" in {r.doc for r in row.retrieved}
     ready = await slack_env.client.get("/readyz")
     checks = (await ready.json())["checks"]
     assert ready.status == 200 and checks["index"].endswith(" chunks")
@@ -181,8 +181,8 @@ async def test_a_public_channel_never_gets_private_documents_from_weaviate(
     answer_id = await slack_env.linked("CPUBLIC", stop.body["ts"])
     row = slack_env.core.store.get_answer(answer_id)
     assert row is not None
-    assert row["retrieved"], "the public handbook still has passages to show"
-    docs = {r["doc"] for r in row["retrieved"]}
+    assert row.retrieved, "the public handbook still has passages to show"
+    docs = {r.doc for r in row.retrieved}
     assert "people/compensation-bands.md" not in docs and "finance/quarter-close.md" not in docs
     text = json.dumps([c.body for c in slack_env.slack.calls])
     assert "compensation-bands" not in text

@@ -22,10 +22,17 @@ from bot import metrics
 from bot.core.access import scope_for
 from bot.core.config import AnswerConfig
 from bot.core.question import Answer, Passage, Question, Source, Timings
-from knowledge.models import Hit, SearchFilters
+from knowledge.models import Access, Hit, SearchFilters
 from knowledge.search import KnowledgeSearch
 from training.config import PromptConfig
-from training.feedback.store import CuratedAnswer, FeedbackStore
+from training.feedback.records import (
+    AnswerRecord,
+    CitedSource,
+    CuratedAnswer,
+    RetrievedChunk,
+    StoredSource,
+)
+from training.feedback.store import FeedbackStore
 from training.scoring import says_it_does_not_know
 from training.serving.citations import CitationRewriter
 from training.serving.generation import GenerationRequest, Generator
@@ -269,53 +276,52 @@ class Answerer:
         )
         if self.store is None or not self.config.record:
             return
+        record = AnswerRecord(
+            id=answer.id,
+            question=answer.question,
+            asker=question.asker,
+            platform=question.where.platform,
+            where_kind=question.where.kind.value,
+            channel=question.where.channel,
+            thread=question.where.thread,
+            retrieved=tuple(
+                RetrievedChunk(h.chunk_id, h.doc_id, h.title, h.score, h.access, h.allowed)
+                for h in retrieved
+            ),
+            answer=answer.text,
+            sources=tuple(
+                CitedSource(s.number, self._stored(s, answer, curated)) for s in answer.sources
+            ),
+            abstained=answer.abstained,
+            curated_id=curated.id if curated else None,
+            model=answer.model,
+            adapter=answer.adapter,
+            retrieval_s=answer.timings.retrieval_s,
+            generation_s=answer.timings.generation_s,
+            total_s=answer.timings.total_s,
+        )
         try:
-            await asyncio.to_thread(
-                self.store.record,
-                id=answer.id,
-                question=answer.question,
-                asker=question.asker,
-                platform=question.where.platform,
-                where_kind=question.where.kind.value,
-                channel=question.where.channel,
-                thread=question.where.thread,
-                retrieved=[
-                    {
-                        "chunk_id": h.chunk_id,
-                        "doc": h.doc_id,
-                        "title": h.title,
-                        "score": h.score,
-                        "access": h.access,
-                        "allowed": list(h.allowed),
-                    }
-                    for h in retrieved
-                ],
-                answer=answer.text,
-                sources=[s.as_json() | self._access_of(s, answer, curated) for s in answer.sources],
-                abstained=answer.abstained,
-                curated_id=curated.id if curated else None,
-                model=answer.model,
-                adapter=answer.adapter,
-                retrieval_s=answer.timings.retrieval_s,
-                generation_s=answer.timings.generation_s,
-                total_s=answer.timings.total_s,
-            )
+            await asyncio.to_thread(self.store.record, record)
         except DatabaseError as exc:  # the asker still gets the answer
             log.error("answer.record_failed", answer_id=answer.id, error=str(exc))
 
     @staticmethod
-    def _access_of(
-        source: Source, answer: Answer, curated: CuratedAnswer | None
-    ) -> dict[str, object]:
-        """Who may see a cited source: kept with the answer, so that an expert's approval of
-        it never serves the answer where its sources are not visible."""
+    def _stored(source: Source, answer: Answer, curated: CuratedAnswer | None) -> StoredSource:
+        """A cited source with who may see it: kept with the answer, so that an expert's approval
+        of it never serves the answer where its sources are not visible."""
         if curated is not None and source.number <= len(curated.sources):
-            stored = curated.sources[source.number - 1]
-            return {"access": stored.access, "allowed": list(stored.allowed)}
-        for passage in answer.passages:
-            if passage.uri == source.uri and passage.heading == source.heading:
-                return {"access": passage.access, "allowed": list(passage.allowed)}
-        return {"access": "private", "allowed": []}  # unknown: the most restrictive
+            served = curated.sources[source.number - 1]
+            access, allowed = served.access, served.allowed
+        else:
+            access, allowed = next(
+                (
+                    (p.access, p.allowed)
+                    for p in answer.passages
+                    if (p.uri, p.heading) == (source.uri, source.heading)
+                ),
+                (Access.PRIVATE.value, ()),  # unknown: the most restrictive
+            )
+        return StoredSource(source.title, source.uri, source.heading, access, tuple(allowed))
 
 
 def merge_passages(hits: Sequence[Hit]) -> list[Passage]:

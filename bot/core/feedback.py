@@ -20,11 +20,10 @@ import structlog
 
 from bot import metrics
 from knowledge.search import KnowledgeSearch
+from training.feedback.records import CuratedKind, RatingKind
 from training.feedback.store import FeedbackStore
 
 log = structlog.get_logger("expertbot.feedback")
-
-UP, DOWN, APPROVED = "up", "down", "approved"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +42,7 @@ class Feedback:
         self,
         answer_id: str,
         user: str,
-        kind: str,
+        kind: RatingKind,
         *,
         platform: str,
         source: str,
@@ -51,10 +50,10 @@ class Feedback:
         comment: str | None = None,
     ) -> bool:
         """A 👍 (`up`) or 👎 (`down`); `exclusive` withdraws the user's opposite vote."""
-        if kind not in (UP, DOWN):
+        if kind not in (RatingKind.UP, RatingKind.DOWN):
             raise ValueError(f"not a rating: {kind!r}")
         if exclusive:
-            opposite = DOWN if kind == UP else UP
+            opposite = RatingKind.DOWN if kind == RatingKind.UP else RatingKind.UP
             await asyncio.to_thread(
                 self.store.retract, answer_id=answer_id, user_id=user, kind=opposite
             )
@@ -72,8 +71,8 @@ class Feedback:
         log.info("feedback.rated", answer_id=answer_id, kind=kind, source=source, new=changed)
         return changed
 
-    async def retract(self, answer_id: str, user: str, kind: str) -> bool:
-        if kind == APPROVED:
+    async def retract(self, answer_id: str, user: str, kind: RatingKind) -> bool:
+        if kind == RatingKind.APPROVED:
             return await self.withdraw_approval(answer_id, user)
         retracted = await asyncio.to_thread(
             self.store.retract, answer_id=answer_id, user_id=user, kind=kind
@@ -88,26 +87,26 @@ class Feedback:
             answer_id=answer_id,
             user_id=expert,
             platform=platform,
-            kind=APPROVED,
+            kind=RatingKind.APPROVED,
             source=source,
             expert=True,
         )
         if changed:
-            metrics.FEEDBACK.labels(kind=APPROVED).inc()
-            curated_id = await self._curate(answer_id, expert, kind="approved")
+            metrics.FEEDBACK.labels(kind=RatingKind.APPROVED).inc()
+            curated_id = await self._curate(answer_id, expert, kind=CuratedKind.APPROVED)
             log.info("feedback.approved", answer_id=answer_id, curated_id=curated_id)
         return changed
 
     async def withdraw_approval(self, answer_id: str, expert: str) -> bool:
         retracted = await asyncio.to_thread(
-            self.store.retract, answer_id=answer_id, user_id=expert, kind=APPROVED
+            self.store.retract, answer_id=answer_id, user_id=expert, kind=RatingKind.APPROVED
         )
         if retracted:
             await asyncio.to_thread(
                 self.store.deactivate_curated,
                 answer_id=answer_id,
                 approved_by=expert,
-                kind="approved",
+                kind=CuratedKind.APPROVED,
             )
             log.info("feedback.approval_withdrawn", answer_id=answer_id)
         return retracted
@@ -120,7 +119,9 @@ class Feedback:
         if not text:
             raise ValueError("an empty correction")
         curated_id = (
-            await self._curate(answer_id, user, kind="corrected", text=text) if expert else None
+            await self._curate(answer_id, user, kind=CuratedKind.CORRECTED, text=text)
+            if expert
+            else None
         )
         correction_id = await asyncio.to_thread(
             self.store.add_correction,
@@ -136,12 +137,12 @@ class Feedback:
         return Correction(correction_id, expert, curated_id)
 
     async def _curate(
-        self, answer_id: str, expert: str, *, kind: str, text: str | None = None
+        self, answer_id: str, expert: str, *, kind: CuratedKind, text: str | None = None
     ) -> str:
         row = await asyncio.to_thread(self.store.get_answer, answer_id)
         if row is None:
             raise LookupError(f"no answer {answer_id}")
-        vector = await self.search.embed(row["question"])
+        vector = await self.search.embed(row.question)
         return await asyncio.to_thread(
             self.store.curate_answer,
             answer_id,

@@ -52,7 +52,7 @@ from bot.chat import (
     thread_history,
 )
 from bot.claims import EventClaims
-from bot.core.feedback import APPROVED, DOWN, UP, Feedback
+from bot.core.feedback import Feedback
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
@@ -64,6 +64,7 @@ from bot.slack.render import (
     footer_blocks,
     progress_text,
 )
+from training.feedback.records import AnswerRecord, RatingKind
 
 log = structlog.get_logger("expertbot.slack")
 
@@ -290,7 +291,7 @@ class SlackBot:
         text: str,
         *,
         team: str | None,
-        earlier: list[dict[str, Any]] | None = None,
+        earlier: list[AnswerRecord] | None = None,
     ) -> None:
         channel, user, ts = event["channel"], event["user"], event["ts"]
         thread = event.get("thread_ts") or ts
@@ -334,7 +335,7 @@ class SlackBot:
         channel_type: str | None,
         in_thread: bool,
         *,
-        earlier: list[dict[str, Any]] | None = None,
+        earlier: list[AnswerRecord] | None = None,
     ) -> Question:
         """`earlier`: the thread's answers, when the caller has already read them."""
         kind = await self.directory.where_kind(channel, channel_type)
@@ -415,11 +416,11 @@ class SlackBot:
             return
         reaction = _SKIN_TONE.sub("", event.get("reaction", ""))
         if reaction in _UP_REACTIONS:
-            kind = UP
+            kind = RatingKind.UP
         elif reaction in _DOWN_REACTIONS:
-            kind = DOWN
+            kind = RatingKind.DOWN
         elif reaction == self.config.approval_reaction:
-            kind = APPROVED
+            kind = RatingKind.APPROVED
         else:
             return
         answer_id = await asyncio.to_thread(
@@ -427,7 +428,7 @@ class SlackBot:
         )
         if answer_id is None:
             return  # not one of our answers
-        if kind == APPROVED:
+        if kind == RatingKind.APPROVED:
             if not await self.is_expert(user):
                 log.info("slack.approval_ignored", answer_id=answer_id, reason="not an expert")
                 return
@@ -443,7 +444,7 @@ class SlackBot:
     async def _on_button(self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]) -> None:
         await ack()
         action = body["actions"][0]
-        kind = UP if action["action_id"] == ids.FEEDBACK_UP else DOWN
+        kind = RatingKind.UP if action["action_id"] == ids.FEEDBACK_UP else RatingKind.DOWN
         user = body["user"]["id"]
         answer_id = str(action.get("value", ""))
         if not await asyncio.to_thread(self.core.store.get_answer, answer_id):
@@ -454,7 +455,7 @@ class SlackBot:
         channel = (body.get("channel") or {}).get("id")
         if channel:
             thanks = rating_thanks(
-                kind == UP,
+                kind == RatingKind.UP,
                 f"An expert can reply `{self.config.correction_prefix} …` in the thread with the "
                 "right answer.",
             )
@@ -472,7 +473,7 @@ class SlackBot:
                 channel, thread, "A correction needs the right answer after the prefix."
             )
             return
-        await self._correct(answers[-1]["id"], user, body, channel, thread)
+        await self._correct(answers[-1].id, user, body, channel, thread)
 
     async def _correct(
         self, answer_id: str, user: str, text: str, channel: str, thread: str | None
@@ -500,7 +501,7 @@ class SlackBot:
                 "channel": channel,
                 "thread": message.get("thread_ts") or message.get("ts"),
             }
-            view = _correction_view(row["question"], row["answer"], json.dumps(metadata))
+            view = _correction_view(row.question, row.answer, json.dumps(metadata))
         await self.client.views_open(trigger_id=body["trigger_id"], view=view)
 
     async def _on_correction_submitted(

@@ -73,7 +73,7 @@ from bot.chat import (
     thread_history,
 )
 from bot.claims import EventClaims
-from bot.core.feedback import DOWN, UP, Feedback
+from bot.core.feedback import Feedback
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
@@ -94,6 +94,7 @@ from bot.teams.render import (
     citations,
     plain_text,
 )
+from training.feedback.records import AnswerRecord, RatingKind
 
 log = structlog.get_logger("expertbot.teams")
 
@@ -374,7 +375,9 @@ class TeamsBot:
         activity = context.activity
         value = activity.value if isinstance(activity.value, dict) else {}
         action = value.get("actionValue") if value.get("actionName") == "feedback" else None
-        kind = {"like": UP, "dislike": DOWN}.get(str((action or {}).get("reaction")))
+        kind = {"like": RatingKind.UP, "dislike": RatingKind.DOWN}.get(
+            str((action or {}).get("reaction"))
+        )
         if kind is None:
             await _invoke_response(context, 400, {"error": "not a feedback action"})
             return
@@ -407,11 +410,11 @@ class TeamsBot:
             return _message(NOT_AN_ANSWER)
         user = user_id(activity)
         if not self.is_expert(user):
-            log.info("teams.approval_ignored", answer_id=row["id"], reason="not an expert")
+            log.info("teams.approval_ignored", answer_id=row.id, reason="not an expert")
             return _message("Only experts can approve answers — nothing was recorded.")
-        await self.feedback.approve(row["id"], user, platform=PLATFORM, source="card")
+        await self.feedback.approve(row.id, user, platform=PLATFORM, source="card")
         status = f"✅ Approved by {_name(activity)}"
-        return _card(answer_card(row["id"], row["answer"], status=status, approvable=False))
+        return _card(answer_card(row.id, row.answer, status=status, approvable=False))
 
     async def _on_correct(
         self, context: TurnContext, state: TurnState, data: Any
@@ -427,13 +430,13 @@ class TeamsBot:
             return _message("Already saved.")
         user = user_id(activity)
         expert = self.is_expert(user)
-        await self.feedback.correct(row["id"], user, text, platform=PLATFORM, expert=expert)
+        await self.feedback.correct(row.id, user, text, platform=PLATFORM, expert=expert)
         if not expert:
             return _message(correction_thanks(False))
         status = f"✏️ Corrected by {_name(activity)}: {text[:1000]}"
-        return _card(answer_card(row["id"], text, status=status))
+        return _card(answer_card(row.id, text, status=status))
 
-    async def _answer_row(self, data: Any) -> dict[str, Any] | None:
+    async def _answer_row(self, data: Any) -> AnswerRecord | None:
         answer_id = (data or {}).get("answerId") if isinstance(data, dict) else None
         if not isinstance(answer_id, str) or not answer_id:
             return None

@@ -30,6 +30,7 @@ from knowledge.models import (
     ChunkRecord,
     DocKey,
     DocState,
+    Grant,
     Hit,
     IndexStats,
     SearchFilters,
@@ -71,18 +72,20 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def grant_clause(grant: Grant) -> str:
+    """One term of the access rule (AccessScope.grants) in SQL."""
+    clause = f"access = {sql_literal(grant.access.value)}"
+    if grant.allowed_any is None:
+        return clause
+    names = ", ".join(sql_literal(p) for p in sorted(grant.allowed_any))
+    return f"({clause} AND array_has_any(allowed, [{names}]))"
+
+
 def where_clause(filters: SearchFilters) -> str | None:
     """The SQL pre-filter for access scope and sources (None: no filter)."""
     parts: list[str] = []
-    scope = filters.scope
-    if scope is not None:
-        visible = ["access = 'public'"]
-        if scope.principals:
-            names = ", ".join(sql_literal(p) for p in sorted(scope.principals))
-            visible.append(f"(access = 'restricted' AND array_has_any(allowed, [{names}]))")
-        if scope.include_private:
-            visible.append("access = 'private'")
-        parts.append("(" + " OR ".join(visible) + ")")
+    if filters.scope is not None:
+        parts.append("(" + " OR ".join(grant_clause(g) for g in filters.scope.grants()) + ")")
     if filters.sources is not None:
         if not filters.sources:
             return "false"

@@ -49,6 +49,7 @@ from knowledge.models import (
     ChunkRecord,
     DocKey,
     DocState,
+    Grant,
     Hit,
     IndexStats,
     SearchFilters,
@@ -363,21 +364,19 @@ def stale_chunks_filter(key: DocKey, ordinals: Iterable[int]) -> FilterReturn:
 # --- search -------------------------------------------------------------------------------
 
 
+def grant_filter(grant: Grant) -> FilterReturn:
+    """One term of the access rule (AccessScope.grants) as a Weaviate filter."""
+    on_access = Filter.by_property("access").equal(grant.access.value)
+    if grant.allowed_any is None:
+        return on_access
+    return on_access & Filter.by_property("allowed").contains_any(sorted(grant.allowed_any))
+
+
 def access_filter(scope: AccessScope | None) -> FilterReturn | None:
-    """What `scope` may see: public, or restricted to one of its principals, or private when
-    it includes private documents. None (no scope) means no access filtering."""
+    """What `scope` may see (any of its grants); None (no scope) means no access filtering."""
     if scope is None:
         return None
-    access = Filter.by_property("access")
-    visible: list[FilterReturn] = [access.equal("public")]
-    if scope.principals:
-        visible.append(
-            access.equal("restricted")
-            & Filter.by_property("allowed").contains_any(sorted(scope.principals))
-        )
-    if scope.include_private:
-        visible.append(access.equal("private"))
-    return Filter.any_of(visible)
+    return Filter.any_of([grant_filter(g) for g in scope.grants()])
 
 
 def search_filter(filters: SearchFilters) -> FilterReturn | None:

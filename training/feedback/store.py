@@ -3,14 +3,16 @@
 SQLAlchemy on the shared SQL store (SQLite by default, PostgreSQL by URL), namespace
 `training`, numbered migrations. It holds:
 
-- `record(...)` keeps each answered question (question, asker, where, retrieved chunks, answer,
-  cited sources, model and adapter, timings) under the Answer's id; `link_message(...)` ties
-  the chat message that shows it to that id;
+- `record(AnswerRecord)` keeps each answered question (question, asker, where, retrieved
+  chunks, answer, cited sources, model and adapter, timings) under the Answer's id;
+  `link_message(...)` ties the chat message that shows it to that id;
 - `rate` / `retract` (👍 / 👎), `add_correction` (an expert's or anyone's), and what the
   training set reads back: `training_candidates`, `imported_examples`, `feedback_counts`;
 - `add_curated(...)` stores an expert-approved or corrected answer with its question's
   embedding; `find_curated(...)` returns the one whose question is near-identical to a new
   question (cosine ≥ threshold), if the asker may see every source it cites.
+
+What goes in and comes out are the typed records of `training/feedback/records.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,19 @@ from sqlalchemy.engine import Connection, Engine
 from base.database import Migration, migrate, utcnow
 from base.errors import DatabaseError
 from knowledge.models import Access, AccessScope
+from training.feedback.records import (
+    AnswerRecord,
+    CitedSource,
+    CorrectionRecord,
+    CuratedAnswer,
+    CuratedKind,
+    ImportedExample,
+    RatingKind,
+    RatingRecord,
+    RetrievedChunk,
+    StoredSource,
+    TrainingCandidate,
+)
 
 metadata = sa.MetaData()
 
@@ -148,54 +162,6 @@ def migrate_training(engine: Engine) -> list[str]:
     return migrate(engine, "training", MIGRATIONS)
 
 
-@dataclass(frozen=True, slots=True)
-class StoredSource:
-    title: str
-    uri: str
-    heading: str
-    access: str = Access.PUBLIC.value
-    allowed: tuple[str, ...] = ()
-
-    def visible_in(self, scope: AccessScope | None) -> bool:
-        if scope is None or self.access == Access.PUBLIC:
-            return True
-        if self.access == Access.PRIVATE:
-            return scope.include_private
-        return bool(scope.principals & set(self.allowed))
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "title": self.title,
-            "uri": self.uri,
-            "heading": self.heading,
-            "access": self.access,
-            "allowed": list(self.allowed),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StoredSource:
-        return cls(
-            title=str(data.get("title", "")),
-            uri=str(data.get("uri", "")),
-            heading=str(data.get("heading", "")),
-            access=str(data.get("access", Access.PUBLIC.value)),
-            allowed=tuple(data.get("allowed", ())),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class CuratedAnswer:
-    id: str
-    question: str
-    answer: str
-    sources: tuple[StoredSource, ...]
-    approved_by: str
-    kind: str
-    created_at: datetime
-    similarity: float = 1.0
-    guards: tuple[StoredSource, ...] = ()
-
-
 class FeedbackStore:
     """The feedback store: answers, the chat messages showing them, ratings, corrections and
     curated answers."""
@@ -206,22 +172,14 @@ class FeedbackStore:
     def migrate(self) -> None:
         migrate_training(self.engine)
 
-    def record(self, **row: Any) -> None:
-        """Keep one answer (columns of `answers`; JSON columns as Python values)."""
-        for key in ("retrieved", "sources"):
-            row[key] = json.dumps(row.get(key, []), ensure_ascii=False)
-        row.setdefault("created_at", utcnow())
-        self._execute(answers.insert().values(**row))
+    def record(self, answer: AnswerRecord) -> None:
+        """Keep one answer given, under its id."""
+        self._execute(answers.insert().values(**_answer_values(answer)))
 
-    def get_answer(self, answer_id: str) -> dict[str, Any] | None:
+    def get_answer(self, answer_id: str) -> AnswerRecord | None:
         with self._connect() as conn:
             found = conn.execute(sa.select(answers).where(answers.c.id == answer_id)).first()
-        if found is None:
-            return None
-        row = dict(found._mapping)
-        row["retrieved"] = json.loads(row["retrieved"])
-        row["sources"] = json.loads(row["sources"])
-        return row
+        return None if found is None else _answer_record(found)
 
     def add_curated(
         self,
@@ -231,7 +189,7 @@ class FeedbackStore:
         answer: str,
         sources: Sequence[StoredSource] = (),
         approved_by: str,
-        kind: str = "approved",
+        kind: CuratedKind = CuratedKind.APPROVED,
         answer_id: str | None = None,
         guards: Sequence[StoredSource] = (),
     ) -> str:
@@ -251,7 +209,7 @@ class FeedbackStore:
                 answer=answer,
                 sources=json.dumps([s.as_json() for s in sources], ensure_ascii=False),
                 approved_by=approved_by,
-                kind=kind,
+                kind=CuratedKind(kind).value,
                 answer_id=answer_id,
                 active=True,
                 guards=json.dumps([g.as_json() for g in guards], ensure_ascii=False),
@@ -293,7 +251,7 @@ class FeedbackStore:
         *,
         embedding: np.ndarray,
         approved_by: str,
-        kind: str,
+        kind: CuratedKind,
         text: str | None = None,
     ) -> str:
         """Make a recorded answer (approved as is, or with `text` as its correction) a curated
@@ -301,21 +259,21 @@ class FeedbackStore:
         row = self.get_answer(answer_id)
         if row is None:
             raise DatabaseError(f"no answer {answer_id} in the feedback store")
-        sources = [StoredSource.from_json(s) for s in row["sources"]]
+        sources = [cited.source for cited in row.sources]
         guards = {
-            StoredSource.from_json({"access": r.get("access", "public"), **r})
-            for r in row["retrieved"]
-            if r.get("access", "public") != Access.PUBLIC.value
+            StoredSource("", "", "", chunk.access, chunk.allowed)
+            for chunk in row.retrieved
+            if chunk.access != Access.PUBLIC
         }
-        if row["curated_id"]:
-            served = self._curated(row["curated_id"], 1.0)
+        if row.curated_id:
+            served = self._curated(row.curated_id, 1.0)
             if served is not None:
                 sources = list(served.sources)
                 guards.update(served.guards)
         return self.add_curated(
-            question=row["question"],
+            question=row.question,
             embedding=embedding,
-            answer=text if text is not None else row["answer"],
+            answer=text if text is not None else row.answer,
             sources=sources,
             approved_by=approved_by,
             kind=kind,
@@ -323,7 +281,7 @@ class FeedbackStore:
             guards=[StoredSource("", "", "", g.access, g.allowed) for g in guards],
         )
 
-    def deactivate_curated(self, *, answer_id: str, approved_by: str, kind: str) -> int:
+    def deactivate_curated(self, *, answer_id: str, approved_by: str, kind: CuratedKind) -> int:
         """Withdraw the curated answers made from `answer_id` by `approved_by` (a retracted
         approval); returns how many."""
         with self._begin() as conn:
@@ -332,7 +290,7 @@ class FeedbackStore:
                 .where(
                     curated_answers.c.answer_id == answer_id,
                     curated_answers.c.approved_by == approved_by,
-                    curated_answers.c.kind == kind,
+                    curated_answers.c.kind == CuratedKind(kind).value,
                     curated_answers.c.active.is_(True),
                 )
                 .values(active=False)
@@ -388,12 +346,10 @@ class FeedbackStore:
         *,
         since: datetime | None = None,
         last: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """The answers given in a thread, oldest first: {id, question, answer, abstained}.
-        `since`: only those given after it (UTC); `last`: only the most recent ones."""
-        query = sa.select(
-            answers.c.id, answers.c.question, answers.c.answer, answers.c.abstained
-        ).where(
+    ) -> list[AnswerRecord]:
+        """The answers given in a thread, oldest first. `since`: only those given after it
+        (UTC); `last`: only the most recent ones."""
+        query = sa.select(answers).where(
             answers.c.platform == platform,
             answers.c.channel == conversation,
             answers.c.thread == thread,
@@ -405,7 +361,7 @@ class FeedbackStore:
             query = query.limit(last)
         with self._connect() as conn:
             rows = conn.execute(query).all()
-        return [dict(r._mapping) for r in reversed(rows)]
+        return [_answer_record(r) for r in reversed(rows)]
 
     # -- ratings and corrections ---------------------------------------------------------------
 
@@ -415,20 +371,19 @@ class FeedbackStore:
         answer_id: str,
         user_id: str,
         platform: str,
-        kind: str,
+        kind: RatingKind,
         source: str,
         expert: bool = False,
         comment: str | None = None,
     ) -> bool:
         """Record (or revive) `user_id`'s rating of `kind` on an answer; True if it was not in
         force before. Safe with concurrent writers (one row per answer, user and kind)."""
-        if kind not in RATING_KINDS:
-            raise ValueError(f"unknown rating kind {kind!r}")
+        kind = RatingKind(kind)  # an unknown kind is a ValueError
         now = utcnow()
         key = (
             (ratings.c.answer_id == answer_id)
             & (ratings.c.user_id == user_id)
-            & (ratings.c.kind == kind)
+            & (ratings.c.kind == kind.value)
         )
         with self._begin() as conn:
             before = conn.execute(sa.select(ratings.c.retracted_at).where(key)).first()
@@ -436,7 +391,7 @@ class FeedbackStore:
                 "answer_id": answer_id,
                 "user_id": user_id,
                 "platform": platform,
-                "kind": kind,
+                "kind": kind.value,
                 "source": source,
                 "expert": expert,
                 "comment": comment,
@@ -459,7 +414,7 @@ class FeedbackStore:
             )
         return before is None or before.retracted_at is not None
 
-    def retract(self, *, answer_id: str, user_id: str, kind: str) -> bool:
+    def retract(self, *, answer_id: str, user_id: str, kind: RatingKind) -> bool:
         """Withdraw a rating (a removed reaction); True if one was in force."""
         with self._begin() as conn:
             result = conn.execute(
@@ -467,19 +422,19 @@ class FeedbackStore:
                 .where(
                     ratings.c.answer_id == answer_id,
                     ratings.c.user_id == user_id,
-                    ratings.c.kind == kind,
+                    ratings.c.kind == RatingKind(kind).value,
                     ratings.c.retracted_at.is_(None),
                 )
                 .values(retracted_at=utcnow(), updated_at=utcnow())
             )
         return bool(result.rowcount)
 
-    def ratings_for(self, answer_id: str, *, active_only: bool = False) -> list[dict[str, Any]]:
+    def ratings_for(self, answer_id: str, *, active_only: bool = False) -> list[RatingRecord]:
         query = sa.select(ratings).where(ratings.c.answer_id == answer_id).order_by(ratings.c.id)
         if active_only:
             query = query.where(ratings.c.retracted_at.is_(None))
         with self._connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query).all()]
+            return [_rating(r) for r in conn.execute(query).all()]
 
     def add_correction(
         self,
@@ -506,18 +461,18 @@ class FeedbackStore:
         )
         return correction_id
 
-    def corrections_for(self, answer_id: str) -> list[dict[str, Any]]:
+    def corrections_for(self, answer_id: str) -> list[CorrectionRecord]:
         with self._connect() as conn:
             rows = conn.execute(
                 sa.select(corrections)
                 .where(corrections.c.answer_id == answer_id)
                 .order_by(corrections.c.created_at)
             ).all()
-        return [dict(r._mapping) for r in rows]
+        return [_correction(r) for r in rows]
 
-    def training_candidates(self) -> list[dict[str, Any]]:
-        """Every answer with a rating in force or a correction: {answer, ratings, corrections}
-        (ratings in force only), for the training-set builder."""
+    def training_candidates(self) -> list[TrainingCandidate]:
+        """Every answer with a rating in force or a correction, with its ratings in force and its
+        corrections, for the training-set builder."""
         with self._connect() as conn:
             rated = sa.select(ratings.c.answer_id).where(ratings.c.retracted_at.is_(None))
             corrected = sa.select(corrections.c.answer_id)
@@ -534,21 +489,23 @@ class FeedbackStore:
             fixes = conn.execute(
                 sa.select(corrections).where(corrections.c.answer_id.in_(found))
             ).all()
-        by_id: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            answer = dict(row._mapping)
-            answer["retrieved"] = json.loads(answer["retrieved"])
-            answer["sources"] = json.loads(answer["sources"])
-            by_id[row.id] = {"answer": answer, "ratings": [], "corrections": []}
+        votes_by_id: dict[str, list[RatingRecord]] = {}
         for vote in votes:
-            by_id[vote.answer_id]["ratings"].append(dict(vote._mapping))
+            votes_by_id.setdefault(vote.answer_id, []).append(_rating(vote))
+        fixes_by_id: dict[str, list[CorrectionRecord]] = {}
         for fix in fixes:
-            by_id[fix.answer_id]["corrections"].append(dict(fix._mapping))
-        return [by_id[key] for key in sorted(by_id)]
+            fixes_by_id.setdefault(fix.answer_id, []).append(_correction(fix))
+        return [
+            TrainingCandidate(
+                _answer_record(row),
+                tuple(votes_by_id.get(row.id, ())),
+                tuple(fixes_by_id.get(row.id, ())),
+            )
+            for row in sorted(rows, key=lambda r: r.id)
+        ]
 
-    def imported_examples(self) -> list[dict[str, Any]]:
-        """Active curated answers imported from a file: {question, answer, approved_by,
-        created_at}."""
+    def imported_examples(self) -> list[ImportedExample]:
+        """Active curated answers imported from a file."""
         with self._connect() as conn:
             rows = conn.execute(
                 sa.select(
@@ -556,9 +513,12 @@ class FeedbackStore:
                     curated_answers.c.answer,
                     curated_answers.c.approved_by,
                     curated_answers.c.created_at,
-                ).where(curated_answers.c.kind == "imported", curated_answers.c.active.is_(True))
+                ).where(
+                    curated_answers.c.kind == CuratedKind.IMPORTED.value,
+                    curated_answers.c.active.is_(True),
+                )
             ).all()
-        return [dict(r._mapping) for r in rows]
+        return [ImportedExample(r.question, r.answer, r.approved_by, r.created_at) for r in rows]
 
     def feedback_counts(self) -> dict[str, int]:
         """Ratings in force by kind, expert corrections, non-expert comments, answers given."""
@@ -580,9 +540,7 @@ class FeedbackStore:
             total = conn.execute(sa.select(sa.func.count()).select_from(answers)).scalar()
         return {
             "answers": int(total or 0),
-            "up": int(by_kind.get("up", 0)),
-            "down": int(by_kind.get("down", 0)),
-            "approved": int(by_kind.get("approved", 0)),
+            **{kind.value: int(by_kind.get(kind.value, 0)) for kind in RatingKind},
             "corrections": int(by_approval.get(True, 0)),
             "comments": int(by_approval.get(False, 0)),
         }
@@ -600,7 +558,7 @@ class FeedbackStore:
             answer=row.answer,
             sources=tuple(StoredSource.from_json(s) for s in json.loads(row.sources)),
             approved_by=row.approved_by,
-            kind=row.kind,
+            kind=CuratedKind(row.kind),
             created_at=row.created_at,
             similarity=similarity,
             guards=tuple(StoredSource.from_json(g) for g in json.loads(row.guards or "[]")),
@@ -629,7 +587,80 @@ class FeedbackStore:
             conn.execute(statement)
 
 
-RATING_KINDS = ("up", "down", "approved")
+def _answer_values(answer: AnswerRecord) -> dict[str, Any]:
+    """An answer as the columns of `answers` (its retrieved chunks and sources as JSON)."""
+    return {
+        "id": answer.id,
+        "created_at": answer.created_at,
+        "question": answer.question,
+        "asker": answer.asker,
+        "platform": answer.platform,
+        "where_kind": answer.where_kind,
+        "channel": answer.channel,
+        "thread": answer.thread,
+        "retrieved": json.dumps([c.as_json() for c in answer.retrieved], ensure_ascii=False),
+        "answer": answer.answer,
+        "sources": json.dumps([s.as_json() for s in answer.sources], ensure_ascii=False),
+        "abstained": answer.abstained,
+        "curated_id": answer.curated_id,
+        "model": answer.model,
+        "adapter": answer.adapter,
+        "retrieval_s": answer.retrieval_s,
+        "generation_s": answer.generation_s,
+        "total_s": answer.total_s,
+    }
+
+
+def _answer_record(row: sa.Row[Any]) -> AnswerRecord:
+    return AnswerRecord(
+        id=row.id,
+        question=row.question,
+        asker=row.asker,
+        platform=row.platform,
+        where_kind=row.where_kind,
+        channel=row.channel,
+        thread=row.thread,
+        answer=row.answer,
+        abstained=bool(row.abstained),
+        model=row.model,
+        adapter=row.adapter,
+        retrieved=tuple(RetrievedChunk.from_json(c) for c in json.loads(row.retrieved)),
+        sources=tuple(CitedSource.from_json(s) for s in json.loads(row.sources)),
+        curated_id=row.curated_id,
+        retrieval_s=row.retrieval_s,
+        generation_s=row.generation_s,
+        total_s=row.total_s,
+        created_at=row.created_at,
+    )
+
+
+def _rating(row: sa.Row[Any]) -> RatingRecord:
+    return RatingRecord(
+        id=row.id,
+        answer_id=row.answer_id,
+        user_id=row.user_id,
+        platform=row.platform,
+        kind=RatingKind(row.kind),
+        source=row.source,
+        expert=bool(row.expert),
+        comment=row.comment,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        retracted_at=row.retracted_at,
+    )
+
+
+def _correction(row: sa.Row[Any]) -> CorrectionRecord:
+    return CorrectionRecord(
+        id=row.id,
+        answer_id=row.answer_id,
+        user_id=row.user_id,
+        platform=row.platform,
+        text=row.text,
+        approved=bool(row.approved),
+        curated_id=row.curated_id,
+        created_at=row.created_at,
+    )
 
 
 def _dialect_insert(conn: Connection) -> Any:

@@ -25,6 +25,7 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,35 @@ from base.database import utcnow
 from base.errors import InputFileError
 from knowledge.evaluation import read_jsonl
 from training.config import DatasetConfig
+from training.feedback.records import (
+    AnswerRecord,
+    CuratedKind,
+    ImportedExample,
+    RatingKind,
+    TrainingCandidate,
+)
 from training.serving.prompting import Passage
 
-KIND_STRENGTH = {"corrected": 3, "approved": 3, "imported": 2, "rated": 1}
+
+class ExampleKind(StrEnum):
+    """Where an example's target comes from: an expert's decision, named as its curated answer's
+    kind (a correction, an approval, an import), or ratings that approve of the answer."""
+
+    CORRECTED = CuratedKind.CORRECTED.value
+    APPROVED = CuratedKind.APPROVED.value
+    IMPORTED = CuratedKind.IMPORTED.value
+    RATED = "rated"
+
+
+KIND_STRENGTH = {
+    ExampleKind.CORRECTED: 3,
+    ExampleKind.APPROVED: 3,
+    ExampleKind.IMPORTED: 2,
+    ExampleKind.RATED: 1,
+}
 
 # Passages for a question asked where a recorded answer was asked (None: an imported example).
-Retrieve = Callable[[str, dict[str, Any] | None], Awaitable[list[Passage]]]
+Retrieve = Callable[[str, AnswerRecord | None], Awaitable[list[Passage]]]
 Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]
 
 
@@ -48,7 +72,7 @@ class Example:
     id: str  # stable: the answer id, or a hash of an imported question
     question: str
     answer: str  # the target
-    kind: str  # corrected | approved | imported | rated
+    kind: ExampleKind
     decided_by: str  # the expert, or "ratings"
     decided_at: datetime
     answer_id: str | None = None
@@ -109,8 +133,8 @@ class TrainingSet:
 
 
 async def build_training_set(
-    candidates: Sequence[dict[str, Any]],
-    imported: Sequence[dict[str, Any]],
+    candidates: Sequence[TrainingCandidate],
+    imported: Sequence[ImportedExample],
     *,
     config: DatasetConfig,
     retrieve: Retrieve,
@@ -123,27 +147,27 @@ async def build_training_set(
     def skip(reason: str) -> None:
         skipped[reason] = skipped.get(reason, 0) + 1
 
-    chosen: list[tuple[Example, dict[str, Any] | None]] = []
-    for row in candidates:
-        example = _decide(row, config, skip)
+    chosen: list[tuple[Example, AnswerRecord | None]] = []
+    for candidate in candidates:
+        example = _decide(candidate, config, skip)
         if example is not None:
-            chosen.append((example, row["answer"]))
+            chosen.append((example, candidate.answer))
     for item in imported:
         chosen.append(
             (
                 Example(
-                    id="imp-" + _digest(_normalise(item["question"]))[:16],
-                    question=item["question"],
-                    answer=item["answer"],
-                    kind="imported",
-                    decided_by=item["approved_by"],
-                    decided_at=item["created_at"],
+                    id="imp-" + _digest(_normalise(item.question))[:16],
+                    question=item.question,
+                    answer=item.answer,
+                    kind=ExampleKind.IMPORTED,
+                    decided_by=item.approved_by,
+                    decided_at=item.created_at,
                 ),
                 None,
             )
         )
 
-    cleaned: list[tuple[Example, dict[str, Any] | None]] = []
+    cleaned: list[tuple[Example, AnswerRecord | None]] = []
     for example, asked in chosen:
         answer = example.answer.strip()
         question = example.question.strip()
@@ -172,55 +196,52 @@ async def build_training_set(
 
 
 def _decide(
-    row: dict[str, Any], config: DatasetConfig, skip: Callable[[str], None]
+    candidate: TrainingCandidate, config: DatasetConfig, skip: Callable[[str], None]
 ) -> Example | None:
-    answer = row["answer"]
-    ratings = row["ratings"]  # in force only
-    corrections = [c for c in row["corrections"] if c["approved"]]
-    base = {"id": answer["id"], "question": answer["question"], "answer_id": answer["id"]}
-    if corrections:
-        latest = max(corrections, key=lambda c: c["created_at"])
+    answer = candidate.answer
+    ratings = candidate.ratings  # in force only
+
+    def decided(target: str, kind: ExampleKind, by: str, at: datetime) -> Example:
         return Example(
-            **base,
-            answer=latest["text"],
-            kind="corrected",
-            decided_by=latest["user_id"],
-            decided_at=latest["created_at"],
+            id=answer.id,
+            question=answer.question,
+            answer=target,
+            kind=kind,
+            decided_by=by,
+            decided_at=at,
+            answer_id=answer.id,
         )
-    net = sum(1 for r in ratings if r["kind"] == "up") - sum(
-        1 for r in ratings if r["kind"] == "down"
+
+    corrections = [c for c in candidate.corrections if c.approved]
+    if corrections:
+        correction = max(corrections, key=lambda c: c.created_at)
+        return decided(
+            correction.text, ExampleKind.CORRECTED, correction.user_id, correction.created_at
+        )
+    net = sum(1 for r in ratings if r.kind == RatingKind.UP) - sum(
+        1 for r in ratings if r.kind == RatingKind.DOWN
     )
     if net < 0:
         skip("negatively rated")
         return None
-    approvals = [r for r in ratings if r["kind"] == "approved" and r["expert"]]
+    approvals = [r for r in ratings if r.kind == RatingKind.APPROVED and r.expert]
     if approvals:
-        latest = max(approvals, key=lambda r: r["updated_at"])
-        return Example(
-            **base,
-            answer=answer["answer"],
-            kind="approved",
-            decided_by=latest["user_id"],
-            decided_at=latest["updated_at"],
-        )
+        approval = max(approvals, key=lambda r: r.updated_at)
+        return decided(answer.answer, ExampleKind.APPROVED, approval.user_id, approval.updated_at)
     if net >= config.min_net_rating:
-        return Example(
-            **base,
-            answer=answer["answer"],
-            kind="rated",
-            decided_by="ratings",
-            decided_at=max(r["updated_at"] for r in ratings),
+        return decided(
+            answer.answer, ExampleKind.RATED, "ratings", max(r.updated_at for r in ratings)
         )
     skip("not enough approval")
     return None
 
 
 async def _dedupe(
-    items: list[tuple[Example, dict[str, Any] | None]],
+    items: list[tuple[Example, AnswerRecord | None]],
     embed: Embed,
     threshold: float,
     skip: Callable[[str], None],
-) -> list[tuple[Example, dict[str, Any] | None]]:
+) -> list[tuple[Example, AnswerRecord | None]]:
     """One example per question: the strongest decision, then the latest, wins."""
     if not items:
         return []
