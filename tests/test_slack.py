@@ -759,6 +759,25 @@ async def test_ask_answers_anyone_through_the_response_url(env: Env) -> None:
     assert reply.body["response_type"] == "ephemeral"
 
 
+async def test_ask_tells_the_asker_what_to_fix_or_apologises_never_showing_the_cause(
+    env: Env,
+) -> None:
+    _, key = await command(env, "ask " + "why " * 2000, EMPLOYEE)
+    [reply] = await env.slack.wait_for(key)
+    assert reply.body["text"].startswith("I can't answer that: the question is too long")
+    assert reply.body["response_type"] == "ephemeral"
+
+    def broken(question: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    env.core.answerer.stream = broken  # type: ignore[method-assign]
+    _, key = await command(env, f"ask {PASSWORD_Q}", EMPLOYEE)
+    [reply] = await env.slack.wait_for(key)
+    assert "Sorry" in reply.body["text"] and "secret" not in json.dumps(reply.body)
+    assert reply.body["response_type"] == "ephemeral"
+    assert env.core.store.feedback_counts()["answers"] == 0
+
+
 async def test_rollback_and_retrain_report_clearly_when_they_cannot_run(env: Env) -> None:
     _, key = await command(env, "rollback", ADMIN)
     [reply] = await env.slack.wait_for(key)

@@ -1,49 +1,44 @@
-"""The Slack app: slack-bolt's AsyncApp, its listeners, and how an answer reaches the thread.
+"""The Slack app: slack-bolt's AsyncApp and its listeners. Each turns a Slack event into a call
+of the core or of the feedback and admin jobs, and says what happened in Slack's words.
 
-- Questions: `app_mention` in channels, `message.im` in DMs, and any reply in a thread where the
-  bot already answered (a follow-up, with the thread's earlier turns). Bots, the bot itself,
-  edits and other subtypes, and channels outside `slack.channels` are ignored.
-- Delivery: 👀 on the question at once; the answer streams into the thread through Slack's chat
-  streaming (`chat.startStream` / `appendStream` / `stopStream`) or, where that is refused,
-  `chat.postMessage` plus throttled `chat.update`. The final message carries the sources, the
-  expert-approved mark of a curated answer, and 👍 / 👎 buttons. Any failure ends in a short
-  apology in the thread, with the cause logged.
-- Exactly once: every Events API delivery is claimed by `event_id` in the shared database
-  before a listener runs (bolt itself does not de-duplicate retries).
-- Feedback: reactions and buttons are ratings; the approval reaction and corrections (a
-  thread reply with the prefix, or the "Correct this answer" shortcut) count from experts.
-- `/expertbot`: ask, status, help for anyone; sync, retrain, rollback for admins only.
+Listeners:
+
+- `app_mention` (in channels), `message` (in DMs, and any reply in a thread where the bot
+  already answered: a follow-up, with the thread's earlier turns): a question. Bots, the bot
+  itself, edits and other subtypes, and channels outside `slack.channels` are ignored. 👀 on the
+  question while it is answered; the answer goes through `bot.delivery.deliver` into the thread
+  (`bot/slack/delivery.py`: streamed, or posted and updated), ending with its sources, the
+  expert-approved mark of a curated answer, and 👍 / 👎 buttons. A thread reply starting with
+  `slack.correction_prefix` is a correction instead.
+- `reaction_added` / `reaction_removed`: 👍 / 👎 on an answer are ratings; the approval reaction
+  counts from experts only.
+- The 👍 / 👎 buttons (`block_actions`): one vote per person, thanked in an ephemeral message.
+- The "Correct this answer" message shortcut and its modal (`view_submission`): a correction,
+  which counts from experts only (others' are comments).
+- `/expertbot`: `ask`, `status`, `help` for anyone; `sync`, `retrain`, `rollback` for admins only.
+
+Exactly once: every Events API delivery is claimed by `event_id` in the shared database before
+a listener runs (bolt itself does not de-duplicate retries). Who is an expert or an admin:
+`bot/slack/permissions.py`, by id or user group (`bot/slack/directory.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.errors import SlackApiError, SlackRequestError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
-from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.errors import SlackApiError
 
-from base.errors import ExpertbotError, OverloadedError, QueryError
+from base.errors import ExpertbotError
 from bot.chat import (
-    APOLOGY,
-    BUSY,
     NOT_AN_ANSWER,
     Announcement,
-    cannot_answer,
     correction_thanks,
     parse_command,
     rating_thanks,
@@ -53,17 +48,17 @@ from bot.chat import (
 )
 from bot.claims import EventClaims
 from bot.core.feedback import Feedback
-from bot.core.question import Answer, Question, Turn, Where, WhereKind
+from bot.core.question import Question, Turn, Where
 from bot.core.runtime import Core
+from bot.delivery import deliver
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
 from bot.slack import ids
+from bot.slack.client import error_code, make_client, post
 from bot.slack.config import SlackConfig
-from bot.slack.render import (
-    MESSAGE_TEXT_LIMIT,
-    answer_messages,
-    footer_blocks,
-    progress_text,
-)
+from bot.slack.delivery import EphemeralAnswer, StreamedAnswer, UpdatedAnswer
+from bot.slack.directory import Directory
+from bot.slack.permissions import Permissions
+from bot.slack.views import correction_view, notice_view
 from training.feedback.records import AnswerRecord, RatingKind
 
 log = structlog.get_logger("expertbot.slack")
@@ -79,13 +74,6 @@ _DOWN_REACTIONS = {"-1", "thumbsdown"}
 # Subtypes that are still a person writing (everything else — edits, deletions, joins, bot
 # messages — is ignored).
 _HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
-# Message events say what kind of conversation they come from; mentions need a lookup.
-_KIND_OF_CHANNEL_TYPE = {
-    "im": WhereKind.DM,
-    "mpim": WhereKind.PRIVATE,
-    "group": WhereKind.PRIVATE,
-    "channel": WhereKind.PUBLIC,
-}
 
 HELP = (
     "*Ask me* by mentioning me in a channel, in a DM, or by replying in a thread I answered.\n"
@@ -94,61 +82,6 @@ HELP = (
     "*{command}* `ask <question>` · `status` · `help` — admins also: `sync` · `retrain` · "
     "`rollback [version]`"
 )
-
-
-@dataclass
-class _Directory:
-    """Channel kinds and user-group members, looked up through the Web API and cached."""
-
-    client: AsyncWebClient
-    ttl: float
-    _kinds: dict[str, tuple[float, WhereKind]] = field(default_factory=dict)
-    _groups: tuple[float, dict[str, tuple[str, frozenset[str]]]] | None = None
-
-    async def where_kind(self, channel: str, channel_type: str | None) -> WhereKind:
-        if channel_type in _KIND_OF_CHANNEL_TYPE:
-            return _KIND_OF_CHANNEL_TYPE[channel_type]
-        cached = self._kinds.get(channel)
-        if cached and time.monotonic() - cached[0] < self.ttl:
-            return cached[1]
-        try:
-            info = (await self.client.conversations_info(channel=channel))["channel"]
-        except SlackApiError as exc:
-            # Unknown means public: the most restrictive choice of documents.
-            log.warning("slack.channel_info_failed", channel=channel, error=_error(exc))
-            return WhereKind.PUBLIC
-        if info.get("is_im"):
-            kind = WhereKind.DM
-        elif info.get("is_private") or info.get("is_mpim") or info.get("is_group"):
-            kind = WhereKind.PRIVATE
-        else:
-            kind = WhereKind.PUBLIC
-        self._kinds[channel] = (time.monotonic(), kind)
-        return kind
-
-    async def groups_of(self, user: str) -> frozenset[str]:
-        """The ids and handles of the user groups `user` belongs to."""
-        groups = await self._all_groups()
-        found: set[str] = set()
-        for group_id, (handle, members) in groups.items():
-            if user in members:
-                found.update({group_id, handle} - {""})
-        return frozenset(found)
-
-    async def _all_groups(self) -> dict[str, tuple[str, frozenset[str]]]:
-        if self._groups and time.monotonic() - self._groups[0] < self.ttl:
-            return self._groups[1]
-        try:
-            response = await self.client.usergroups_list(include_users=True)
-            groups = {
-                str(g["id"]): (str(g.get("handle", "")), frozenset(g.get("users") or ()))
-                for g in response.get("usergroups") or []
-            }
-        except SlackApiError as exc:
-            log.warning("slack.usergroups_failed", error=_error(exc))
-            groups = self._groups[1] if self._groups else {}
-        self._groups = (time.monotonic(), groups)
-        return groups
 
 
 class SlackBot:
@@ -169,16 +102,9 @@ class SlackBot:
         self.ops = ops
         self.feedback = feedback
         self.claims = claims
-        self.client = AsyncWebClient(
-            token=config.bot_token.get_secret_value(),
-            base_url=config.api_url or AsyncWebClient.BASE_URL,
-            retry_handlers=[
-                AsyncConnectionErrorRetryHandler(max_retry_count=config.rate_limit_retries),
-                AsyncRateLimitErrorRetryHandler(max_retry_count=config.rate_limit_retries),
-                AsyncServerErrorRetryHandler(max_retry_count=config.rate_limit_retries),
-            ],
-        )
-        self.directory = _Directory(self.client, config.cache_ttl_s)
+        self.client = make_client(config)
+        self.directory = Directory(self.client, config.cache_ttl_s)
+        self.permissions = Permissions(config, self.directory)
         if config.admin_channel:
             ops.announcers.append(self.announce)
         # Bolt reads $SLACK_BOT_TOKEN itself and warns that our client (which has it) wins.
@@ -296,35 +222,45 @@ class SlackBot:
         channel, user, ts = event["channel"], event["user"], event["ts"]
         thread = event.get("thread_ts") or ts
         if not text:
-            await self._post(channel, thread, help_text(self.config))
+            await post(self.client, channel, thread, help_text(self.config))
             return
         await self._react(channel, ts, add=True)
+        sink = self._sink(channel, thread, team=team, user=user)
+        question = self._question(
+            text,
+            user,
+            channel,
+            thread,
+            event.get("channel_type"),
+            bool(event.get("thread_ts")),
+            earlier=earlier,
+        )
         try:
-            question = await self._question(
-                text,
-                user,
-                channel,
-                thread,
-                event.get("channel_type"),
-                bool(event.get("thread_ts")),
-                earlier=earlier,
-            )
-            await self.deliver(question, channel=channel, thread=thread, team=team)
-        except OverloadedError as exc:
-            log.warning("slack.overloaded", channel=channel, error=str(exc))
-            await self._post(channel, thread, BUSY)
-        except QueryError as exc:  # the asker can fix it: say what is wrong
-            await self._post(channel, thread, cannot_answer(exc))
-        except Exception as exc:
-            log.error(
-                "slack.answer_failed",
-                channel=channel,
-                error=f"{exc.__class__.__name__}: {exc}",
-                exc_info=exc,
-            )
-            await self._post(channel, thread, APOLOGY)
+            with structlog.contextvars.bound_contextvars(platform=PLATFORM, channel=channel):
+                answer = await deliver(self.core.answerer, question, sink)
         finally:
             await self._react(channel, ts, add=False)
+        if answer is not None:
+            log.info(
+                "slack.answered",
+                answer_id=answer.id,
+                channel=channel,
+                abstained=answer.abstained,
+                curated=answer.curated,
+                messages=len(sink.posted),
+                mode=sink.mode,
+            )
+
+    def _sink(
+        self, channel: str, thread: str, *, team: str | None, user: str
+    ) -> StreamedAnswer | UpdatedAnswer:
+        """Where an answer to `user` goes: streamed where configured (and Slack allows it)."""
+        interval = self.config.update_interval_s
+        if self.config.stream:
+            return StreamedAnswer(
+                self.client, channel, thread, team=team, user=user, interval_s=interval
+            )
+        return UpdatedAnswer(self.client, channel, thread, interval_s=interval)
 
     async def _question(
         self,
@@ -353,52 +289,6 @@ class SlackBot:
             history=history,
             asker_groups=await self.directory.groups_of(user),
         )
-
-    async def deliver(
-        self, question: Question, *, channel: str, thread: str, team: str | None
-    ) -> Answer:
-        """Answer `question` into the thread: streamed where Slack allows it, else posted and
-        updated. Returns the Answer once its messages are final and linked to it."""
-        stream = self.core.answerer.stream(question)
-        if self.config.stream:
-            delivery: _Delivery = _Streamed(self, channel, thread, team, question.asker)
-        else:
-            delivery = _Updated(self, channel, thread)
-        answer: Answer | None = None
-        try:
-            async for item in stream:
-                if isinstance(item, Answer):
-                    answer = item
-                else:
-                    delivery = await delivery.add(item)
-        except BaseException:
-            await delivery.abort()  # never leave a stream open: the apology follows
-            raise
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        assert answer is not None
-        message_ids = await delivery.finish(answer)
-        for message_id in message_ids:
-            await asyncio.to_thread(
-                self.core.store.link_message,
-                platform=PLATFORM,
-                conversation=channel,
-                message_id=message_id,
-                answer_id=answer.id,
-                thread=thread,
-            )
-        log.info(
-            "slack.answered",
-            answer_id=answer.id,
-            channel=channel,
-            abstained=answer.abstained,
-            curated=answer.curated,
-            messages=len(message_ids),
-            mode=delivery.mode,
-        )
-        return answer
 
     # -- feedback ----------------------------------------------------------------------------
 
@@ -429,7 +319,7 @@ class SlackBot:
         if answer_id is None:
             return  # not one of our answers
         if kind == RatingKind.APPROVED:
-            if not await self.is_expert(user):
+            if not await self.permissions.is_expert(user):
                 log.info("slack.approval_ignored", answer_id=answer_id, reason="not an expert")
                 return
             if added:
@@ -469,8 +359,11 @@ class SlackBot:
             return  # a thread without our answers: not ours to take
         body = text[len(self.config.correction_prefix) :].strip()
         if not body:
-            await self._post(
-                channel, thread, "A correction needs the right answer after the prefix."
+            await post(
+                self.client,
+                channel,
+                thread,
+                "A correction needs the right answer after the prefix.",
             )
             return
         await self._correct(answers[-1].id, user, body, channel, thread)
@@ -478,11 +371,11 @@ class SlackBot:
     async def _correct(
         self, answer_id: str, user: str, text: str, channel: str, thread: str | None
     ) -> None:
-        expert = await self.is_expert(user)
+        expert = await self.permissions.is_expert(user)
         await self.feedback.correct(answer_id, user, text, platform=PLATFORM, expert=expert)
         reply = correction_thanks(expert, f"<@{user}>")
         if thread:
-            await self._post(channel, thread, reply)
+            await post(self.client, channel, thread, reply)
 
     async def _on_correct_shortcut(
         self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]
@@ -494,14 +387,14 @@ class SlackBot:
         )
         row = await asyncio.to_thread(self.core.store.get_answer, answer_id) if answer_id else None
         if row is None:
-            view = _notice_view(NOT_AN_ANSWER)
+            view = notice_view(NOT_AN_ANSWER)
         else:
             metadata = {
                 "answer_id": answer_id,
                 "channel": channel,
                 "thread": message.get("thread_ts") or message.get("ts"),
             }
-            view = _correction_view(row.question, row.answer, json.dumps(metadata))
+            view = correction_view(row.question, row.answer, json.dumps(metadata))
         await self.client.views_open(trigger_id=body["trigger_id"], view=view)
 
     async def _on_correction_submitted(
@@ -536,7 +429,7 @@ class SlackBot:
     ) -> None:
         sub, rest = parse_command(command.get("text") or "")
         user = command["user_id"]
-        if sub in ADMIN_JOBS and not await self.is_admin(user):
+        if sub in ADMIN_JOBS and not await self.permissions.is_admin(user):
             await ack(refused(sub))
             log.info("slack.command_refused", command=sub, user=user)
             return
@@ -558,18 +451,9 @@ class SlackBot:
         self, text: str, command: dict[str, Any], respond: Callable[..., Awaitable[Any]]
     ) -> None:
         channel, user = command["channel_id"], command["user_id"]
-        try:
-            question = await self._question(text, user, channel, None, None, False)
-            answer = await self.core.answerer.answer(question)
-        except OverloadedError:
-            await respond(text=BUSY, response_type="ephemeral")
-            return
-        except Exception as exc:
-            log.error("slack.ask_failed", error=f"{exc.__class__.__name__}: {exc}", exc_info=exc)
-            await respond(text=APOLOGY, response_type="ephemeral")
-            return
-        for message in answer_messages(answer):
-            await respond(text=message.text, blocks=message.blocks, response_type="ephemeral")
+        question = self._question(text, user, channel, None, None, False)
+        with structlog.contextvars.bound_contextvars(platform=PLATFORM, channel=channel):
+            await deliver(self.core.answerer, question, EphemeralAnswer(respond))
 
     async def _run_job(
         self, job: str, arg: str, user: str, respond: Callable[..., Awaitable[Any]]
@@ -598,31 +482,7 @@ class SlackBot:
                 title=f"{news.version}: training loss",
             )
 
-    # -- who may do what ---------------------------------------------------------------------
-
-    async def is_expert(self, user: str) -> bool:
-        return user in self.config.experts or bool(
-            self.config.expert_groups
-            and set(self.config.expert_groups) & await self.directory.groups_of(user)
-        )
-
-    async def is_admin(self, user: str) -> bool:
-        return user in self.config.admins or bool(
-            self.config.admin_groups
-            and set(self.config.admin_groups) & await self.directory.groups_of(user)
-        )
-
     # -- small Web API helpers ---------------------------------------------------------------
-
-    async def _post(self, channel: str, thread: str | None, text: str, **kwargs: Any) -> str | None:
-        try:
-            response = await self.client.chat_postMessage(
-                channel=channel, thread_ts=thread, text=text, **kwargs
-            )
-            return str(response["ts"])
-        except SlackApiError as exc:
-            log.error("slack.post_failed", channel=channel, error=_error(exc))
-            return None
 
     async def _ephemeral(self, channel: str, user: str, text: str, thread: str | None) -> None:
         try:
@@ -630,7 +490,7 @@ class SlackBot:
                 channel=channel, user=user, text=text, thread_ts=thread
             )
         except SlackApiError as exc:
-            log.warning("slack.ephemeral_failed", channel=channel, error=_error(exc))
+            log.warning("slack.ephemeral_failed", channel=channel, error=error_code(exc))
 
     async def _react(self, channel: str, ts: str, *, add: bool) -> None:
         try:
@@ -643,7 +503,7 @@ class SlackBot:
                     channel=channel, timestamp=ts, name=PROGRESS_REACTION
                 )
         except SlackApiError as exc:  # progress is a courtesy: never fail the answer for it
-            log.info("slack.progress_reaction_failed", error=_error(exc))
+            log.info("slack.progress_reaction_failed", error=error_code(exc))
 
 
 def _quiet_token_warning(record: logging.LogRecord) -> bool:
@@ -654,196 +514,3 @@ def help_text(config: SlackConfig) -> str:
     return HELP.format(
         approval=config.approval_reaction, prefix=config.correction_prefix, command=config.command
     )
-
-
-# -- delivering an answer ----------------------------------------------------------------------
-
-
-class _Delivery:
-    mode = ""
-
-    async def add(self, delta: str) -> _Delivery:
-        raise NotImplementedError
-
-    async def finish(self, answer: Answer) -> list[str]:
-        raise NotImplementedError
-
-    async def abort(self) -> None:
-        """The answer failed midway: end what was started (best effort)."""
-
-
-class _Updated(_Delivery):
-    """chat.postMessage at the first text, chat.update at most every `update_interval_s`, then
-    the final message(s) with sources and buttons."""
-
-    mode = "update"
-
-    def __init__(self, bot: SlackBot, channel: str, thread: str, text: str = "") -> None:
-        self.bot, self.channel, self.thread = bot, channel, thread
-        self.text = text
-        self.ts: str | None = None
-        self.updated = 0.0
-
-    async def add(self, delta: str) -> _Delivery:
-        self.text += delta
-        now = time.monotonic()
-        if self.ts is None:
-            response = await self.bot.client.chat_postMessage(
-                channel=self.channel, thread_ts=self.thread, text=progress_text(self.text)
-            )
-            self.ts, self.updated = str(response["ts"]), now
-        elif now - self.updated >= self.bot.config.update_interval_s:
-            self.updated = now
-            await self.bot.client.chat_update(
-                channel=self.channel, ts=self.ts, text=progress_text(self.text)
-            )
-        return self
-
-    async def finish(self, answer: Answer) -> list[str]:
-        messages = answer_messages(answer)
-        posted: list[str] = []
-        for i, message in enumerate(messages):
-            if i == 0 and self.ts is not None:
-                await self.bot.client.chat_update(
-                    channel=self.channel, ts=self.ts, text=message.text, blocks=message.blocks
-                )
-                posted.append(self.ts)
-            else:
-                response = await self.bot.client.chat_postMessage(
-                    channel=self.channel,
-                    thread_ts=self.thread,
-                    text=message.text,
-                    blocks=message.blocks,
-                )
-                posted.append(str(response["ts"]))
-        return posted
-
-
-class _Streamed(_Delivery):
-    """Slack's chat streaming: text appended as it is written (at most every
-    `update_interval_s`), the footer blocks given to `chat.stopStream`. Where Slack refuses to
-    start a stream, the same answer continues as an `_Updated` delivery."""
-
-    mode = "stream"
-
-    def __init__(
-        self, bot: SlackBot, channel: str, thread: str, team: str | None, user: str
-    ) -> None:
-        self.bot, self.channel, self.thread, self.team, self.user = bot, channel, thread, team, user
-        self.pending = ""
-        self.sent = 0  # characters of markdown in the current streamed message
-        self.ts: list[str] = []  # every streamed message (a long answer continues in a new one)
-        self.stream: Any = None
-        self.flushed = 0.0
-
-    async def _open(self) -> None:
-        self.stream = await self.bot.client.chat_stream(
-            channel=self.channel,
-            thread_ts=self.thread,
-            recipient_team_id=self.team,
-            recipient_user_id=self.user,
-            buffer_size=1,  # we batch ourselves, by time
-        )
-        self.sent = 0
-
-    async def add(self, delta: str) -> _Delivery:
-        self.pending += delta
-        now = time.monotonic()
-        if self.stream is not None and now - self.flushed < self.bot.config.update_interval_s:
-            return self
-        try:
-            await self._flush()
-        except (SlackApiError, SlackRequestError) as exc:
-            if self.ts:
-                raise
-            log.info("slack.streaming_refused", channel=self.channel, error=_error(exc))
-            fallback = _Updated(self.bot, self.channel, self.thread)
-            return await fallback.add(self.pending)
-        self.flushed = now
-        return self
-
-    async def _make_room(self) -> None:
-        """Open the stream, or go on in a new message where this one would pass Slack's limit."""
-        if self.stream is None:
-            await self._open()
-        elif self.sent and self.sent + len(self.pending) > MESSAGE_TEXT_LIMIT:
-            await self.stream.stop()
-            await self._open()
-
-    def _note_message(self) -> None:
-        if self.stream.ts and str(self.stream.ts) not in self.ts:
-            self.ts.append(str(self.stream.ts))
-
-    async def _flush(self) -> None:
-        await self._make_room()
-        if self.pending:
-            # Cleared only once sent: where Slack refuses, the fallback gets all of it.
-            await self.stream.append(markdown_text=self.pending)
-            self.sent += len(self.pending)
-            self.pending = ""
-            self._note_message()
-
-    async def abort(self) -> None:
-        if self.stream is not None and self.ts:
-            with contextlib.suppress(SlackApiError, SlackRequestError):
-                await self.stream.stop(markdown_text=self.pending + " …")
-
-    async def finish(self, answer: Answer) -> list[str]:
-        try:
-            await self._make_room()
-            await self.stream.stop(markdown_text=self.pending or None, blocks=footer_blocks(answer))
-        except (SlackApiError, SlackRequestError) as exc:
-            if self.ts:
-                raise
-            log.info("slack.streaming_refused", channel=self.channel, error=_error(exc))
-            return await _Updated(self.bot, self.channel, self.thread).finish(answer)
-        self._note_message()
-        return self.ts
-
-
-def _correction_view(question: str, answer: str, metadata: str) -> dict[str, Any]:
-    return {
-        "type": "modal",
-        "callback_id": ids.CORRECTION_VIEW,
-        "private_metadata": metadata,
-        "title": {"type": "plain_text", "text": "Correct this answer"},
-        "submit": {"type": "plain_text", "text": "Save correction"},
-        "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": [
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": f"*Question:* {question[:2900]}"},
-            },
-            {
-                "type": "input",
-                "block_id": ids.CORRECTION_BLOCK,
-                "label": {"type": "plain_text", "text": "The right answer"},
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": ids.CORRECTION_INPUT,
-                    "multiline": True,
-                    "initial_value": answer[:3000],
-                    "max_length": 3000,
-                },
-            },
-        ],
-    }
-
-
-def _notice_view(text: str) -> dict[str, Any]:
-    return {
-        "type": "modal",
-        "title": {"type": "plain_text", "text": "Correct this answer"},
-        "close": {"type": "plain_text", "text": "Close"},
-        "blocks": [{"type": "section", "text": {"type": "plain_text", "text": text}}],
-    }
-
-
-def _error(exc: SlackApiError | SlackRequestError) -> str:
-    response = getattr(exc, "response", None)
-    if response is not None:
-        try:
-            return str(response.get("error") or response.status_code)
-        except Exception:
-            pass
-    return exc.__class__.__name__

@@ -1,24 +1,29 @@
 """The Teams bot: the Microsoft 365 Agents SDK's `AgentApplication` and `CloudAdapter`, served at
 `POST /api/messages` by the same aiohttp server as Slack.
 
-- Requests: the SDK validates the JWT of every request (Bot Framework / Entra, for the
-  configured app); anonymous requests only with `teams.anonymous`. A body that is not an
-  activity is refused with 400 before the SDK sees it; exactly-once per activity id, across
-  replicas, through the shared database (as for Slack's events).
-- Questions: in channels and group chats when the bot is mentioned (the mention is removed), in
-  1:1 chats always; the reply goes into the same conversation and thread. A follow-up carries
-  the thread's earlier turns (in chats, only recent ones). A channel is public (public documents
-  only), a group chat private to itself, a 1:1 chat a DM.
-- Answers: streamed through the SDK's `StreamingResponse` in 1:1 chats (an informative update,
-  then the text as it is written); elsewhere Teams does not stream, so a typing indicator and
-  one message. The final message carries Teams citations, the AI-generated label, Teams'
-  feedback loop and a card with the experts' Approve / Correct actions.
-- Feedback: the feedback loop's 👍 / 👎 (with its comment) from anyone; approvals and
-  corrections count from experts (`teams.experts`, Entra object ids) only, with the same
-  effects as in Slack.
-- Admin commands as messages: `status`, `sync`, `retrain`, `rollback [version]` for
-  `teams.admins`; `help` for anyone. Jobs run in the background and report into the
-  conversation; training reports go to `teams.admin_conversation`.
+Requests: the SDK validates the JWT of every request (Bot Framework / Entra, for the configured
+app); anonymous requests only with `teams.anonymous`. A body that is not an activity is refused
+with 400 before the SDK sees it; exactly-once per activity id, across replicas, through the
+shared database (as for Slack's events).
+
+Routes:
+
+- `message`: a question, in channels and group chats when the bot is mentioned (the mention is
+  removed), in 1:1 chats always. A channel is public (public documents only), a group chat
+  private to itself, a 1:1 chat a DM; a follow-up carries the thread's earlier turns (in chats,
+  only recent ones). The answer goes through `bot.delivery.deliver` into the same conversation
+  and thread (`bot/teams/delivery.py`: streamed in 1:1 chats, else one message), ending with
+  Teams citations, the AI-generated label, Teams' feedback loop and a card with the experts'
+  Approve / Correct actions. The messages `status`, `sync`, `retrain`, `rollback [version]`
+  are admin commands (`teams.admins`; jobs run in the background and report into the
+  conversation), `help` is for anyone.
+- `conversationUpdate` (members added): a welcome when the bot joins a conversation.
+- `invoke` `message/submitAction`: the feedback loop's 👍 / 👎 with its comment, from anyone.
+- Adaptive Card `Action.Execute` (approve, correct): count from experts (`teams.experts`, Entra
+  object ids) only, with the same effects as in Slack; others' corrections are comments.
+
+Training reports go to `teams.admin_conversation`, whose address is kept when someone writes
+there.
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import Coroutine
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 import pydantic
 import structlog
@@ -55,17 +60,13 @@ from microsoft_agents.hosting.core import (
     TurnContext,
     TurnState,
 )
-from microsoft_agents.hosting.core.app.streaming import StreamingResponse
 from microsoft_agents.hosting.core.authorization import Connections
 
 from base.database import utcnow
-from base.errors import OverloadedError, QueryError
 from bot.chat import (
     APOLOGY,
-    BUSY,
     NOT_AN_ANSWER,
     Announcement,
-    cannot_answer,
     correction_thanks,
     parse_command,
     refused,
@@ -74,10 +75,12 @@ from bot.chat import (
 )
 from bot.claims import EventClaims
 from bot.core.feedback import Feedback
-from bot.core.question import Answer, Question, Turn, Where, WhereKind
+from bot.core.question import Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
+from bot.delivery import deliver
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
 from bot.teams.config import TeamsConfig
+from bot.teams.delivery import TeamsAnswer
 from bot.teams.references import References
 from bot.teams.render import (
     APPROVE_VERB,
@@ -85,13 +88,10 @@ from bot.teams.render import (
     CORRECT_VERB,
     CORRECTION_INPUT,
     HELP,
-    SEARCHING,
     TEXT_ONLY,
     WELCOME,
     answer_card,
     attachment,
-    card_for,
-    citations,
     plain_text,
 )
 from training.feedback.records import AnswerRecord, RatingKind
@@ -104,25 +104,6 @@ _KINDS = {"personal": WhereKind.DM, "groupChat": WhereKind.PRIVATE, "channel": W
 _VERSION = re.compile(r"^v\d+$")
 _COMMENT_LIMIT = 2000
 _INLINE_IMAGE_LIMIT = 20_000  # bytes of base64 a card may carry (a Teams message is ≤ 28 KB)
-
-
-class _AnswerStream(StreamingResponse):
-    """The SDK's streaming response, streaming only where wanted: Teams streams in 1:1 chats
-    only; elsewhere the same object sends one final message (same citations, label, card)."""
-
-    def __init__(self, context: TurnContext, *, stream: bool) -> None:
-        self._stream_wanted = stream
-        super().__init__(context)
-
-    def _set_defaults(self, context: TurnContext) -> None:
-        super()._set_defaults(context)
-        if not self._stream_wanted:
-            self._is_streaming_channel = False
-
-    @property
-    def message_id(self) -> str | None:
-        """The id of the message the answer ends in (the stream's id while streaming)."""
-        return self._stream_id
 
 
 def auth_configuration(config: TeamsConfig) -> AgentAuthConfiguration:
@@ -289,59 +270,19 @@ class TeamsBot:
             where=Where(kind=kind, channel=channel, platform=PLATFORM, thread=conversation.id),
             history=await self._history(conversation.conversation_type, channel, conversation.id),
         )
-        stream = _AnswerStream(context, stream=self.config.stream and kind == WhereKind.DM)
-        stream.queue_informative_update(SEARCHING)
-        answer: Answer | None = None
-        try:
-            items = cast(AsyncGenerator[str | Answer, None], self.core.answerer.stream(question))
-            async with contextlib.aclosing(items):
-                async for item in items:
-                    if isinstance(item, Answer):
-                        answer = item
-                    else:
-                        stream.queue_text_chunk(item)
-        except OverloadedError as exc:
-            log.warning("teams.overloaded", error=str(exc))
-            await self._end_with(stream, BUSY)
-            return
-        except QueryError as exc:
-            await self._end_with(stream, cannot_answer(exc))
-            return
-        except Exception as exc:
-            log.error("teams.answer_failed", error=f"{exc.__class__.__name__}: {exc}", exc_info=exc)
-            await self._end_with(stream, APOLOGY)
-            return
-        assert answer is not None
-        stream.set_citations(citations(answer))
-        stream.set_attachments([attachment(card_for(answer))])
-        stream.set_feedback_loop(True)
-        stream.set_generated_by_ai_label(True)
-        await stream.end_stream()
-        if stream.message_id:
-            await asyncio.to_thread(
-                self.core.store.link_message,
-                platform=PLATFORM,
-                conversation=channel,
-                message_id=stream.message_id,
+        reply = TeamsAnswer(context, stream=self.config.stream and kind == WhereKind.DM)
+        reply.searching()
+        with structlog.contextvars.bound_contextvars(platform=PLATFORM, channel=channel):
+            answer = await deliver(self.core.answerer, question, reply)
+        if answer is not None:
+            log.info(
+                "teams.answered",
                 answer_id=answer.id,
-                thread=conversation.id,
+                conversation=conversation.conversation_type,
+                abstained=answer.abstained,
+                curated=answer.curated,
+                streamed=reply.streamed,
             )
-        log.info(
-            "teams.answered",
-            answer_id=answer.id,
-            conversation=conversation.conversation_type,
-            abstained=answer.abstained,
-            curated=answer.curated,
-            streamed=stream.is_streaming_channel,
-        )
-
-    async def _end_with(self, stream: _AnswerStream, text: str) -> None:
-        """End an answer that failed: what was streamed stays, the reason follows it."""
-        try:
-            stream.queue_text_chunk(("\n\n" if stream.get_message() else "") + text)
-            await stream.end_stream()
-        except Exception as exc:
-            log.error("teams.reply_failed", error=f"{exc.__class__.__name__}: {exc}")
 
     async def _history(
         self, conversation_type: str | None, channel: str, thread: str
