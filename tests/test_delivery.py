@@ -130,7 +130,7 @@ async def test_a_question_still_being_looked_up_is_answered_once_it_is_known(
     sink = Recording()
     answer = await deliver(core.answerer, looked_up(), sink)
     assert answer is not None and sink.methods()[-1] == "finished"
-    assert core.store.thread_answers("slack", "C0TEST", WHERE.thread)[0]["id"] == answer.id
+    assert core.store.thread_answers("slack", "C0TEST", WHERE.thread)[0].id == answer.id
 
 
 async def test_progress_comes_at_most_every_interval_and_the_rest_with_the_final_answer(
