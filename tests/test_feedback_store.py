@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from base.database import make_engine, utcnow
+from base.migrations import migrate_all
 from bot.claims import EventClaims
 from knowledge.models import AccessScope
 from training.feedback.store import FeedbackStore
@@ -23,7 +24,7 @@ VECTOR = np.ones(8, dtype=np.float32)
 @pytest.fixture
 def store(database_url: str) -> FeedbackStore:
     built = FeedbackStore(make_engine(database_url))
-    built.migrate()
+    migrate_all(built.engine)
     return built
 
 
@@ -198,7 +199,7 @@ def test_messages_link_to_answers_and_threads_list_their_answers(store: Feedback
 
 async def test_replicas_claim_each_event_exactly_once(database_url: str) -> None:
     replicas = [EventClaims(make_engine(database_url)) for _ in range(3)]
-    replicas[0].migrate()
+    migrate_all(replicas[0].engine)
     claims = await asyncio.gather(
         *(replica.claim("slack", f"Ev{i % 10}") for i in range(30) for replica in replicas)
     )

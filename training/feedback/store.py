@@ -1,7 +1,7 @@
 """The feedback store: every answer given, what people said about it, and curated answers.
 
-SQLAlchemy on the shared SQL store (SQLite by default, PostgreSQL by URL), namespace
-`training`, numbered migrations. It holds:
+SQLAlchemy on the shared SQL store (SQLite by default, PostgreSQL by URL); its tables' history
+is the `training` namespace in base/migrations/. It holds:
 
 - `record(...)` keeps each answered question (question, asker, where, retrieved chunks, answer,
   cited sources, model and adapter, timings) under the Answer's id; `link_message(...)` ties
@@ -15,10 +15,9 @@ SQLAlchemy on the shared SQL store (SQLite by default, PostgreSQL by URL), names
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,10 +26,12 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from base.database import Migration, migrate, utcnow
+from base.database import connection, transaction, utcnow
 from base.errors import DatabaseError
 from knowledge.models import Access, AccessScope
 
+# The live tables, as the methods below query them; a change here needs a migration in
+# base/migrations/training.py (tests/test_migrations.py compares the two).
 metadata = sa.MetaData()
 
 answers = sa.Table(
@@ -70,7 +71,8 @@ curated_answers = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),  # approved | corrected | imported
     sa.Column("answer_id", sa.String(36)),  # the bot answer it approves or corrects
     sa.Column("active", sa.Boolean, nullable=False, default=True),
-    sa.Column("guards", sa.Text),  # added by m002
+    # JSON [{access, allowed}]: the access of every passage it was written from (m002)
+    sa.Column("guards", sa.Text),
     sa.Index("ix_curated_active", "active"),
 )
 
@@ -121,31 +123,6 @@ corrections = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Index("ix_corrections_answer", "answer_id"),
 )
-
-
-def _m001_answers_and_curated(conn: Connection) -> None:
-    answers.create(conn)
-    curated_answers.create(conn)
-
-
-def _m002_feedback(conn: Connection) -> None:
-    answer_messages.create(conn)
-    ratings.create(conn)
-    corrections.create(conn)
-    # Access of every passage the curated answer was written from (JSON [{access, allowed}]):
-    # it is served only where all of them are visible, cited or not.
-    if "guards" not in {c["name"] for c in sa.inspect(conn).get_columns("curated_answers")}:
-        conn.execute(sa.text("ALTER TABLE curated_answers ADD COLUMN guards TEXT"))
-
-
-MIGRATIONS = [
-    Migration("m001_answers_and_curated", _m001_answers_and_curated),
-    Migration("m002_feedback", _m002_feedback),
-]
-
-
-def migrate_training(engine: Engine) -> list[str]:
-    return migrate(engine, "training", MIGRATIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,18 +180,15 @@ class FeedbackStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def migrate(self) -> None:
-        migrate_training(self.engine)
-
     def record(self, **row: Any) -> None:
         """Keep one answer (columns of `answers`; JSON columns as Python values)."""
         for key in ("retrieved", "sources"):
             row[key] = json.dumps(row.get(key, []), ensure_ascii=False)
         row.setdefault("created_at", utcnow())
-        self._execute(answers.insert().values(**row))
+        self._execute(answers.insert().values(**row), doing="recording the answer")
 
     def get_answer(self, answer_id: str) -> dict[str, Any] | None:
-        with self._connect() as conn:
+        with connection(self.engine, "loading the answer") as conn:
             found = conn.execute(sa.select(answers).where(answers.c.id == answer_id)).first()
         if found is None:
             return None
@@ -255,7 +229,8 @@ class FeedbackStore:
                 answer_id=answer_id,
                 active=True,
                 guards=json.dumps([g.as_json() for g in guards], ensure_ascii=False),
-            )
+            ),
+            doing="storing the curated answer",
         )
         return curated_id
 
@@ -264,7 +239,7 @@ class FeedbackStore:
     ) -> CuratedAnswer | None:
         """The latest active curated answer whose question's cosine similarity to `embedding`
         is at least `threshold` and whose sources (and guards) are all visible in `scope`."""
-        with self._connect() as conn:
+        with connection(self.engine, "looking up curated answers") as conn:
             rows = conn.execute(
                 sa.select(
                     curated_answers.c.id, curated_answers.c.embedding, curated_answers.c.created_at
@@ -326,7 +301,7 @@ class FeedbackStore:
     def deactivate_curated(self, *, answer_id: str, approved_by: str, kind: str) -> int:
         """Withdraw the curated answers made from `answer_id` by `approved_by` (a retracted
         approval); returns how many."""
-        with self._begin() as conn:
+        with transaction(self.engine, "withdrawing the curated answer") as conn:
             result = conn.execute(
                 curated_answers.update()
                 .where(
@@ -350,7 +325,7 @@ class FeedbackStore:
         answer_id: str,
         thread: str | None = None,
     ) -> None:
-        with self._begin() as conn:
+        with transaction(self.engine, "linking the message to its answer") as conn:
             exists = conn.execute(
                 sa.select(answer_messages.c.answer_id).where(
                     answer_messages.c.platform == platform,
@@ -371,7 +346,7 @@ class FeedbackStore:
                 )
 
     def answer_for_message(self, platform: str, conversation: str, message_id: str) -> str | None:
-        with self._connect() as conn:
+        with connection(self.engine, "looking up the message's answer") as conn:
             return conn.execute(
                 sa.select(answer_messages.c.answer_id).where(
                     answer_messages.c.platform == platform,
@@ -403,7 +378,7 @@ class FeedbackStore:
         query = query.order_by(answers.c.created_at.desc(), answers.c.id.desc())
         if last is not None:
             query = query.limit(last)
-        with self._connect() as conn:
+        with connection(self.engine, "loading the thread's answers") as conn:
             rows = conn.execute(query).all()
         return [dict(r._mapping) for r in reversed(rows)]
 
@@ -430,7 +405,7 @@ class FeedbackStore:
             & (ratings.c.user_id == user_id)
             & (ratings.c.kind == kind)
         )
-        with self._begin() as conn:
+        with transaction(self.engine, "recording the rating") as conn:
             before = conn.execute(sa.select(ratings.c.retracted_at).where(key)).first()
             values = {
                 "answer_id": answer_id,
@@ -461,7 +436,7 @@ class FeedbackStore:
 
     def retract(self, *, answer_id: str, user_id: str, kind: str) -> bool:
         """Withdraw a rating (a removed reaction); True if one was in force."""
-        with self._begin() as conn:
+        with transaction(self.engine, "withdrawing the rating") as conn:
             result = conn.execute(
                 ratings.update()
                 .where(
@@ -478,7 +453,7 @@ class FeedbackStore:
         query = sa.select(ratings).where(ratings.c.answer_id == answer_id).order_by(ratings.c.id)
         if active_only:
             query = query.where(ratings.c.retracted_at.is_(None))
-        with self._connect() as conn:
+        with connection(self.engine, "loading the answer's ratings") as conn:
             return [dict(r._mapping) for r in conn.execute(query).all()]
 
     def add_correction(
@@ -502,12 +477,13 @@ class FeedbackStore:
                 approved=approved,
                 curated_id=curated_id,
                 created_at=utcnow(),
-            )
+            ),
+            doing="recording the correction",
         )
         return correction_id
 
     def corrections_for(self, answer_id: str) -> list[dict[str, Any]]:
-        with self._connect() as conn:
+        with connection(self.engine, "loading the answer's corrections") as conn:
             rows = conn.execute(
                 sa.select(corrections)
                 .where(corrections.c.answer_id == answer_id)
@@ -518,7 +494,7 @@ class FeedbackStore:
     def training_candidates(self) -> list[dict[str, Any]]:
         """Every answer with a rating in force or a correction: {answer, ratings, corrections}
         (ratings in force only), for the training-set builder."""
-        with self._connect() as conn:
+        with connection(self.engine, "loading the training candidates") as conn:
             rated = sa.select(ratings.c.answer_id).where(ratings.c.retracted_at.is_(None))
             corrected = sa.select(corrections.c.answer_id)
             ids = sa.union(rated, corrected).subquery()
@@ -549,7 +525,7 @@ class FeedbackStore:
     def imported_examples(self) -> list[dict[str, Any]]:
         """Active curated answers imported from a file: {question, answer, approved_by,
         created_at}."""
-        with self._connect() as conn:
+        with connection(self.engine, "loading the imported examples") as conn:
             rows = conn.execute(
                 sa.select(
                     curated_answers.c.question,
@@ -562,15 +538,15 @@ class FeedbackStore:
 
     def feedback_counts(self) -> dict[str, int]:
         """Ratings in force by kind, expert corrections, non-expert comments, answers given."""
-        with self._connect() as conn:
-            by_kind = dict(
+        with connection(self.engine, "counting the feedback") as conn:
+            by_kind: dict[str, int] = dict(
                 conn.execute(
                     sa.select(ratings.c.kind, sa.func.count())
                     .where(ratings.c.retracted_at.is_(None))
                     .group_by(ratings.c.kind)
                 ).all()
             )
-            by_approval = dict(
+            by_approval: dict[bool, int] = dict(
                 conn.execute(
                     sa.select(corrections.c.approved, sa.func.count()).group_by(
                         corrections.c.approved
@@ -588,7 +564,7 @@ class FeedbackStore:
         }
 
     def _curated(self, curated_id: str, similarity: float) -> CuratedAnswer | None:
-        with self._connect() as conn:
+        with connection(self.engine, "loading the curated answer") as conn:
             row = conn.execute(
                 sa.select(curated_answers).where(curated_answers.c.id == curated_id)
             ).first()
@@ -606,26 +582,8 @@ class FeedbackStore:
             guards=tuple(StoredSource.from_json(g) for g in json.loads(row.guards or "[]")),
         )
 
-    def _connect(self) -> Any:
-        try:
-            return self.engine.connect()
-        except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot reach the database: {exc.__class__.__name__}") from exc
-
-    @contextlib.contextmanager
-    def _begin(self) -> Iterator[Connection]:
-        """A write transaction; any SQL error in it, its statements' included, becomes a
-        DatabaseError."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"writing to the feedback store failed: {exc.__class__.__name__}"
-            ) from exc
-
-    def _execute(self, statement: Any) -> None:
-        with self._begin() as conn:
+    def _execute(self, statement: Any, *, doing: str) -> None:
+        with transaction(self.engine, doing) as conn:
             conn.execute(statement)
 
 
