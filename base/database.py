@@ -1,18 +1,20 @@
 """The SQL store every part of expertbot shares (SQLite by default, PostgreSQL by URL).
 
-Schema changes go through numbered migrations, kept per namespace (`knowledge`, later
-`training`, …) in `schema_migrations`. Applying them is safe with several processes starting
-at once: PostgreSQL serialises on an advisory lock, SQLite on its write lock (every transaction
-here begins IMMEDIATE, which also keeps concurrent SQLite writers from dead-locking).
+Every statement runs inside `transaction(engine, doing)` (writes) or `connection(engine, doing)`
+(reads): a SQL error in either becomes a `DatabaseError` of one line that says what was being
+done and on which database, without its password or the statement. Every SQLite transaction
+begins IMMEDIATE, which keeps concurrent writers from dead-locking.
+
+The schema is the history in `base/migrations/`, applied by `migrate_all` at start-up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sqlite3
 import time
-import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,8 +78,6 @@ def _enable_wal(cur: Any) -> None:
 
     Switching needs an exclusive lock, and SQLite answers "database is locked" at once, without
     its busy handler, when several processes open a new database together: retry for a while."""
-    import sqlite3
-
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -90,64 +90,61 @@ def _enable_wal(cur: Any) -> None:
 
 
 def ping(engine: Engine) -> None:
+    """Raise DatabaseError ("cannot reach the database …") unless the database answers."""
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.SQLAlchemyError as exc:
         raise DatabaseError(
-            f"cannot reach the database {redact_url(str(engine.url))}: {exc.__class__.__name__}"
+            f"cannot reach the database {redact_url(str(engine.url))}: {_reason(exc)}"
         ) from exc
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    name: str  # "m001_initial": applied in list order, recorded by name
-    apply: Callable[[Connection], None]
+@contextlib.contextmanager
+def transaction(
+    engine: Engine, doing: str, *, handled: tuple[type[sa.exc.SQLAlchemyError], ...] = ()
+) -> Iterator[Connection]:
+    """A transaction for `doing` ("recording the answer"), committed when the block ends.
+
+    Any SQL error in it, the commit's included, becomes a DatabaseError naming `doing`; those
+    in `handled` reach the caller as they are, for the few that are an answer rather than a
+    failure (an `IntegrityError` meaning "someone else got there first")."""
+    with database_errors(engine, doing, handled=handled), engine.begin() as conn:
+        yield conn
 
 
-_migrations_table = sa.Table(
-    "schema_migrations",
-    sa.MetaData(),
-    sa.Column("namespace", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(128), primary_key=True),
-    sa.Column("applied_at", sa.DateTime, nullable=False),
-)
+@contextlib.contextmanager
+def connection(engine: Engine, doing: str) -> Iterator[Connection]:
+    """A connection for reading, for `doing` ("loading the last sync"); nothing is committed.
+    SQL errors become a DatabaseError as in `transaction`."""
+    with database_errors(engine, doing), engine.connect() as conn:
+        yield conn
 
 
-def migrate(engine: Engine, namespace: str, migrations: Sequence[Migration]) -> list[str]:
-    """Apply the migrations of `namespace` not applied yet; returns their names."""
-    applied: list[str] = []
+@contextlib.contextmanager
+def database_errors(
+    engine: Engine, doing: str, *, handled: tuple[type[sa.exc.SQLAlchemyError], ...] = ()
+) -> Iterator[None]:
+    """Turn a SQL error raised in the block into a DatabaseError: "`doing` failed on <the URL
+    without its password>: <the kind of error>". The statement and its values stay out: they
+    may hold what people wrote; the original error is chained for the crash log."""
     try:
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(namespace)}
-                )
-            _migrations_table.create(conn, checkfirst=True)
-            done = set(
-                conn.execute(
-                    sa.select(_migrations_table.c.name).where(
-                        _migrations_table.c.namespace == namespace
-                    )
-                ).scalars()
-            )
-            for migration in migrations:
-                if migration.name in done:
-                    continue
-                migration.apply(conn)
-                conn.execute(
-                    _migrations_table.insert().values(
-                        namespace=namespace, name=migration.name, applied_at=utcnow()
-                    )
-                )
-                applied.append(migration.name)
+        yield
+    except handled:
+        raise
     except sa.exc.SQLAlchemyError as exc:
-        raise DatabaseError(
-            f"migrating {namespace} on {redact_url(str(engine.url))} failed: {exc.__class__.__name__}: "
-            f"{getattr(exc, 'orig', None) or exc}"
-        ) from exc
-    return applied
+        where = redact_url(str(engine.url))
+        raise DatabaseError(f"{doing} failed on {where}: {_reason(exc)}") from exc
 
 
-def _lock_key(namespace: str) -> int:
-    return zlib.crc32(f"expertbot.migrate.{namespace}".encode())
+def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+    """The kind of a SQL error, without its message (PostgreSQL's may quote a row's values):
+    SQLAlchemy's class and the driver's own name for it (psycopg's `UndefinedTable`, SQLite's
+    `SQLITE_BUSY`)."""
+    reason = exc.__class__.__name__
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, sqlite3.Error) and getattr(orig, "sqlite_errorname", None):
+        return f"{reason} ({orig.sqlite_errorname})"
+    if orig is not None and orig.__class__.__name__ != reason:
+        return f"{reason} ({orig.__class__.__name__})"
+    return reason

@@ -19,13 +19,13 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Engine
 
-from base.database import utcnow
-from base.errors import AlreadyRunningError, DatabaseError
+from base.database import connection, transaction, utcnow
+from base.errors import AlreadyRunningError
 
 log = structlog.get_logger(__name__)
 
 # A lease per job name (sync, train, the schedule's slots). Created by the `knowledge`
-# namespace's first migration, where it was born.
+# namespace's first migration (base/migrations/knowledge.py), where it was born.
 job_locks = sa.Table(
     "job_locks",
     sa.MetaData(),
@@ -71,7 +71,9 @@ class JobLock:
         """Take the lease or raise AlreadyRunningError naming the holder and since when."""
         now = utcnow()
         try:
-            with self.engine.begin() as conn:
+            with transaction(
+                self.engine, f"taking the {self.name} lock", handled=(sa.exc.IntegrityError,)
+            ) as conn:
                 row = conn.execute(
                     sa.select(job_locks).where(job_locks.c.name == self.name)
                 ).first()
@@ -102,10 +104,6 @@ class JobLock:
             # Someone inserted between our read and our insert.
             holder, since = self.current() or ("another process", now)
             raise AlreadyRunningError(self.name, holder=holder, since=since) from None
-        except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"cannot take the {self.name} lock: {exc.__class__.__name__}"
-            ) from exc
 
     async def acquire(self, *, wait: bool = False, poll_s: float = 1.0) -> None:
         while True:
@@ -118,14 +116,16 @@ class JobLock:
                 await asyncio.sleep(poll_s)
 
     def current(self) -> tuple[str, datetime] | None:
-        with self.engine.connect() as conn:
+        """The live holder and since when, or None when the lease is free."""
+        with connection(self.engine, f"reading the {self.name} lock") as conn:
             row = conn.execute(sa.select(job_locks).where(job_locks.c.name == self.name)).first()
         if row is None or row.expires_at <= utcnow():
             return None
         return row.holder, row.acquired_at
 
     def renew(self) -> bool:
-        with self.engine.begin() as conn:
+        """Extend our lease; False when it is no longer ours (it expired and was taken)."""
+        with transaction(self.engine, f"renewing the {self.name} lock") as conn:
             done = conn.execute(
                 job_locks.update()
                 .where(job_locks.c.name == self.name, job_locks.c.holder == self.holder)
@@ -134,7 +134,7 @@ class JobLock:
         return done == 1
 
     def release(self) -> None:
-        with self.engine.begin() as conn:
+        with transaction(self.engine, f"releasing the {self.name} lock") as conn:
             conn.execute(
                 job_locks.delete().where(
                     job_locks.c.name == self.name, job_locks.c.holder == self.holder

@@ -98,8 +98,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     knowledge = Knowledge.build(settings.knowledge, data_dir=args.work, engine=engine)
     await knowledge.open()
     await knowledge.syncer.run(trigger="bench")
-    store = FeedbackStore(engine)
-    store.migrate()
+    store = FeedbackStore(engine)  # knowledge.open() migrated the database
     ops = Ops(settings, knowledge, store, AdapterRegistry(settings.adapter_registry))
     all_facts = facts()
     for fact in all_facts:

@@ -13,13 +13,14 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
-from base.database import Migration, migrate, utcnow
+from base.database import transaction, utcnow
 from base.errors import DatabaseError
 
 log = structlog.get_logger("expertbot.claims")
 
+# Created by the `bot` namespace's migrations (base/migrations/bot.py).
 metadata = sa.MetaData()
 
 processed_events = sa.Table(
@@ -32,21 +33,11 @@ processed_events = sa.Table(
 )
 
 
-def _m001_processed_events(conn: Connection) -> None:
-    processed_events.create(conn)
-
-
-MIGRATIONS = [Migration("m001_processed_events", _m001_processed_events)]
-
-
 class EventClaims:
     def __init__(self, engine: Engine, *, keep: timedelta = timedelta(days=2)) -> None:
         self.engine = engine
         self.keep = keep
         self._claims = 0
-
-    def migrate(self) -> None:
-        migrate(self.engine, "bot", MIGRATIONS)
 
     async def claim(self, platform: str, event_id: str) -> bool:
         """True for the first delivery of this event anywhere; False for every other copy."""
@@ -54,19 +45,17 @@ class EventClaims:
 
     def _claim(self, platform: str, event_id: str) -> bool:
         try:
-            with self.engine.begin() as conn:
+            with transaction(
+                self.engine, f"claiming the event {event_id}", handled=(sa.exc.IntegrityError,)
+            ) as conn:
                 conn.execute(
                     processed_events.insert().values(
                         platform=platform, event_id=event_id, received_at=utcnow()
                     )
                 )
-        except sa.exc.IntegrityError:
+        except sa.exc.IntegrityError:  # its id is in already: another copy claimed it
             log.info("delivery.duplicate", platform=platform, event_id=event_id)
             return False
-        except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"cannot record the delivery of {event_id}: {exc.__class__.__name__}"
-            ) from exc
         self._claims += 1
         if self._claims % 500 == 1:
             self._purge()
@@ -74,11 +63,11 @@ class EventClaims:
 
     def _purge(self) -> None:
         try:
-            with self.engine.begin() as conn:
+            with transaction(self.engine, "purging old event claims") as conn:
                 conn.execute(
                     processed_events.delete().where(
                         processed_events.c.received_at < utcnow() - self.keep
                     )
                 )
-        except sa.exc.SQLAlchemyError as exc:  # housekeeping only
-            log.warning("delivery.purge_failed", error=exc.__class__.__name__)
+        except DatabaseError as exc:  # housekeeping only: the claim itself succeeded
+            log.warning("delivery.purge_failed", error=str(exc))

@@ -482,7 +482,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON."))
 
 
 async def _with_ops(settings: Settings, job: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    """Run `job(ops)` with the index and the feedback store open (no model loaded)."""
+    """Run `job(ops)` with the index and the SQL store open and migrated (no model loaded)."""
     from bot.ops import Ops
     from training.feedback.store import FeedbackStore
     from training.registry import AdapterRegistry
@@ -491,7 +491,6 @@ async def _with_ops(settings: Settings, job: Callable[[Any], Coroutine[Any, Any,
     await knowledge.open()
     try:
         store = FeedbackStore(knowledge.engine)
-        await asyncio.to_thread(store.migrate)
         return await job(
             Ops(settings, knowledge, store, AdapterRegistry(settings.adapter_registry))
         )

@@ -12,10 +12,11 @@ import asyncio
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
-from base.database import Migration, migrate, utcnow
+from base.database import connection, transaction, utcnow
 
+# Created by the `jobs` namespace's migrations (base/migrations/jobs.py).
 metadata = sa.MetaData()
 
 job_runs = sa.Table(
@@ -32,29 +33,15 @@ job_runs = sa.Table(
 )
 
 
-def _m001_job_runs(conn: Connection) -> None:
-    job_runs.create(conn)
-
-
-MIGRATIONS = [Migration("m001_job_runs", _m001_job_runs)]
-
-
 class JobHistory:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._migrated = False
-
-    def migrate(self) -> None:
-        if not self._migrated:
-            migrate(self.engine, "jobs", MIGRATIONS)
-            self._migrated = True
 
     async def start(self, job: str, trigger: str) -> int:
         return await asyncio.to_thread(self._start, job, trigger)
 
     def _start(self, job: str, trigger: str) -> int:
-        self.migrate()
-        with self.engine.begin() as conn:
+        with transaction(self.engine, f"recording the start of {job}") as conn:
             result = conn.execute(
                 job_runs.insert().values(
                     job=job, trigger=trigger[:256], started_at=utcnow(), outcome="running"
@@ -68,7 +55,7 @@ class JobHistory:
         await asyncio.to_thread(self._finish, run, outcome, summary)
 
     def _finish(self, run: int, outcome: str, summary: str) -> None:
-        with self.engine.begin() as conn:
+        with transaction(self.engine, "recording the end of a job run") as conn:
             conn.execute(
                 job_runs.update()
                 .where(job_runs.c.id == run)
@@ -77,9 +64,8 @@ class JobHistory:
 
     def recent(self, limit: int = 5, *, job: str | None = None) -> list[dict[str, Any]]:
         """The latest runs, newest first."""
-        self.migrate()
         query = sa.select(job_runs).order_by(job_runs.c.id.desc()).limit(limit)
         if job is not None:
             query = query.where(job_runs.c.job == job)
-        with self.engine.connect() as conn:
+        with connection(self.engine, "loading the job history") as conn:
             return [dict(row._mapping) for row in conn.execute(query)]

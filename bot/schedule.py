@@ -16,7 +16,6 @@ or `expertbot jobs`, once across replicas.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,7 +26,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from base.database import Migration, migrate
 from base.errors import AlreadyRunningError
 from bot.claims import EventClaims
 
@@ -37,6 +35,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("expertbot.schedule")
 
 JOBS = {"sync": "expertbot.sync", "train": "expertbot.train"}
+# The job store's table, created by the `schedule` namespace's migration (base/migrations/).
+JOB_TABLE = "scheduled_jobs"
 NO_SOURCES = "no knowledge.sources configured (EXPERTBOT_KNOWLEDGE__SOURCES or the TOML file)"
 _CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
 
@@ -136,7 +136,7 @@ class Scheduler:
         self.ops = ops
         self.config: ScheduleConfig = ops.settings.schedule
         self.claims = EventClaims(ops.store.engine)
-        self.jobstore = SQLAlchemyJobStore(url=database_url, tablename="scheduled_jobs")
+        self.jobstore = SQLAlchemyJobStore(url=database_url, tablename=JOB_TABLE)
         self.scheduler = AsyncIOScheduler(
             jobstores={"default": self.jobstore},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -149,16 +149,8 @@ class Scheduler:
         global _current
         if _current is not None:
             raise RuntimeError("one scheduler a process")
-        await asyncio.to_thread(self.claims.migrate)
-        # The job store's table, created under the migration lock: replicas starting together
-        # would otherwise race in APScheduler's own CREATE TABLE.
-        table = self.jobstore.jobs_t
-        await asyncio.to_thread(
-            migrate,
-            self.ops.store.engine,
-            "schedule",
-            [Migration("m001_scheduled_jobs", lambda conn: table.create(conn, checkfirst=True))],
-        )
+        # The job store's table and the slot claims exist: Ops' knowledge was opened, which
+        # migrated the database (the `schedule` and `bot` namespaces in base/migrations/).
         _current = self
         self.scheduler.start(paused=True)
         sync = self.config.sync

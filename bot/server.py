@@ -53,9 +53,8 @@ class Services:
     async def start(
         cls, settings: Settings, core: Core, *, teams_connections: Any = None
     ) -> Services:
-        """Wire the platform layers to a started Core (migrations included)."""
+        """Wire the platform layers to a started Core (whose start migrated the database)."""
         claims = EventClaims(core.knowledge.engine)
-        await asyncio.to_thread(claims.migrate)
         ops = Ops(settings, core.knowledge, core.store, core.registry)
         feedback = Feedback(core.store, core.knowledge.search)
         services = cls(settings, core, ops, feedback, claims)
@@ -68,7 +67,6 @@ class Services:
             from bot.teams.references import References
 
             references = References(core.knowledge.engine)
-            await asyncio.to_thread(references.migrate)
             services.teams = TeamsBot(
                 settings.teams,
                 core,

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from base.database import utcnow
+from base.database import connection, transaction, utcnow
 from knowledge.schema import sync_items, sync_runs
 
 ACTIONS = ("added", "updated", "deleted", "unchanged", "skipped", "failed")
@@ -75,7 +75,7 @@ class SyncRunStore:
         self.engine = engine
 
     def start(self, report: SyncReport, holder: str) -> int:
-        with self.engine.begin() as conn:
+        with transaction(self.engine, "starting the sync report") as conn:
             result = conn.execute(
                 sync_runs.insert().values(
                     started_at=report.started_at,
@@ -94,7 +94,7 @@ class SyncRunStore:
 
     def mark_interrupted(self, holder: str) -> int:
         """Runs left 'running' by a holder that died are closed as interrupted."""
-        with self.engine.begin() as conn:
+        with transaction(self.engine, "closing interrupted sync reports") as conn:
             return conn.execute(
                 sync_runs.update()
                 .where(sync_runs.c.holder == holder, sync_runs.c.status == "running")
@@ -106,7 +106,7 @@ class SyncRunStore:
     def finish(self, report: SyncReport) -> None:
         assert report.run_id is not None
         counts = {a: getattr(report, a) for a in ACTIONS}
-        with self.engine.begin() as conn:
+        with transaction(self.engine, "finishing the sync report") as conn:
             conn.execute(
                 sync_runs.update()
                 .where(sync_runs.c.id == report.run_id)
@@ -130,12 +130,12 @@ class SyncRunStore:
         query = sa.select(sync_runs).order_by(sync_runs.c.id.desc()).limit(1)
         if finished:
             query = query.where(sync_runs.c.status != "running")
-        with self.engine.connect() as conn:
+        with connection(self.engine, "loading the last sync report") as conn:
             row = conn.execute(query).first()
         return self._load(row) if row else None
 
     def get(self, run_id: int) -> SyncReport | None:
-        with self.engine.connect() as conn:
+        with connection(self.engine, "loading a sync report") as conn:
             row = conn.execute(sa.select(sync_runs).where(sync_runs.c.id == run_id)).first()
         return self._load(row) if row else None
 
@@ -155,7 +155,7 @@ class SyncRunStore:
         )
         for action in ACTIONS:
             setattr(report, action, getattr(row, action) or 0)
-        with self.engine.connect() as conn:
+        with connection(self.engine, "loading a sync report's documents") as conn:
             items = conn.execute(
                 sa.select(sync_items).where(sync_items.c.run_id == row.id).order_by(sync_items.c.id)
             ).all()

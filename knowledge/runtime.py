@@ -8,12 +8,12 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from base.errors import ConfigError
+from base.migrations import migrate_all
 from knowledge.config import KnowledgeConfig
 from knowledge.embedding import Embedder, SentenceTransformerEmbedder
 from knowledge.index.base import KnowledgeIndex
 from knowledge.models import IndexStats
 from knowledge.reports import SyncReport, SyncRunStore
-from knowledge.schema import migrate_knowledge
 from knowledge.search import KnowledgeSearch
 from knowledge.sync import Syncer
 
@@ -63,10 +63,11 @@ class Knowledge:
         )
 
     async def open(self, *, index: bool = True) -> None:
-        """Migrate the SQL store and open (or create) the index. Fails fast and clearly.
+        """Bring the SQL store's schema up to date (every namespace: the one place the server
+        and every command migrate) and open (or create) the index. Fails fast and clearly.
 
         `index=False` leaves opening to the syncer (which may rebuild it)."""
-        migrate_knowledge(self.engine)
+        migrate_all(self.engine)
         if index:
             await self.index.open(dim=self.embedder.dim, model=self.embedder.model_name)
 

@@ -1,12 +1,10 @@
-"""Tables of the `knowledge` namespace and their numbered migrations."""
+"""The sync reports' tables as knowledge/reports.py queries them. Their history, which
+creates them, is the `knowledge` namespace in base/migrations/; a change here needs a migration
+there (tests/test_migrations.py compares the two)."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-
-from base.database import Migration, migrate
-from base.locks import job_locks
 
 metadata = sa.MetaData()
 
@@ -48,15 +46,3 @@ sync_items = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Index("ix_sync_items_run", "run_id"),
 )
-
-
-def _m001_initial(conn: Connection) -> None:
-    for table in (job_locks, sync_runs, sync_items):
-        table.create(conn)
-
-
-MIGRATIONS = [Migration("m001_initial", _m001_initial)]
-
-
-def migrate_knowledge(engine: Engine) -> list[str]:
-    return migrate(engine, "knowledge", MIGRATIONS)

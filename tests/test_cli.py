@@ -137,10 +137,10 @@ def test_empty_query_is_refused_clearly(synced):
 def test_a_second_sync_while_one_runs_exits_3_and_says_since_when(tmp_path):
     from base.database import make_engine, sqlite_url
     from base.locks import JobLock
-    from knowledge.schema import migrate_knowledge
+    from base.migrations import migrate_all
 
     engine = make_engine(sqlite_url(tmp_path / "data" / "expertbot.db"))
-    migrate_knowledge(engine)
+    migrate_all(engine)
     JobLock(engine, "knowledge.sync", holder="other-host:1:abc").try_acquire()
     result = run("sync", str(HANDBOOK))
     assert result.exit_code == 3

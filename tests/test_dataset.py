@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from base.database import make_engine
+from base.migrations import migrate_all
 from bot.cli import app
 from bot.ops import Ops
 from bot.settings import load_settings
@@ -33,7 +34,7 @@ async def ops(handbook_data_dir: Path, embedder):
     )
     await knowledge.open()
     store = FeedbackStore(engine)
-    store.migrate()
+    migrate_all(engine)
     yield Ops(settings, knowledge, store, AdapterRegistry(settings.adapter_registry))
     await knowledge.close()
 

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from base.database import make_engine, utcnow
+from base.migrations import migrate_all
 from bot.claims import EventClaims
 from knowledge.models import AccessScope
 from training.feedback.records import (
@@ -33,7 +34,7 @@ VECTOR = np.ones(8, dtype=np.float32)
 @pytest.fixture
 def store(database_url: str) -> FeedbackStore:
     built = FeedbackStore(make_engine(database_url))
-    built.migrate()
+    migrate_all(built.engine)
     return built
 
 
@@ -274,7 +275,7 @@ def test_messages_link_to_answers_and_threads_list_their_answers(store: Feedback
 
 async def test_replicas_claim_each_event_exactly_once(database_url: str) -> None:
     replicas = [EventClaims(make_engine(database_url)) for _ in range(3)]
-    replicas[0].migrate()
+    migrate_all(replicas[0].engine)
     claims = await asyncio.gather(
         *(replica.claim("slack", f"Ev{i % 10}") for i in range(30) for replica in replicas)
     )

@@ -1,4 +1,4 @@
-"""The shared SQL store: migrations and the job lease, on SQLite and PostgreSQL."""
+"""The shared SQL store: migrations, transactions and the job lease, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,16 +12,18 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from base.database import make_engine, migrate, redact_url, utcnow
+from base.database import connection, make_engine, redact_url, transaction, utcnow
 from base.errors import AlreadyRunningError, DatabaseError
-from base.locks import JobLock
-from knowledge.schema import MIGRATIONS, job_locks, migrate_knowledge
+from base.locks import JobLock, job_locks
+from base.migrations import HISTORY, Migration, migrate, migrate_all
+
+EVERY_MIGRATION = sorted(f"{ns}/{m.name}" for ns, migrations in HISTORY.items() for m in migrations)
 
 
 @pytest.fixture
 def db(database_url):
     engine = make_engine(database_url)
-    migrate_knowledge(engine)
+    migrate_all(engine)
     yield engine
     engine.dispose()
 
@@ -33,7 +35,7 @@ def test_migrations_apply_once_even_when_several_processes_start_together(databa
 
     def start() -> None:
         try:
-            results.append(migrate_knowledge(make_engine(database_url)))
+            results.append(migrate_all(make_engine(database_url)))
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -43,27 +45,67 @@ def test_migrations_apply_once_even_when_several_processes_start_together(databa
     for t in threads:
         t.join()
     assert not errors
-    assert sorted(len(r) for r in results) == [0, 0, 0, len(MIGRATIONS)]
+    assert sorted(len(r) for r in results) == [0, 0, 0, len(EVERY_MIGRATION)]
     with engine.connect() as conn:
-        names = conn.execute(
-            sa.text("SELECT name FROM schema_migrations WHERE namespace = 'knowledge'")
-        ).scalars()
-        assert sorted(names) == [m.name for m in MIGRATIONS]
-    assert migrate_knowledge(engine) == []
+        rows = conn.execute(sa.text("SELECT namespace, name FROM schema_migrations")).all()
+        assert sorted(f"{ns}/{name}" for ns, name in rows) == EVERY_MIGRATION
+    assert migrate_all(engine) == []
 
 
 def test_a_failing_migration_leaves_nothing_half_done(database_url):
-    from base.database import Migration
-
     engine = make_engine(database_url)
+
+    def fine(conn):
+        conn.execute(sa.text("CREATE TABLE done_first (id INTEGER)"))
 
     def broken(conn):
         conn.execute(sa.text("CREATE TABLE half_done (id INTEGER)"))
         conn.execute(sa.text("THIS IS NOT SQL"))
 
-    with pytest.raises(DatabaseError, match="migrating demo"):
-        migrate(engine, "demo", [Migration("m001_broken", broken)])
-    assert "half_done" not in sa.inspect(engine).get_table_names()
+    history = {"first": [Migration("m001_fine", fine)], "demo": [Migration("m001_broken", broken)]}
+    with pytest.raises(DatabaseError, match=r"^migrating demo to m001_broken failed on ") as info:
+        migrate(engine, history)
+    assert "\n" not in str(info.value) and "NOT SQL" not in str(info.value)
+    # One transaction for the whole history: the namespace before it is undone too, and so is
+    # the bookkeeping table it created.
+    assert sa.inspect(engine).get_table_names() == []
+
+
+def test_sql_errors_become_one_line_naming_the_work_never_the_password_or_values(database_url):
+    url = sa.engine.make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(password="s3cret-pw")  # the test server trusts loopback: any password does
+    engine = make_engine(url.render_as_string(hide_password=False))
+    migrate_all(engine)
+    claim = sa.text(
+        "INSERT INTO processed_events (platform, event_id, received_at) VALUES (:p, :e, :t)"
+    )
+    values = {"p": "slack", "e": "what someone wrote", "t": utcnow()}
+    with transaction(engine, "claiming an event") as conn:
+        conn.execute(claim, values)
+    with pytest.raises(DatabaseError) as info, transaction(engine, "claiming an event") as conn:
+        conn.execute(claim, values)
+    message = str(info.value)
+    assert message.startswith(f"claiming an event failed on {redact_url(str(engine.url))}: ")
+    assert "IntegrityError" in message and "\n" not in message
+    for secret in ("s3cret-pw", "what someone wrote", "INSERT", "processed_events"):
+        assert secret not in message
+    # What a caller answers itself reaches it as it is, and the transaction is rolled back.
+    handled = (sa.exc.IntegrityError,)
+    with (
+        pytest.raises(sa.exc.IntegrityError),
+        transaction(engine, "claiming", handled=handled) as conn,
+    ):
+        conn.execute(claim, values | {"e": "another"})
+        conn.execute(claim, values)
+    with (
+        pytest.raises(DatabaseError, match=r"^reading what is not there failed on "),
+        connection(engine, "reading what is not there") as conn,
+    ):
+        conn.execute(sa.text("SELECT * FROM no_such_table"))
+    with connection(engine, "counting claims") as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM processed_events")).scalar() == 1
+    engine.dispose()
 
 
 def test_one_holder_at_a_time(db):

@@ -17,6 +17,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from base.database import make_engine
+from base.migrations import migrate_all
 from bot.cli import app
 from bot.settings import load_settings
 from training.feedback.records import AnswerRecord
@@ -111,7 +112,7 @@ def test_serve_refuses_a_model_that_cannot_load_with_one_clear_line(
 
 def test_status_json_shows_index_and_feedback_counts(handbook_data_dir: Path) -> None:
     store = FeedbackStore(make_engine(load_settings().resolved_database_url))
-    store.migrate()
+    migrate_all(store.engine)
     store.record(
         AnswerRecord(
             id="a1",

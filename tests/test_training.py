@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from base.database import make_engine
 from base.errors import AdapterError, AlreadyRunningError
+from base.migrations import migrate_all
 from bot.cli import app
 from bot.ops import Ops, status_lines
 from bot.settings import load_settings
@@ -90,7 +91,7 @@ def make_ops(data_dir: Path, embedder: Any, base: Path, **training: Any) -> tupl
         settings.knowledge, data_dir=data_dir, engine=engine, embedder=embedder
     )
     store = FeedbackStore(engine)
-    store.migrate()
+    migrate_all(engine)
     return Ops(settings, knowledge, store, AdapterRegistry(settings.adapter_registry)), knowledge
 
 

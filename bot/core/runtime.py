@@ -69,11 +69,11 @@ class Core:
         return cls(settings, knowledge, generator, store, registry, answerer)
 
     async def start(self, *, follow_adapters: bool = False) -> None:
-        """Open the index and the SQL store, load the model and the active adapter.
+        """Open the index and the SQL store (migrating it), load the model and the active
+        adapter.
 
         `follow_adapters` (long-running servers) polls the registry and hot-swaps."""
         await self.knowledge.open()
-        await asyncio.to_thread(self.store.migrate)
         await self.generator.start()
         if not self.settings.model.adapters:
             return

@@ -14,11 +14,11 @@ import json
 
 import sqlalchemy as sa
 from microsoft_agents.activity import ConversationReference
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
-from base.database import Migration, migrate, utcnow
-from base.errors import DatabaseError
+from base.database import connection, transaction, utcnow
 
+# Created by the `teams` namespace's migrations (base/migrations/teams.py).
 metadata = sa.MetaData()
 
 conversations = sa.Table(
@@ -30,19 +30,9 @@ conversations = sa.Table(
 )
 
 
-def _m001_teams_conversations(conn: Connection) -> None:
-    conversations.create(conn)
-
-
-MIGRATIONS = [Migration("m001_teams_conversations", _m001_teams_conversations)]
-
-
 class References:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-
-    def migrate(self) -> None:
-        migrate(self.engine, "teams", MIGRATIONS)
 
     async def save(self, conversation: str, reference: ConversationReference) -> None:
         text = reference.model_dump_json(by_alias=True, exclude_none=True)
@@ -50,7 +40,11 @@ class References:
 
     def _save(self, conversation: str, text: str) -> None:
         try:
-            with self.engine.begin() as conn:
+            with transaction(
+                self.engine,
+                f"saving the Teams conversation {conversation}",
+                handled=(sa.exc.IntegrityError,),
+            ) as conn:
                 updated = conn.execute(
                     conversations.update()
                     .where(conversations.c.conversation == conversation)
@@ -64,17 +58,13 @@ class References:
                     )
         except sa.exc.IntegrityError:  # another replica inserted it first: theirs is as good
             pass
-        except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"cannot save the Teams conversation {conversation}: {exc.__class__.__name__}"
-            ) from exc
 
     async def get(self, conversation: str) -> ConversationReference | None:
         text = await asyncio.to_thread(self._get, conversation)
         return ConversationReference.model_validate(json.loads(text)) if text else None
 
     def _get(self, conversation: str) -> str | None:
-        with self.engine.connect() as conn:
+        with connection(self.engine, f"loading the Teams conversation {conversation}") as conn:
             return conn.execute(
                 sa.select(conversations.c.reference).where(
                     conversations.c.conversation == conversation

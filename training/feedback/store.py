@@ -1,7 +1,7 @@
 """The feedback store: every answer given, what people said about it, and curated answers.
 
-SQLAlchemy on the shared SQL store (SQLite by default, PostgreSQL by URL), namespace
-`training`, numbered migrations. It holds:
+SQLAlchemy on the shared SQL store (SQLite by default, PostgreSQL by URL); its tables' history
+is the `training` namespace in base/migrations/. It holds:
 
 - `record(AnswerRecord)` keeps each answered question (question, asker, where, retrieved
   chunks, answer, cited sources, model and adapter, timings) under the Answer's id;
@@ -17,10 +17,9 @@ What goes in and comes out are the typed records of `training/feedback/records.p
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +27,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from base.database import Migration, migrate, utcnow
+from base.database import connection, transaction, utcnow
 from base.errors import DatabaseError
 from knowledge.models import Access, AccessScope
 from training.feedback.records import (
@@ -45,6 +44,8 @@ from training.feedback.records import (
     TrainingCandidate,
 )
 
+# The live tables, as the methods below query them; a change here needs a migration in
+# base/migrations/training.py (tests/test_migrations.py compares the two).
 metadata = sa.MetaData()
 
 answers = sa.Table(
@@ -84,7 +85,8 @@ curated_answers = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),  # approved | corrected | imported
     sa.Column("answer_id", sa.String(36)),  # the bot answer it approves or corrects
     sa.Column("active", sa.Boolean, nullable=False, default=True),
-    sa.Column("guards", sa.Text),  # added by m002
+    # JSON [{access, allowed}]: the access of every passage it was written from (m002)
+    sa.Column("guards", sa.Text),
     sa.Index("ix_curated_active", "active"),
 )
 
@@ -137,31 +139,6 @@ corrections = sa.Table(
 )
 
 
-def _m001_answers_and_curated(conn: Connection) -> None:
-    answers.create(conn)
-    curated_answers.create(conn)
-
-
-def _m002_feedback(conn: Connection) -> None:
-    answer_messages.create(conn)
-    ratings.create(conn)
-    corrections.create(conn)
-    # Access of every passage the curated answer was written from (JSON [{access, allowed}]):
-    # it is served only where all of them are visible, cited or not.
-    if "guards" not in {c["name"] for c in sa.inspect(conn).get_columns("curated_answers")}:
-        conn.execute(sa.text("ALTER TABLE curated_answers ADD COLUMN guards TEXT"))
-
-
-MIGRATIONS = [
-    Migration("m001_answers_and_curated", _m001_answers_and_curated),
-    Migration("m002_feedback", _m002_feedback),
-]
-
-
-def migrate_training(engine: Engine) -> list[str]:
-    return migrate(engine, "training", MIGRATIONS)
-
-
 class FeedbackStore:
     """The feedback store: answers, the chat messages showing them, ratings, corrections and
     curated answers."""
@@ -169,15 +146,14 @@ class FeedbackStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def migrate(self) -> None:
-        migrate_training(self.engine)
-
     def record(self, answer: AnswerRecord) -> None:
         """Keep one answer given, under its id."""
-        self._execute(answers.insert().values(**_answer_values(answer)))
+        self._execute(
+            answers.insert().values(**_answer_values(answer)), doing="recording the answer"
+        )
 
     def get_answer(self, answer_id: str) -> AnswerRecord | None:
-        with self._connect() as conn:
+        with connection(self.engine, "loading the answer") as conn:
             found = conn.execute(sa.select(answers).where(answers.c.id == answer_id)).first()
         return None if found is None else _answer_record(found)
 
@@ -213,7 +189,8 @@ class FeedbackStore:
                 answer_id=answer_id,
                 active=True,
                 guards=json.dumps([g.as_json() for g in guards], ensure_ascii=False),
-            )
+            ),
+            doing="storing the curated answer",
         )
         return curated_id
 
@@ -222,7 +199,7 @@ class FeedbackStore:
     ) -> CuratedAnswer | None:
         """The latest active curated answer whose question's cosine similarity to `embedding`
         is at least `threshold` and whose sources (and guards) are all visible in `scope`."""
-        with self._connect() as conn:
+        with connection(self.engine, "looking up curated answers") as conn:
             rows = conn.execute(
                 sa.select(
                     curated_answers.c.id, curated_answers.c.embedding, curated_answers.c.created_at
@@ -284,7 +261,7 @@ class FeedbackStore:
     def deactivate_curated(self, *, answer_id: str, approved_by: str, kind: CuratedKind) -> int:
         """Withdraw the curated answers made from `answer_id` by `approved_by` (a retracted
         approval); returns how many."""
-        with self._begin() as conn:
+        with transaction(self.engine, "withdrawing the curated answer") as conn:
             result = conn.execute(
                 curated_answers.update()
                 .where(
@@ -308,7 +285,7 @@ class FeedbackStore:
         answer_id: str,
         thread: str | None = None,
     ) -> None:
-        with self._begin() as conn:
+        with transaction(self.engine, "linking the message to its answer") as conn:
             exists = conn.execute(
                 sa.select(answer_messages.c.answer_id).where(
                     answer_messages.c.platform == platform,
@@ -329,7 +306,7 @@ class FeedbackStore:
                 )
 
     def answer_for_message(self, platform: str, conversation: str, message_id: str) -> str | None:
-        with self._connect() as conn:
+        with connection(self.engine, "looking up the message's answer") as conn:
             return conn.execute(
                 sa.select(answer_messages.c.answer_id).where(
                     answer_messages.c.platform == platform,
@@ -359,7 +336,7 @@ class FeedbackStore:
         query = query.order_by(answers.c.created_at.desc(), answers.c.id.desc())
         if last is not None:
             query = query.limit(last)
-        with self._connect() as conn:
+        with connection(self.engine, "loading the thread's answers") as conn:
             rows = conn.execute(query).all()
         return [_answer_record(r) for r in reversed(rows)]
 
@@ -385,7 +362,7 @@ class FeedbackStore:
             & (ratings.c.user_id == user_id)
             & (ratings.c.kind == kind.value)
         )
-        with self._begin() as conn:
+        with transaction(self.engine, "recording the rating") as conn:
             before = conn.execute(sa.select(ratings.c.retracted_at).where(key)).first()
             values = {
                 "answer_id": answer_id,
@@ -416,7 +393,7 @@ class FeedbackStore:
 
     def retract(self, *, answer_id: str, user_id: str, kind: RatingKind) -> bool:
         """Withdraw a rating (a removed reaction); True if one was in force."""
-        with self._begin() as conn:
+        with transaction(self.engine, "withdrawing the rating") as conn:
             result = conn.execute(
                 ratings.update()
                 .where(
@@ -433,7 +410,7 @@ class FeedbackStore:
         query = sa.select(ratings).where(ratings.c.answer_id == answer_id).order_by(ratings.c.id)
         if active_only:
             query = query.where(ratings.c.retracted_at.is_(None))
-        with self._connect() as conn:
+        with connection(self.engine, "loading the answer's ratings") as conn:
             return [_rating(r) for r in conn.execute(query).all()]
 
     def add_correction(
@@ -457,12 +434,13 @@ class FeedbackStore:
                 approved=approved,
                 curated_id=curated_id,
                 created_at=utcnow(),
-            )
+            ),
+            doing="recording the correction",
         )
         return correction_id
 
     def corrections_for(self, answer_id: str) -> list[CorrectionRecord]:
-        with self._connect() as conn:
+        with connection(self.engine, "loading the answer's corrections") as conn:
             rows = conn.execute(
                 sa.select(corrections)
                 .where(corrections.c.answer_id == answer_id)
@@ -473,7 +451,7 @@ class FeedbackStore:
     def training_candidates(self) -> list[TrainingCandidate]:
         """Every answer with a rating in force or a correction, with its ratings in force and its
         corrections, for the training-set builder."""
-        with self._connect() as conn:
+        with connection(self.engine, "loading the training candidates") as conn:
             rated = sa.select(ratings.c.answer_id).where(ratings.c.retracted_at.is_(None))
             corrected = sa.select(corrections.c.answer_id)
             ids = sa.union(rated, corrected).subquery()
@@ -506,7 +484,7 @@ class FeedbackStore:
 
     def imported_examples(self) -> list[ImportedExample]:
         """Active curated answers imported from a file."""
-        with self._connect() as conn:
+        with connection(self.engine, "loading the imported examples") as conn:
             rows = conn.execute(
                 sa.select(
                     curated_answers.c.question,
@@ -522,15 +500,15 @@ class FeedbackStore:
 
     def feedback_counts(self) -> dict[str, int]:
         """Ratings in force by kind, expert corrections, non-expert comments, answers given."""
-        with self._connect() as conn:
-            by_kind = dict(
+        with connection(self.engine, "counting the feedback") as conn:
+            by_kind: dict[str, int] = dict(
                 conn.execute(
                     sa.select(ratings.c.kind, sa.func.count())
                     .where(ratings.c.retracted_at.is_(None))
                     .group_by(ratings.c.kind)
                 ).all()
             )
-            by_approval = dict(
+            by_approval: dict[bool, int] = dict(
                 conn.execute(
                     sa.select(corrections.c.approved, sa.func.count()).group_by(
                         corrections.c.approved
@@ -546,7 +524,7 @@ class FeedbackStore:
         }
 
     def _curated(self, curated_id: str, similarity: float) -> CuratedAnswer | None:
-        with self._connect() as conn:
+        with connection(self.engine, "loading the curated answer") as conn:
             row = conn.execute(
                 sa.select(curated_answers).where(curated_answers.c.id == curated_id)
             ).first()
@@ -564,26 +542,8 @@ class FeedbackStore:
             guards=tuple(StoredSource.from_json(g) for g in json.loads(row.guards or "[]")),
         )
 
-    def _connect(self) -> Any:
-        try:
-            return self.engine.connect()
-        except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(f"cannot reach the database: {exc.__class__.__name__}") from exc
-
-    @contextlib.contextmanager
-    def _begin(self) -> Iterator[Connection]:
-        """A write transaction; any SQL error in it, its statements' included, becomes a
-        DatabaseError."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except sa.exc.SQLAlchemyError as exc:
-            raise DatabaseError(
-                f"writing to the feedback store failed: {exc.__class__.__name__}"
-            ) from exc
-
-    def _execute(self, statement: Any) -> None:
-        with self._begin() as conn:
+    def _execute(self, statement: Any, *, doing: str) -> None:
+        with transaction(self.engine, doing) as conn:
             conn.execute(statement)
 
 
