@@ -269,7 +269,7 @@ async def test_a_database_of_the_release_upgrades_keeping_every_row(
 
     # Today's stores read the release's rows and write after them.
     store = FeedbackStore(engine)
-    assert {c["answer"]["id"] for c in store.training_candidates()} == {
+    assert {c.answer.id for c in store.training_candidates()} == {
         "a-0001",
         "a-0002",
         "a-0003",
