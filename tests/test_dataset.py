@@ -9,18 +9,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from base.database import make_engine
-from bot.cli import app
 from bot.ops import Ops
 from bot.settings import load_settings
 from knowledge.runtime import Knowledge
+from tests.helpers import PASSWORD_Q, run_cli
 from training.feedback.store import FeedbackStore
 from training.learning.dataset import Example, split_of
 from training.registry import AdapterRegistry
-
-PASSWORD_Q = "How do I reset my password?"
 
 
 @pytest.fixture
@@ -248,12 +245,11 @@ async def test_the_export_is_versioned_by_its_content(ops: Ops) -> None:
 def test_dataset_commands_import_export_and_bad_files(
     handbook_data_dir: Path, tmp_path: Path
 ) -> None:
-    runner = CliRunner()
     good = tmp_path / "faq.jsonl"
     good.write_text(
         json.dumps({"question": PASSWORD_Q, "answer": "Portal.", "approved_by": "UHR"}) + "\n"
     )
-    result = runner.invoke(app, ["dataset", "import", str(good)])
+    result = run_cli("dataset", "import", str(good))
     assert result.exit_code == 0, result.output
     assert "imported 1 expert-approved examples" in result.stdout
     bad = tmp_path / "bad.jsonl"
@@ -263,9 +259,9 @@ def test_dataset_commands_import_export_and_bad_files(
         + json.dumps({"question": "q", "answer": ""})
         + "\n{oops\n"
     )
-    result = runner.invoke(app, ["dataset", "import", str(bad)])
+    result = run_cli("dataset", "import", str(bad))
     assert result.exit_code == 1 and f"{bad}:2: missing answer, approved_by" in result.output
-    result = runner.invoke(app, ["dataset", "export", "--json"])
+    result = run_cli("dataset", "export", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["examples"] == 1 and summary["kinds"] == {"imported": 1}

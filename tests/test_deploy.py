@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from bot.settings import Settings, load_settings
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 DOCKERFILE_CUDA = DEPLOY / "docker" / "Dockerfile.cuda"
