@@ -283,6 +283,11 @@ def sync_runs(env: Served) -> int:
         return int(conn.execute(sa.text("SELECT count(*) FROM sync_runs")).scalar() or 0)
 
 
+def jobs_run(env: Served) -> int:
+    """How many jobs (syncs, training runs, promotions, rollbacks) the job history holds."""
+    return len(env.services.ops.history.recent(limit=1_000_000))
+
+
 # -- Slack -------------------------------------------------------------------------------------
 
 SECRET = "test-signing-secret"

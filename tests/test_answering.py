@@ -229,6 +229,7 @@ async def test_a_slow_answer_times_out_cleanly(handbook_data_dir: Path, tiny_phi
         with pytest.raises(GenerationTimeout, match=r"took longer than .* and was cancelled"):
             await core.answerer.answer(Question(PASSWORD_Q))
         assert time.monotonic() - began < 10, "the slow answer was not cancelled in time"
+        assert recorded_answers(core) == 0  # half an answer is not kept
         # The cancelled generation freed the model: the next question is answered.
         core.settings.model.timeout_s = 60
         core.settings.model.max_new_tokens = 4

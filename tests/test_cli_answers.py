@@ -4,6 +4,7 @@ with the real handbook index and the tiny Phi-3 (and, marked slow, the real demo
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,26 @@ def test_ask_bad_questions_are_one_clear_line(
     result = run_cli("ask", question, env=tiny_env)
     assert result.exit_code == 1
     assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_an_answer_that_takes_too_long_ends_in_one_clear_line_and_is_not_recorded(
+    tiny_env: dict[str, str],
+) -> None:
+    slow = tiny_env | {
+        "EXPERTBOT_MODEL__TIMEOUT_S": "0.5",
+        "EXPERTBOT_MODEL__MAX_NEW_TOKENS": "5000",
+    }
+    result = run_cli("ask", "How do I reset my password?", env=slow)
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert re.fullmatch(r"error: the answer took longer than \d+ s and was cancelled", line)
+    assert "Traceback" not in result.output
+    from base.database import make_engine
+    from bot.settings import load_settings
+    from training.feedback.store import FeedbackStore
+
+    store = FeedbackStore(make_engine(load_settings().resolved_database_url))
+    assert store.feedback_counts()["answers"] == 0
 
 
 def test_a_model_that_fails_to_load_is_a_clear_error_before_any_answer(

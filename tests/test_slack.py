@@ -15,7 +15,9 @@ import sqlalchemy as sa
 
 from bot.slack import ids
 from knowledge.config import SourceConfig
+from tests.fakes import FakeOpenAI
 from tests.helpers import (
+    CITED,
     FINANCE_Q,
     HANDBOOK,
     PASSWORD_Q,
@@ -23,6 +25,7 @@ from tests.helpers import (
     TRAINING,
     corrected,
     envelope,
+    jobs_run,
     mention,
     running_slack,
     settings_for,
@@ -32,7 +35,7 @@ from tests.helpers import (
 )
 from tests.helpers import SlackEnv as Env
 from tests.slack_fake import BOT_USER, TEAM, Call, FakeSlack
-from training.config import TrainingConfig
+from training.config import OpenAIConfig, TrainingConfig
 
 ADMIN, EXPERT, EMPLOYEE = "UADMIN", "UEXPERT", "UEMPLOYEE"
 
@@ -115,12 +118,28 @@ async def env(handbook_data_dir: Path, tiny_phi3: Path, embedder, aiohttp_client
         yield made
 
 
+@pytest.fixture
+async def cited(handbook_data_dir: Path, embedder, aiohttp_client, aiohttp_server):
+    """An env whose model (a scripted OpenAI-compatible server: the tiny Phi-3's random weights
+    never cite) answers citing two passages."""
+    model = FakeOpenAI()
+    model.reply = CITED
+    url = str((await aiohttp_server(model.app())).make_url("/v1"))
+    settings = settings_for(handbook_data_dir, "served-model")
+    settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    settings.model.backend = "openai"
+    settings.model.openai = OpenAIConfig(base_url=url)
+    async with running_slack(settings, embedder, aiohttp_client) as made:
+        yield made
+
+
 # -- answering ---------------------------------------------------------------------------------
 
 
 async def test_a_mention_is_acked_and_answered_in_its_thread_with_progress_sources_buttons(
-    env: Env,
+    cited: Env,
 ) -> None:
+    env = cited
     ts, stop = await env.ask(PASSWORD_Q)
     slack = env.slack
     add = slack.calls_to("reactions.add")[0]
@@ -140,8 +159,11 @@ async def test_a_mention_is_acked_and_answered_in_its_thread_with_progress_sourc
     # What was streamed is the recorded answer, and the message is linked to it.
     assert streamed_text(slack, answer_ts).strip() == row["answer"].strip()
     assert env.core.store.answer_for_message("slack", "CPUBLIC", answer_ts) == answer_id
-    if row["sources"]:
-        assert "expertbot_sources" in block_ids(stop)
+    assert row["answer"] == CITED and len(row["sources"]) == 2  # the two passages it cited
+    [sources] = [b for b in stop.body["blocks"] if b.get("block_id") == "expertbot_sources"]
+    shown = [line for e in sources["elements"] for line in e["text"].splitlines()]
+    assert [line.split(" ", 1)[0] for line in shown] == ["[1]", "[2]"]
+    assert all(s["title"] in line for s, line in zip(row["sources"], shown, strict=True))
     await slack.wait_for("reactions.remove")
     assert slack.calls_to("reactions.remove")[0].body["timestamp"] == ts
 
@@ -593,7 +615,7 @@ async def command(env: Env, text: str, user: str) -> tuple[Any, str]:
 
 
 async def test_admins_run_sync_and_hear_its_start_and_result(env: Env) -> None:
-    before = sync_runs(env)
+    before = (sync_runs(env), jobs_run(env))
     response, key = await command(env, "sync", ADMIN)
     assert response.status == 200 and "Starting `sync`" in await response.text()
     replies = await env.slack.wait_for(key, 2)
@@ -601,17 +623,17 @@ async def test_admins_run_sync_and_hear_its_start_and_result(env: Env) -> None:
     texts = [c.body.get("text", "") for c in env.slack.calls_to(key)]
     assert texts[0] == "sync started"
     assert texts[-1].startswith("✅ sync: ") and "unchanged" in texts[-1]
-    assert sync_runs(env) == before + 1
+    assert (sync_runs(env), jobs_run(env)) == (before[0] + 1, before[1] + 1)
     assert replies
 
 
 @pytest.mark.parametrize("job", ["sync", "retrain", "rollback", "rollback v0001"])
 async def test_others_are_refused_admin_commands_and_nothing_runs(env: Env, job: str) -> None:
-    before = sync_runs(env)
+    before = (sync_runs(env), jobs_run(env))
     response, key = await command(env, job, EMPLOYEE)
     assert response.status == 200 and "admins only" in await response.text()
     await settle(env)
-    assert sync_runs(env) == before and env.slack.calls_to(key) == []
+    assert (sync_runs(env), jobs_run(env)) == before and env.slack.calls_to(key) == []
 
 
 @pytest.mark.parametrize("text", ["", "help", "frobnicate now"])

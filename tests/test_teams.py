@@ -34,6 +34,7 @@ from tests.helpers import (
     QUESTIONS,
     TRAINING,
     corrected,
+    jobs_run,
     settings_for,
     stored_answer,
     sync_runs,
@@ -454,21 +455,21 @@ async def texts_after(env: Env, body: dict[str, Any], count: int) -> list[str]:
 
 
 async def test_admins_run_sync_and_hear_its_start_progress_and_result(env: Env) -> None:
-    runs = sync_runs(env)
+    runs, jobs = sync_runs(env), jobs_run(env)
     texts = await texts_after(env, env.activity("sync", user=ADMIN), 3)
     assert texts[0] == "Starting `sync` …"
     assert any(t.startswith("sync: ") and "/18 documents" in t for t in texts)  # progress
     assert texts[-1].startswith("✅ sync: ")
-    assert sync_runs(env) == runs + 1
+    assert (sync_runs(env), jobs_run(env)) == (runs + 1, jobs + 1)
     assert answer_count(env) == 0  # a command is not a question
 
 
 @pytest.mark.parametrize("command", ["sync", "retrain", "rollback", "status", "rollback v0001"])
 async def test_others_are_refused_admin_commands_and_nothing_runs(env: Env, command: str) -> None:
-    runs = sync_runs(env)
+    runs, jobs = sync_runs(env), jobs_run(env)
     [text] = await texts_after(env, env.activity(command, user=EMPLOYEE), 1)
     assert text == f"Sorry, `{command.split()[0]}` is for admins only — nothing was run."
-    assert sync_runs(env) == runs and answer_count(env) == 0
+    assert (sync_runs(env), jobs_run(env)) == (runs, jobs) and answer_count(env) == 0
 
 
 async def test_status_help_and_rollback_answer_admins_in_the_conversation(env: Env) -> None:
