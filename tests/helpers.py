@@ -2,11 +2,13 @@
 Slack, Teams and a model server in their own modules). Test modules import from here, never
 from one another:
 
-- the repository's paths and the test services (PostgreSQL, Weaviate) as `make test` starts them;
+- the repository's paths and the test services (PostgreSQL, Weaviate) as `make test` starts
+  them, with their markers, a private `WeaviateServer` and a fresh PostgreSQL schema;
 - `run_cli`: the `expertbot` command line, in this process;
 - `settings_for`: the settings of a data dir, with a model and overrides;
 - `QUESTIONS`, `TRAINING`, `corrected`: expert corrections and a training config that a tiny
   model learns from;
+- `stored_answer`, `sync_runs`, `jobs_run`: what the SQL store recorded;
 - `SlackEnv`, `running_slack`: Slack driven through the real app with signed requests, talking
   to a fake Web API.
 """
