@@ -150,7 +150,7 @@ async def main(
     settings.model.adapters = False
     work.mkdir(parents=True, exist_ok=True)
     core = Core.build(settings)
-    core.answerer.generator = RecordingGenerator(core.generator)  # type: ignore[assignment]
+    core.answerer.generator = RecordingGenerator(core.generator)
     t = time.perf_counter()
     await core.start()
     start_s = time.perf_counter() - t

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from _common import ROOT, git_rev, machine, summary_ms
+from pydantic import SecretStr
 
 from base.database import make_engine, sqlite_url
 from bench.pydocs_dataset import build as build_dataset
@@ -70,7 +71,7 @@ def weaviate_config(collection: str) -> WeaviateConfig:
     return WeaviateConfig(
         url=os.environ["WEAVIATE_URL"],
         grpc_url=os.environ.get("EXPERTBOT_KNOWLEDGE__WEAVIATE__GRPC_URL"),
-        api_key=os.environ.get("WEAVIATE_API_KEY") or None,
+        api_key=SecretStr(key) if (key := os.environ.get("WEAVIATE_API_KEY")) else None,
         collection=collection,
         timeout_s=120,
     )
@@ -160,7 +161,7 @@ def replicas(real: list[ChunkRecord], size: int, seed: int) -> Iterator[ChunkRec
         if copy == 0:
             yield record
             continue
-        noisy = vectors[i] + rng.normal(0, 0.05, vectors.shape[1]).astype(np.float32)
+        noisy = vectors[i] + rng.normal(0, 0.05, size=(vectors.shape[1],)).astype(np.float32)
         noisy /= np.linalg.norm(noisy)
         doc_id = f"{record.doc_id}#{copy}"
         yield replace(

@@ -50,6 +50,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "python3.11-doc"
 DEFAULT_SOURCES = Path("/usr/share/doc/python3.11/html/_sources")
@@ -421,7 +422,7 @@ def clean_inline(text: str) -> str:
 # FAQ parsing
 
 
-def parse_sections(text: str) -> list[dict]:
+def parse_sections(text: str) -> list[dict[str, Any]]:
     """Return the section headings of a reST document.
 
     Each item: title (raw), level (0 = top), line (title line index),
@@ -429,7 +430,7 @@ def parse_sections(text: str) -> list[dict]:
     """
     lines = text.splitlines()
     styles: list[tuple[str, bool]] = []
-    sections = []
+    sections: list[dict[str, Any]] = []
     i = 0
     n = len(lines)
 
@@ -444,6 +445,7 @@ def parse_sections(text: str) -> list[dict]:
         prev_blank = i == 0 or not lines[i - 1].strip()
         # Overline + title + underline.
         ch = adorn(line)
+        under = adorn(lines[i + 1]) if i + 1 < n else None
         if (
             ch
             and prev_blank
@@ -460,12 +462,11 @@ def parse_sections(text: str) -> list[dict]:
             line.strip()
             and not line[0].isspace()
             and prev_blank
-            and not adorn(line)
-            and i + 1 < n
-            and adorn(lines[i + 1])
+            and not ch
+            and under
             and len(lines[i + 1].rstrip()) >= len(line.rstrip())
         ):
-            style = (adorn(lines[i + 1]), False)
+            style = (under, False)
             title_line, start = i, i + 2
             title = line.strip()
         else:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -86,7 +87,7 @@ async def bench_size(
     stats = await index.stats()
 
     filters = SearchFilters(scope=AccessScope(principals=frozenset({"C0FINANCE"})))
-    out = {
+    out: dict[str, Any] = {
         "chunks": stats.chunks,
         "ann_index": stats.ann_index,
         "load_s": round(load_s, 1),

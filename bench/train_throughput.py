@@ -123,13 +123,12 @@ def main() -> None:
 
 def _random_phi3(dest: Path) -> Path:
     """Phi-3-mini (hidden 3072, 32 layers, the real vocabulary) with random bf16 weights."""
-    import torch
     from transformers import AutoConfig, AutoTokenizer, Phi3ForCausalLM
 
     assets = ROOT / "tests" / "assets"
     config = AutoConfig.from_pretrained(assets, gguf_file="ggml-vocab-phi-3.gguf")
     tokenizer = AutoTokenizer.from_pretrained(assets, gguf_file="ggml-vocab-phi-3.gguf")
-    model = Phi3ForCausalLM(config).to(torch.bfloat16)
+    model = Phi3ForCausalLM(config).bfloat16()
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     return dest

@@ -16,11 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
-import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +25,26 @@ import pytest
 import sqlalchemy as sa
 
 from base.database import make_engine, sqlite_url
-from knowledge.config import EmbeddingConfig, KnowledgeConfig, SourceConfig, WeaviateConfig
+from knowledge.config import EmbeddingConfig, KnowledgeConfig, SourceConfig
 from knowledge.embedding import SentenceTransformerEmbedder
-
-ROOT = Path(__file__).resolve().parent.parent
-HANDBOOK = ROOT / "examples" / "knowledge"
-SCRIPTS = ROOT / "scripts"
-# The services, as scripts/with-services.sh (what `make test` runs) exports them. Read once here:
-# `clean_environ` removes them from each test's environment.
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "")
-WEAVIATE_URL = os.environ.get("WEAVIATE_URL", "")
-WEAVIATE_GRPC_URL = os.environ.get("EXPERTBOT_KNOWLEDGE__WEAVIATE__GRPC_URL", "")
-WEAVIATE_API_KEY = os.environ.get("WEAVIATE_API_KEY", "")
-IN_CI = bool(os.environ.get("CI"))
-
-NO_POSTGRES = "no PostgreSQL: TEST_POSTGRES_URL is not set (`make test` starts one)"
-NO_WEAVIATE = "no Weaviate: WEAVIATE_URL is not set (`make test` builds and starts one)"
+from knowledge.index.base import KnowledgeIndex
+from tests.helpers import (
+    HANDBOOK,
+    IN_CI,
+    NO_POSTGRES,
+    NO_WEAVIATE,
+    POSTGRES_URL,
+    ROOT,
+    WEAVIATE_URL,
+    WeaviateServer,
+    needs_postgres,
+    needs_weaviate,
+    postgres_schema,
+    weaviate_config,
+)
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
-
-needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason=NO_POSTGRES)
-needs_weaviate = pytest.mark.skipif(not WEAVIATE_URL, reason=NO_WEAVIATE)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -72,99 +66,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for message, ok in ((NO_POSTGRES, POSTGRES_URL), (NO_WEAVIATE, WEAVIATE_URL)):
         if not ok:
             terminalreporter.write_sep("!", f"NOT TESTED — {message}", red=True, bold=True)
-
-
-def weaviate_config(collection: str | None = None, **overrides: Any) -> WeaviateConfig:
-    """The test Weaviate's settings, with a fresh collection unless one is named."""
-    fields: dict[str, Any] = {
-        "url": WEAVIATE_URL,
-        "grpc_url": WEAVIATE_GRPC_URL or None,
-        "api_key": WEAVIATE_API_KEY or None,
-        "collection": collection or f"Test{uuid.uuid4().hex[:10].capitalize()}",
-    }
-    fields.update(overrides)
-    return WeaviateConfig(**fields)
-
-
-def process_gone(pid: int) -> bool:
-    """The process has exited: there is no such process, or it is a zombie its parent (not us:
-    scripts/weaviate.sh detaches the server) has not reaped yet."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except FileNotFoundError:
-        return True
-
-
-class WeaviateServer:
-    """A private Weaviate (scripts/weaviate.sh --data DIR: its own ports and data folder) that a
-    test may kill, restart or start with an API key. The binary is the one `make test` built."""
-
-    def __init__(self, data: Path, *, api_key: str | None = None) -> None:
-        self.data = data
-        self.api_key = api_key
-        self.lines: dict[str, str] = {}
-
-    def _script(self, command: str, *extra: str) -> str:
-        done = subprocess.run(
-            [str(SCRIPTS / "weaviate.sh"), command, "--data", str(self.data), *extra],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def start(self) -> WeaviateServer:
-        extra = ("--api-key", self.api_key) if self.api_key else ()
-        out = self._script("start", *extra)
-        self.lines = dict(line.split("=", 1) for line in out.splitlines())
-        return self
-
-    def stop(self) -> None:
-        self._script("stop")
-
-    @property
-    def pid(self) -> int:
-        return int((self.data / "weaviate.pid").read_text())
-
-    def kill(self) -> None:
-        """kill -9, and wait until the process is gone."""
-        pid = self.pid
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if process_gone(pid):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"weaviate-server {pid} survived SIGKILL")
-
-    @property
-    def url(self) -> str:
-        return self.lines["WEAVIATE_URL"]
-
-    @property
-    def grpc_url(self) -> str:
-        return self.lines["EXPERTBOT_KNOWLEDGE__WEAVIATE__GRPC_URL"]
-
-    def env(self, collection: str) -> dict[str, str]:
-        """What a user sets to point expertbot at this server."""
-        env = {
-            "EXPERTBOT_KNOWLEDGE__STORE": "weaviate",
-            "WEAVIATE_URL": self.url,
-            "EXPERTBOT_KNOWLEDGE__WEAVIATE__GRPC_URL": self.grpc_url,
-            "EXPERTBOT_KNOWLEDGE__WEAVIATE__COLLECTION": collection,
-        }
-        return env | ({"WEAVIATE_API_KEY": self.api_key} if self.api_key else {})
-
-    def config(self, collection: str = "Faults", **overrides: Any) -> WeaviateConfig:
-        fields: dict[str, Any] = {
-            "url": self.url,
-            "grpc_url": self.grpc_url,
-            "api_key": self.api_key,
-            "collection": collection,
-            "timeout_s": 5,
-        }
-        return WeaviateConfig(**(fields | overrides))
 
 
 @pytest.fixture
@@ -238,21 +139,12 @@ def embedder(real_embedder: SentenceTransformerEmbedder) -> MemoEmbedder:
 _SESSION_MEMO: dict[str, MemoEmbedder] = {}
 
 
-def _postgres_engine_url() -> str:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    admin.dispose()
-    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}", schema
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=needs_postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield sqlite_url(tmp_path / "data" / "expertbot.db")
         return
-    url, schema = _postgres_engine_url()
+    url, schema = postgres_schema()
     yield url
     admin = sa.create_engine(POSTGRES_URL)
     with admin.begin() as conn:
@@ -269,25 +161,24 @@ def engine(tmp_path: Path) -> Iterator[sa.engine.Engine]:
 
 
 @pytest.fixture(params=["lancedb", pytest.param("weaviate", marks=needs_weaviate)])
-def index_factory(request: pytest.FixtureRequest, tmp_path: Path):
+def index_factory(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., KnowledgeIndex]]:
     """Makes fresh, unopened indexes of one backend; cleans up what it made."""
-    made = []
+    from knowledge.index.lancedb import LanceIndex
+    from knowledge.index.weaviate import WeaviateIndex
 
-    def make(name: str = "main"):
+    made: list[WeaviateIndex] = []
+
+    def make(name: str = "main") -> KnowledgeIndex:
         if request.param == "lancedb":
-            from knowledge.index.lancedb import LanceIndex
-
-            index = LanceIndex(tmp_path / f"lance-{name}")
-        else:
-            from knowledge.index.weaviate import WeaviateIndex
-
-            index = WeaviateIndex(weaviate_config())
+            return LanceIndex(tmp_path / f"lance-{name}")
+        index = WeaviateIndex(weaviate_config())
         made.append(index)
         return index
 
-    make.backend = request.param  # type: ignore[attr-defined]
     yield make
-    if request.param == "weaviate":
+    if made:
         import asyncio
 
         async def _drop() -> None:

@@ -49,5 +49,5 @@ def make_lora_adapter(base: Path, dest: Path, *, seed: int = 1, scale: float = 1
         for name, param in peft_model.named_parameters():
             if "lora_" in name:
                 param.normal_(0.0, scale)
-    peft_model.save_pretrained(dest)
+    peft_model.save_pretrained(str(dest))
     return dest

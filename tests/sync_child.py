@@ -29,7 +29,7 @@ class KillingIndex(LanceIndex):
         self.writes = 0
         self.kill_after = kill_after
 
-    async def replace_documents(self, records):  # type: ignore[no-untyped-def]
+    async def replace_documents(self, records):
         self.writes += 1
         if self.writes > self.kill_after:
             # Die a few milliseconds into this write, whatever it is doing then.

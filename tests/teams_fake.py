@@ -23,7 +23,7 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt import PyJWKClient
-from microsoft_agents.hosting.core import AgentAuthConfiguration
+from microsoft_agents.hosting.core import AccessTokenProviderBase, AgentAuthConfiguration
 
 from tests.local_server import serve_locally
 
@@ -193,7 +193,7 @@ class FakeEntra:
         )
 
 
-class FakeTokens:
+class FakeTokens(AccessTokenProviderBase):
     """The outgoing-token provider MSAL would be, for one connection."""
 
     def __init__(self, configuration: AgentAuthConfiguration) -> None:

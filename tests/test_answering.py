@@ -14,11 +14,10 @@ import sqlalchemy as sa
 from base.errors import GenerationTimeout, QueryError
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
-from bot.settings import Settings, load_settings
 from tests.fakes import FakeOpenAI
+from tests.helpers import PASSWORD_Q, settings_for, stored_answer
 from training.feedback.records import StoredSource
 
-PASSWORD_Q = "How do I reset my password?"
 SWALLOW_Q = "What is the airspeed velocity of an unladen swallow carrying a coconut?"
 
 
@@ -35,16 +34,6 @@ class CountingGenerator:
     def stream(self, request: Any) -> Any:
         self.calls += 1
         return self.inner.stream(request)
-
-
-def settings_for(data_dir: Path, base: str, **overrides: Any) -> Settings:
-    settings = load_settings(overrides={"data_dir": data_dir})
-    settings.model.base = base
-    settings.model.max_new_tokens = 8
-    for key, value in overrides.items():
-        section, name = key.split("__")
-        setattr(getattr(settings, section), name, value)
-    return settings
 
 
 @pytest.fixture
@@ -102,8 +91,8 @@ async def test_nothing_relevant_means_an_honest_abstention_without_the_model(cor
         "I couldn't find this in our knowledge base, so I won't guess. Ask in #help-desk."
     )
     assert deltas == [answer.text]
-    assert core.generator.calls == 0  # type: ignore[attr-defined]
-    assert core.store.get_answer(answer.id).abstained is True
+    assert isinstance(core.generator, CountingGenerator) and core.generator.calls == 0
+    assert stored_answer(core.store, answer.id).abstained is True
 
 
 COMPENSATION_Q = "What are the salary compensation bands for senior engineers?"
@@ -163,7 +152,7 @@ async def test_a_curated_answer_is_served_as_is_without_generation(core: Core, e
     assert [s.title for s in answer.sources] == ["Accounts and Passwords"]
     assert answer.approved_by == "U_EXPERT"
     assert deltas == [answer.text]
-    assert core.generator.calls == 0  # type: ignore[attr-defined]
+    assert isinstance(core.generator, CountingGenerator) and core.generator.calls == 0
     # A different question is not "near-identical": it is generated as usual.
     other = await core.answerer.answer(Question("How do I unlock my account after a trip?"))
     assert not other.curated
@@ -218,7 +207,7 @@ async def test_a_huge_question_is_refused_clearly_and_nothing_is_recorded(core: 
 
 async def test_control_characters_are_dropped_and_other_languages_answered(core: Core) -> None:
     cleaned = await core.answerer.answer(Question("How do I\x00 reset my\x1b password?\u202e"))
-    row = core.store.get_answer(cleaned.id)
+    row = stored_answer(core.store, cleaned.id)
     assert row.question == "How do I reset my password?"
     assert "it/help-desk.md" in docs(cleaned)
     german = await core.answerer.answer(Question("Wie setze ich mein Passwort zurück?"))
@@ -240,6 +229,7 @@ async def test_a_slow_answer_times_out_cleanly(handbook_data_dir: Path, tiny_phi
         with pytest.raises(GenerationTimeout, match=r"took longer than .* and was cancelled"):
             await core.answerer.answer(Question(PASSWORD_Q))
         assert time.monotonic() - began < 10, "the slow answer was not cancelled in time"
+        assert recorded_answers(core) == 0  # half an answer is not kept
         # The cancelled generation freed the model: the next question is answered.
         core.settings.model.timeout_s = 60
         core.settings.model.max_new_tokens = 4
@@ -306,7 +296,7 @@ async def test_a_model_that_says_the_passages_dont_answer_is_an_abstention(scrip
     answer = await core.answerer.answer(Question(PASSWORD_Q))
     assert answer.abstained and answer.sources == ()
     assert answer.text == server.reply  # what was streamed stays what is shown
-    assert core.store.get_answer(answer.id).abstained is True
+    assert stored_answer(core.store, answer.id).abstained is True
     server.reply = "I don't know the details, but KeyDesk resets passwords [1]."
     cited = await core.answerer.answer(Question(PASSWORD_Q))
     assert not cited.abstained and len(cited.sources) == 1  # it cited a passage: an answer

@@ -7,25 +7,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from bot.cli import app
-from tests.conftest import HANDBOOK
-
-runner = CliRunner()
-
-
-def run(*args: str, env: dict[str, str] | None = None):
-    return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+from tests.helpers import HANDBOOK, run_cli
 
 
 @pytest.fixture(scope="module")
 def synced(tmp_path_factory) -> Path:
     """A data dir holding the synced handbook, shared by read-only tests of this module."""
     data = tmp_path_factory.mktemp("cli") / "data"
-    result = runner.invoke(
-        app, ["--data-dir", str(data), "sync", str(HANDBOOK), "--json"], catch_exceptions=False
-    )
+    result = run_cli("--data-dir", str(data), "sync", str(HANDBOOK), "--json")
     assert result.exit_code == 0, result.output
     return data
 
@@ -33,18 +23,18 @@ def synced(tmp_path_factory) -> Path:
 def test_sync_json_report(tmp_path):
     docs = tmp_path / "kb"
     shutil.copytree(HANDBOOK / "it", docs)
-    result = run("sync", str(docs), "--json")
+    result = run_cli("sync", str(docs), "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["status"] == "ok" and report["added"] == len(list(docs.iterdir()))
     assert report["sources"] == [{"name": "kb", "path": str(docs)}]
-    again = run("sync", str(docs))
+    again = run_cli("sync", str(docs))
     assert again.exit_code == 0
     assert "0 added, 0 updated, 0 deleted, 4 unchanged" in again.stdout
 
 
 def test_search_json_has_the_documented_fields(synced):
-    result = run(
+    result = run_cli(
         "--data-dir", str(synced), "search", "How do I reset my password?", "-k", "3", "--json"
     )
     assert result.exit_code == 0, result.output
@@ -56,22 +46,22 @@ def test_search_json_has_the_documented_fields(synced):
 
 def test_search_public_only_hides_private_documents(synced):
     question = "What is the bonus target for a director?"
-    everything = json.loads(run("--data-dir", str(synced), "search", question, "--json").stdout)
+    everything = json.loads(run_cli("--data-dir", str(synced), "search", question, "--json").stdout)
     public = json.loads(
-        run("--data-dir", str(synced), "search", question, "--json", "--public-only").stdout
+        run_cli("--data-dir", str(synced), "search", question, "--json", "--public-only").stdout
     )
     assert everything[0]["doc"] == "people/compensation-bands.md"
     assert all(h["access"] == "public" for h in public)
 
 
 def test_search_prints_readable_hits(synced):
-    result = run("--data-dir", str(synced), "search", "VPN server address", "-k", "2")
+    result = run_cli("--data-dir", str(synced), "search", "VPN server address", "-k", "2")
     assert result.exit_code == 0
     assert "[1] VPN Setup Guide" in result.stdout and "file://" in result.stdout
 
 
 def test_eval_retrieval_reports_recall_and_mrr(synced):
-    result = run(
+    result = run_cli(
         "--data-dir",
         str(synced),
         "eval",
@@ -90,34 +80,34 @@ def test_eval_retrieval_reports_recall_and_mrr(synced):
 
 
 def test_index_status(synced):
-    result = run("--data-dir", str(synced), "index", "status", "--json")
+    result = run_cli("--data-dir", str(synced), "index", "status", "--json")
     status = json.loads(result.stdout)
     assert (status["store"], status["documents"]) == ("lancedb", 18)
     assert status["embedding_model"] == "all-MiniLM-L6-v2" and status["embedding_dim"] == 384
     assert status["last_sync"]["status"] == "ok" and status["last_sync"]["added"] == 18
-    text = run("--data-dir", str(synced), "index", "status").stdout
+    text = run_cli("--data-dir", str(synced), "index", "status").stdout
     assert "documents:  18" in text and "last sync:" in text
 
 
 def test_status_of_a_fresh_install(tmp_path):
-    status = json.loads(run("index", "status", "--json").stdout)
+    status = json.loads(run_cli("index", "status", "--json").stdout)
     assert (status["documents"], status["chunks"], status["last_sync"]) == (0, 0, None)
-    assert "never" in run("index", "status").stdout
+    assert "never" in run_cli("index", "status").stdout
 
 
 def test_search_before_any_sync_says_what_to_do():
-    result = run("search", "anything")
+    result = run_cli("search", "anything")
     assert result.exit_code == 0 and "expertbot sync" in result.stdout
 
 
 def test_missing_folder_is_one_clear_line_and_exit_1(tmp_path):
-    result = run("sync", str(tmp_path / "nope"))
+    result = run_cli("sync", str(tmp_path / "nope"))
     assert result.exit_code == 1
     assert "does not exist" in result.stderr and "Traceback" not in result.output
 
 
 def test_bad_setting_is_named(tmp_path):
-    result = run("search", "x", env={"EXPERTBOT_KNOWLEDGE__SEARCH__FUSION": "magic"})
+    result = run_cli("search", "x", env={"EXPERTBOT_KNOWLEDGE__SEARCH__FUSION": "magic"})
     assert result.exit_code == 1
     assert "knowledge.search.fusion" in result.stderr
 
@@ -125,12 +115,12 @@ def test_bad_setting_is_named(tmp_path):
 def test_bad_eval_file_names_the_line(tmp_path, synced):
     bad = tmp_path / "q.jsonl"
     bad.write_text('{"question": "ok?", "doc": "a.md"}\n{"question": "no doc"}\n')
-    result = run("--data-dir", str(synced), "eval", "retrieval", str(bad))
+    result = run_cli("--data-dir", str(synced), "eval", "retrieval", str(bad))
     assert result.exit_code == 1 and "q.jsonl:2" in result.stderr
 
 
 def test_empty_query_is_refused_clearly(synced):
-    result = run("--data-dir", str(synced), "search", "   ")
+    result = run_cli("--data-dir", str(synced), "search", "   ")
     assert result.exit_code == 1 and "empty" in result.stderr
 
 
@@ -142,13 +132,13 @@ def test_a_second_sync_while_one_runs_exits_3_and_says_since_when(tmp_path):
     engine = make_engine(sqlite_url(tmp_path / "data" / "expertbot.db"))
     migrate_all(engine)
     JobLock(engine, "knowledge.sync", holder="other-host:1:abc").try_acquire()
-    result = run("sync", str(HANDBOOK))
+    result = run_cli("sync", str(HANDBOOK))
     assert result.exit_code == 3
     assert "already running since" in result.stderr and "other-host" in result.stderr
 
 
 def test_help_lists_the_commands():
-    result = run("--help")
+    result = run_cli("--help")
     for command in ("sync", "search", "eval", "index"):
         assert command in result.stdout
 
@@ -159,9 +149,9 @@ def test_brackets_in_titles_and_errors_are_printed_as_written(tmp_path):
     (docs / "draft.md").write_text(
         "# [DRAFT] Parking [bold] rules\n\nVisitors park on level -2 [C0FINANCE].\n"
     )
-    assert run("sync", str(docs)).exit_code == 0
-    result = run("search", "visitor parking level", "-k", "1")
+    assert run_cli("sync", str(docs)).exit_code == 0
+    result = run_cli("search", "visitor parking level", "-k", "1")
     assert "[1] [DRAFT] Parking [bold] rules" in result.stdout
     assert "level -2 [C0FINANCE]." in result.stdout
-    missing = run("sync", str(tmp_path / "[red]nope"))
+    missing = run_cli("sync", str(tmp_path / "[red]nope"))
     assert missing.exit_code == 1 and "[red]nope does not exist" in missing.stderr

@@ -4,18 +4,12 @@ with the real handbook index and the tiny Phi-3 (and, marked slow, the real demo
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from bot.cli import app
-
-runner = CliRunner()
-
-
-def run(*args: str, env: dict[str, str] | None = None):
-    return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+from tests.helpers import run_cli, stored_answer
 
 
 @pytest.fixture
@@ -24,7 +18,7 @@ def tiny_env(handbook_data_dir: Path, tiny_phi3: Path) -> dict[str, str]:
 
 
 def test_ask_json_has_the_documented_shape(tiny_env: dict[str, str]) -> None:
-    result = run("ask", "How do I reset my password?", "--json", env=tiny_env)
+    result = run_cli("ask", "How do I reset my password?", "--json", env=tiny_env)
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert {"answer", "sources", "abstained", "curated", "model", "adapter"} <= answer.keys()
@@ -36,7 +30,7 @@ def test_ask_json_has_the_documented_shape(tiny_env: dict[str, str]) -> None:
 
 
 def test_ask_abstains_in_plain_text_without_sources(tiny_env: dict[str, str]) -> None:
-    result = run("ask", "What is the capital of Mongolia's moon base?", env=tiny_env)
+    result = run_cli("ask", "What is the capital of Mongolia's moon base?", env=tiny_env)
     assert result.exit_code == 0, result.output
     assert "couldn't find this in our knowledge base" in result.stdout
     assert "Sources:" not in result.stdout
@@ -44,9 +38,9 @@ def test_ask_abstains_in_plain_text_without_sources(tiny_env: dict[str, str]) ->
 
 def test_ask_where_decides_what_may_be_used(tiny_env: dict[str, str]) -> None:
     question = "What are the steps of the quarter-end close procedure?"
-    public = json.loads(run("ask", question, "--json", env=tiny_env).stdout)
+    public = json.loads(run_cli("ask", question, "--json", env=tiny_env).stdout)
     finance = json.loads(
-        run(
+        run_cli(
             "ask", question, "--json", "--where", "private", "--channel", "C0FINANCE", env=tiny_env
         ).stdout
     )
@@ -56,8 +50,8 @@ def test_ask_where_decides_what_may_be_used(tiny_env: dict[str, str]) -> None:
     from training.feedback.store import FeedbackStore
 
     store = FeedbackStore(make_engine(load_settings().resolved_database_url))
-    public_docs = {r.doc for r in store.get_answer(public["id"]).retrieved}
-    finance_docs = {r.doc for r in store.get_answer(finance["id"]).retrieved}
+    public_docs = {r.doc for r in stored_answer(store, public["id"]).retrieved}
+    finance_docs = {r.doc for r in stored_answer(store, finance["id"]).retrieved}
     assert "finance/quarter-close.md" not in public_docs
     assert "finance/quarter-close.md" in finance_docs
 
@@ -69,16 +63,36 @@ def test_ask_where_decides_what_may_be_used(tiny_env: dict[str, str]) -> None:
 def test_ask_bad_questions_are_one_clear_line(
     tiny_env: dict[str, str], question: str, message: str
 ) -> None:
-    result = run("ask", question, env=tiny_env)
+    result = run_cli("ask", question, env=tiny_env)
     assert result.exit_code == 1
     assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_an_answer_that_takes_too_long_ends_in_one_clear_line_and_is_not_recorded(
+    tiny_env: dict[str, str],
+) -> None:
+    slow = tiny_env | {
+        "EXPERTBOT_MODEL__TIMEOUT_S": "0.5",
+        "EXPERTBOT_MODEL__MAX_NEW_TOKENS": "5000",
+    }
+    result = run_cli("ask", "How do I reset my password?", env=slow)
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert re.fullmatch(r"error: the answer took longer than \d+ s and was cancelled", line)
+    assert "Traceback" not in result.output
+    from base.database import make_engine
+    from bot.settings import load_settings
+    from training.feedback.store import FeedbackStore
+
+    store = FeedbackStore(make_engine(load_settings().resolved_database_url))
+    assert store.feedback_counts()["answers"] == 0
 
 
 def test_a_model_that_fails_to_load_is_a_clear_error_before_any_answer(
     handbook_data_dir: Path, tmp_path: Path
 ) -> None:
     env = {"EXPERTBOT_MODEL__BASE": str(tmp_path / "no-such-model")}
-    result = run("ask", "How do I reset my password?", env=env)
+    result = run_cli("ask", "How do I reset my password?", env=env)
     assert result.exit_code == 1
     assert "cannot load the model" in result.stderr
     assert result.stdout == ""
@@ -104,7 +118,7 @@ def test_eval_answers_scores_abstention_citations_and_agreement(
         )
         + "\n"
     )
-    result = run("eval", "answers", str(cases), "--json", env=tiny_env)
+    result = run_cli("eval", "answers", str(cases), "--json", env=tiny_env)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["questions"] == 4 and report["answerable"] == 2
@@ -114,14 +128,14 @@ def test_eval_answers_scores_abstention_citations_and_agreement(
     assert report["citation_validity"] == 0.0
     first = report["results"][0]
     assert first["f1"] is not None and 0.0 <= first["f1"] <= 1.0
-    plain = run("eval", "answers", str(cases), env=tiny_env)
+    plain = run_cli("eval", "answers", str(cases), env=tiny_env)
     assert "unanswerable abstained 100%" in plain.stdout
 
 
 def test_eval_answers_rejects_a_malformed_file_by_line(tmp_path: Path, tiny_env) -> None:
     cases = tmp_path / "bad.jsonl"
     cases.write_text('{"question": "ok", "answerable": true}\n{"question": 3}\n')
-    result = run("eval", "answers", str(cases), env=tiny_env)
+    result = run_cli("eval", "answers", str(cases), env=tiny_env)
     assert result.exit_code == 1
     assert f"{cases}:2" in result.stderr
 
@@ -131,13 +145,13 @@ def test_the_demo_model_answers_from_the_handbook(handbook_data_dir: Path) -> No
     """The README's main command, for real: SmolLM2-135M-Instruct, prepared from its PyPI wheel
     into the data dir, answers a look-up from the example handbook."""
     env = {"EXPERTBOT_MODEL__BASE": "demo", "EXPERTBOT_MODEL__MAX_NEW_TOKENS": "80"}
-    result = run("ask", "How do I reset my password?", "--json", env=env)
+    result = run_cli("ask", "How do I reset my password?", "--json", env=env)
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert answer["model"] == "SmolLM2-135M-Instruct (demo)"
     assert not answer["abstained"]
     assert "keydesk" in answer["answer"].lower()
-    plain = run("ask", "How do I reset my password?", env=env)
+    plain = run_cli("ask", "How do I reset my password?", env=env)
     # The README's promise: an answer with its sources. The demo model rarely cites; then what
     # it read is shown, and said to be uncited.
     assert "Sources:" in plain.stdout or "(the model cited none)" in plain.stdout

@@ -9,20 +9,17 @@ import uuid
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from base.database import make_engine
 from base.migrations import migrate_all
-from bot.cli import app
 from bot.ops import Ops
 from bot.settings import load_settings
 from knowledge.runtime import Knowledge
-from training.feedback.records import AnswerRecord
+from tests.helpers import PASSWORD_Q, run_cli
+from training.feedback.records import AnswerRecord, RatingKind
 from training.feedback.store import FeedbackStore
 from training.learning.dataset import Example, split_of
 from training.registry import AdapterRegistry
-
-PASSWORD_Q = "How do I reset my password?"
 
 
 @pytest.fixture
@@ -66,7 +63,7 @@ def answered(
     return answer_id
 
 
-def vote(ops: Ops, answer_id: str, user: str, kind: str, *, expert: bool = False) -> None:
+def vote(ops: Ops, answer_id: str, user: str, kind: RatingKind, *, expert: bool = False) -> None:
     ops.store.rate(
         answer_id=answer_id,
         user_id=user,
@@ -95,22 +92,24 @@ async def test_targets_come_from_corrections_approvals_and_good_ratings_only(ops
     corrected = answered(ops, "How many vacation days do I get in Portugal?", "Ten.")
     correct(ops, corrected, "25 working days a year [1].")
     correct(ops, corrected, "No idea, ask HR", expert=False)  # a comment, not a target
-    vote(ops, corrected, "U2", "down")  # wrong answer, then corrected: the correction counts
+    vote(
+        ops, corrected, "U2", RatingKind.DOWN
+    )  # wrong answer, then corrected: the correction counts
     approved = answered(ops, "Who approves travel expenses?", "Your manager [1].")
-    vote(ops, approved, "UEXPERT", "approved", expert=True)
+    vote(ops, approved, "UEXPERT", RatingKind.APPROVED, expert=True)
     liked = answered(ops, "How do I connect to the VPN?", "Install the client [1].")
-    vote(ops, liked, "U2", "up")
-    vote(ops, liked, "U3", "up")
+    vote(ops, liked, "U2", RatingKind.UP)
+    vote(ops, liked, "U3", RatingKind.UP)
     lukewarm = answered(ops, "Where is the office kitchen?", "Floor 2.")
-    vote(ops, lukewarm, "U2", "up")
+    vote(ops, lukewarm, "U2", RatingKind.UP)
     retracted = answered(ops, "What is the parental leave policy?", "Sixteen weeks.")
-    vote(ops, retracted, "U2", "up")
-    vote(ops, retracted, "U3", "up")
-    ops.store.retract(answer_id=retracted, user_id="U3", kind="up")  # net +1 now
+    vote(ops, retracted, "U2", RatingKind.UP)
+    vote(ops, retracted, "U3", RatingKind.UP)
+    ops.store.retract(answer_id=retracted, user_id="U3", kind=RatingKind.UP)  # net +1 now
     disliked = answered(ops, "How do I order a new laptop?", "Buy one yourself.")
-    vote(ops, disliked, "UEXPERT", "approved", expert=True)
-    vote(ops, disliked, "U2", "down")
-    vote(ops, disliked, "U3", "down")
+    vote(ops, disliked, "UEXPERT", RatingKind.APPROVED, expert=True)
+    vote(ops, disliked, "U2", RatingKind.DOWN)
+    vote(ops, disliked, "U3", RatingKind.DOWN)
 
     dataset = await ops.training_set()
     found = by_question(dataset.examples)
@@ -130,29 +129,29 @@ async def test_targets_come_from_corrections_approvals_and_good_ratings_only(ops
 
 async def test_near_duplicate_questions_keep_the_latest_expert_decision(ops: Ops) -> None:
     first = answered(ops, PASSWORD_Q, "Ask IT.")
-    vote(ops, first, "UEXPERT", "approved", expert=True)
+    vote(ops, first, "UEXPERT", RatingKind.APPROVED, expert=True)
     second = answered(ops, "how do I reset my password", "Ask IT again.")
     correct(ops, second, "Use https://id.example.com, then 'Forgot password' [1].")
     crowd = answered(ops, "How can I reset my password?", "Call someone.")
-    vote(ops, crowd, "U2", "up")
-    vote(ops, crowd, "U3", "up")  # newer, but only the crowd's
+    vote(ops, crowd, "U2", RatingKind.UP)
+    vote(ops, crowd, "U3", RatingKind.UP)  # newer, but only the crowd's
     dataset = await ops.training_set()
     password = [e for e in dataset.examples if "password" in e.question.lower()]
     assert len(password) == 1
     assert password[0].answer == "Use https://id.example.com, then 'Forgot password' [1]."
     assert dataset.skipped["near-duplicate question"] == 2
     # An expert approving the first answer again, later, is now the latest decision.
-    ops.store.retract(answer_id=first, user_id="UEXPERT", kind="approved")
-    vote(ops, first, "UEXPERT", "approved", expert=True)
+    ops.store.retract(answer_id=first, user_id="UEXPERT", kind=RatingKind.APPROVED)
+    vote(ops, first, "UEXPERT", RatingKind.APPROVED, expert=True)
     again = [e for e in (await ops.training_set()).examples if "password" in e.question.lower()]
     assert [e.answer for e in again] == ["Ask IT."]
 
 
 async def test_empty_and_huge_answers_are_left_out_and_secrets_scrubbed(ops: Ops) -> None:
     empty = answered(ops, "What is the wifi name?", "   ")
-    vote(ops, empty, "UEXPERT", "approved", expert=True)
+    vote(ops, empty, "UEXPERT", RatingKind.APPROVED, expert=True)
     huge = answered(ops, "Explain the whole handbook", "word " * 2000)
-    vote(ops, huge, "UEXPERT", "approved", expert=True)
+    vote(ops, huge, "UEXPERT", RatingKind.APPROVED, expert=True)
     leaky = answered(ops, "Who do I ask about payroll?", "?")
     correct(
         ops,
@@ -172,7 +171,7 @@ async def test_each_example_carries_the_passages_its_question_retrieves_where_it
 ) -> None:
     question = "What are the steps of the quarter close?"
     public = answered(ops, question, "Public answer.")
-    vote(ops, public, "UEXPERT", "approved", expert=True)
+    vote(ops, public, "UEXPERT", RatingKind.APPROVED, expert=True)
     private = answered(
         ops, question + " In finance.", "Finance answer.", where="private", channel="C0FINANCE"
     )
@@ -231,7 +230,7 @@ def test_the_split_is_stable_by_question_and_near_the_configured_share() -> None
 
 async def test_the_export_is_versioned_by_its_content(ops: Ops) -> None:
     approved = answered(ops, "Who approves travel expenses?", "Your manager [1].")
-    vote(ops, approved, "UEXPERT", "approved", expert=True)
+    vote(ops, approved, "UEXPERT", RatingKind.APPROVED, expert=True)
     path, dataset = await ops.export_dataset()
     assert path.name == f"ds-{dataset.content_hash[:12]}.jsonl"
     lines = [json.loads(line) for line in path.read_text().splitlines()]
@@ -242,7 +241,7 @@ async def test_the_export_is_versioned_by_its_content(ops: Ops) -> None:
     same, _ = await ops.export_dataset()
     assert same == path
     more = answered(ops, "How do I connect to the VPN?", "Install the client [1].")
-    vote(ops, more, "UEXPERT", "approved", expert=True)
+    vote(ops, more, "UEXPERT", RatingKind.APPROVED, expert=True)
     newer, _ = await ops.export_dataset()
     assert newer != path and path.exists()
 
@@ -250,12 +249,11 @@ async def test_the_export_is_versioned_by_its_content(ops: Ops) -> None:
 def test_dataset_commands_import_export_and_bad_files(
     handbook_data_dir: Path, tmp_path: Path
 ) -> None:
-    runner = CliRunner()
     good = tmp_path / "faq.jsonl"
     good.write_text(
         json.dumps({"question": PASSWORD_Q, "answer": "Portal.", "approved_by": "UHR"}) + "\n"
     )
-    result = runner.invoke(app, ["dataset", "import", str(good)])
+    result = run_cli("dataset", "import", str(good))
     assert result.exit_code == 0, result.output
     assert "imported 1 expert-approved examples" in result.stdout
     bad = tmp_path / "bad.jsonl"
@@ -265,9 +263,9 @@ def test_dataset_commands_import_export_and_bad_files(
         + json.dumps({"question": "q", "answer": ""})
         + "\n{oops\n"
     )
-    result = runner.invoke(app, ["dataset", "import", str(bad)])
+    result = run_cli("dataset", "import", str(bad))
     assert result.exit_code == 1 and f"{bad}:2: missing answer, approved_by" in result.output
-    result = runner.invoke(app, ["dataset", "export", "--json"])
+    result = run_cli("dataset", "export", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["examples"] == 1 and summary["kinds"] == {"imported": 1}

@@ -130,6 +130,7 @@ async def test_a_question_still_being_looked_up_is_answered_once_it_is_known(
     sink = Recording()
     answer = await deliver(core.answerer, looked_up(), sink)
     assert answer is not None and sink.methods()[-1] == "finished"
+    assert WHERE.thread is not None
     assert core.store.thread_answers("slack", "C0TEST", WHERE.thread)[0].id == answer.id
 
 

@@ -4,7 +4,7 @@ There is no Docker engine and no Kubernetes here, so the files are parsed and ch
 or run: pinned images, health checks on the app's real endpoints, the scaled-out configuration
 (Weaviate, PostgreSQL, a shared adapter registry, training only on the GPU trainer), and every
 environment they set is accepted by the app's own settings loader. Where hadolint, helm or
-kubeconform are on PATH, they run too (those tests exist only then).
+kubeconform are installed, they run too (where not, those tests show as skipped).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from bot.settings import Settings, load_settings
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 DOCKERFILE_CUDA = DEPLOY / "docker" / "Dockerfile.cuda"

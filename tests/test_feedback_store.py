@@ -137,7 +137,7 @@ def test_kinds_are_stored_as_their_names(store: FeedbackStore) -> None:
     assert [k.value for k in RatingKind] == ["up", "down", "approved"]
     assert [k.value for k in CuratedKind] == ["approved", "corrected", "imported"]
     answer_id = record(store)
-    for user, kind in (("U1", RatingKind.UP), ("U2", RatingKind.DOWN), ("U3", "approved")):
+    for user, kind in (("U1", RatingKind.UP), ("U2", RatingKind.DOWN), ("U3", RatingKind.APPROVED)):
         store.rate(answer_id=answer_id, user_id=user, platform="slack", kind=kind, source="x")
     with store.engine.connect() as conn:
         stored = conn.execute(sa.select(ratings.c.user_id, ratings.c.kind)).all()
@@ -153,25 +153,31 @@ def test_ratings_are_one_per_person_and_kind_and_can_be_retracted_and_revived(
 ) -> None:
     answer_id = record(store)
     assert store.rate(
-        answer_id=answer_id, user_id="U1", platform="slack", kind="up", source="reaction"
+        answer_id=answer_id, user_id="U1", platform="slack", kind=RatingKind.UP, source="reaction"
     )
     assert not store.rate(
-        answer_id=answer_id, user_id="U1", platform="slack", kind="up", source="button"
+        answer_id=answer_id, user_id="U1", platform="slack", kind=RatingKind.UP, source="button"
     )  # the same vote again
-    store.rate(answer_id=answer_id, user_id="U2", platform="slack", kind="down", source="reaction")
+    store.rate(
+        answer_id=answer_id, user_id="U2", platform="slack", kind=RatingKind.DOWN, source="reaction"
+    )
     assert in_force(store, answer_id) == {("U1", "up"), ("U2", "down")}
-    assert store.retract(answer_id=answer_id, user_id="U1", kind="up")
-    assert not store.retract(answer_id=answer_id, user_id="U1", kind="up")
+    assert store.retract(answer_id=answer_id, user_id="U1", kind=RatingKind.UP)
+    assert not store.retract(answer_id=answer_id, user_id="U1", kind=RatingKind.UP)
     assert in_force(store, answer_id) == {("U2", "down")}
     assert store.rate(
-        answer_id=answer_id, user_id="U1", platform="slack", kind="up", source="reaction"
+        answer_id=answer_id, user_id="U1", platform="slack", kind=RatingKind.UP, source="reaction"
     )  # revived
     assert len(store.ratings_for(answer_id)) == 2  # one row each, with its history in columns
     counts = store.feedback_counts()
     assert (counts["up"], counts["down"], counts["approved"], counts["answers"]) == (1, 1, 0, 1)
     with pytest.raises(ValueError):
         store.rate(
-            answer_id=answer_id, user_id="U1", platform="slack", kind="meh", source="reaction"
+            answer_id=answer_id,
+            user_id="U1",
+            platform="slack",
+            kind="meh",  # type: ignore[arg-type]  # what a bad caller could pass
+            source="reaction",
         )
 
 
@@ -184,7 +190,11 @@ def test_concurrent_votes_from_several_writers_keep_one_row_each(
     def vote(i: int) -> None:
         replica = replicas[i % len(replicas)]
         replica.rate(
-            answer_id=answer_id, user_id=f"U{i % 5}", platform="slack", kind="up", source="reaction"
+            answer_id=answer_id,
+            user_id=f"U{i % 5}",
+            platform="slack",
+            kind=RatingKind.UP,
+            source="reaction",
         )
 
     with ThreadPoolExecutor(8) as pool:
@@ -207,7 +217,9 @@ def test_a_curated_answer_keeps_the_access_of_everything_it_was_written_from(
             ),
         ),
     )
-    store.curate_answer(answer_id, embedding=VECTOR, approved_by="UEXPERT", kind="approved")
+    store.curate_answer(
+        answer_id, embedding=VECTOR, approved_by="UEXPERT", kind=CuratedKind.APPROVED
+    )
     public = AccessScope.public_only()
     finance = AccessScope(principals=frozenset({"finance-team"}))
     assert store.find_curated(VECTOR, threshold=0.95, scope=public) is None
@@ -220,18 +232,23 @@ def test_a_correction_replaces_the_text_and_a_withdrawn_approval_stops_serving(
     store: FeedbackStore,
 ) -> None:
     answer_id = record(store)
-    store.curate_answer(answer_id, embedding=VECTOR, approved_by="UEXPERT", kind="approved")
+    store.curate_answer(
+        answer_id, embedding=VECTOR, approved_by="UEXPERT", kind=CuratedKind.APPROVED
+    )
     scope = AccessScope.public_only()
     assert store.find_curated(VECTOR, threshold=0.95, scope=scope) is not None
     assert (
-        store.deactivate_curated(answer_id=answer_id, approved_by="UEXPERT", kind="approved") == 1
+        store.deactivate_curated(
+            answer_id=answer_id, approved_by="UEXPERT", kind=CuratedKind.APPROVED
+        )
+        == 1
     )
     assert store.find_curated(VECTOR, threshold=0.95, scope=scope) is None
     curated_id = store.curate_answer(
         answer_id,
         embedding=VECTOR,
         approved_by="UEXPERT",
-        kind="corrected",
+        kind=CuratedKind.CORRECTED,
         text="Go to https://id.example.com.",
     )
     store.add_correction(

@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -27,15 +28,19 @@ def request(text: str = "How do I reset my password?", **kw) -> GenerationReques
 
 
 @pytest.fixture
-async def generator(tiny_phi3: Path, tmp_path: Path):
-    registry = AdapterRegistry(tmp_path / "adapters")
+def registry(tmp_path: Path) -> AdapterRegistry:
+    """The adapter registry `generator` serves from."""
+    return AdapterRegistry(tmp_path / "adapters")
+
+
+@pytest.fixture
+async def generator(tiny_phi3: Path, tmp_path: Path, registry: AdapterRegistry):
     gen = TransformersGenerator(
         ModelConfig(base=str(tiny_phi3), max_new_tokens=12, batch_wait_ms=30),
         data_dir=tmp_path,
         adapter_dir=registry.path,
     )
     await gen.start()
-    gen.registry = registry  # type: ignore[attr-defined]
     yield gen
     await gen.close()
 
@@ -133,9 +138,8 @@ async def test_a_base_model_without_chat_template_is_refused(tiny_phi3: Path, tm
 
 
 async def test_adapter_hot_swap_changes_the_output_without_a_restart(
-    generator, tiny_adapters: list[Path]
+    generator, registry: AdapterRegistry, tiny_adapters: list[Path]
 ) -> None:
-    registry: AdapterRegistry = generator.registry
     v1 = registry.add(tiny_adapters[0], meta={"base": generator.config.base}).version
     v2 = registry.add(tiny_adapters[1], meta={"base": generator.config.base}).version
     base_text = await generator.stream(request()).text()
@@ -169,9 +173,8 @@ async def test_adapter_hot_swap_changes_the_output_without_a_restart(
 
 
 async def test_an_adapter_for_another_base_model_is_refused(
-    generator, tiny_adapters: list[Path]
+    generator, registry: AdapterRegistry, tiny_adapters: list[Path]
 ) -> None:
-    registry: AdapterRegistry = generator.registry
     version = registry.add(tiny_adapters[0], meta={"base": "some/other-model"}).version
     with pytest.raises(AdapterError, match="trained on some/other-model"):
         await generator.use_adapter(version)
@@ -181,9 +184,8 @@ async def test_an_adapter_for_another_base_model_is_refused(
 
 
 async def test_the_follower_polls_the_registry_and_swaps_on_its_own(
-    generator, tiny_adapters: list[Path]
+    generator, registry: AdapterRegistry, tiny_adapters: list[Path]
 ) -> None:
-    registry: AdapterRegistry = generator.registry
     version = registry.add(tiny_adapters[0]).version
     follower = AdapterFollower(generator, registry.active, interval_s=0.05)
     follower.start()
@@ -222,11 +224,11 @@ async def test_the_4bit_nf4_path_loads_and_serves_with_an_adapter(
 
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in gen._model.modules())
         base = gen.stream(request())
-        assert (await base.text()) and base.stats.completion_tokens == 6
+        assert (await base.text()) and base.stats and base.stats.completion_tokens == 6
         await gen.use_adapter(version)
         tuned = gen.stream(request())
         await tuned.text()
-        assert tuned.stats.adapter == version
+        assert tuned.stats and tuned.stats.adapter == version
     finally:
         await gen.close()
 
@@ -255,14 +257,16 @@ async def test_a_batch_waits_for_questions_still_being_retrieved(generator) -> N
         return stream
 
     streams = await asyncio.gather(*(ask(0.05 * n) for n in range(4)))
-    assert [s.stats.batch_size for s in streams] == [4, 4, 4, 4]
+    assert [s.stats and s.stats.batch_size for s in streams] == [4, 4, 4, 4]
     alone = generator.stream(request())  # nobody expected: it starts without the long wait
     await alone.text()
     assert alone.stats.batch_size == 1 and alone.stats.queued_s < 0.2
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-async def test_the_configured_cpu_dtype_is_used(tiny_phi3: Path, tmp_path: Path, dtype: str):
+async def test_the_configured_cpu_dtype_is_used(
+    tiny_phi3: Path, tmp_path: Path, dtype: Literal["float32", "bfloat16"]
+):
     import torch
 
     gen = TransformersGenerator(
@@ -273,6 +277,6 @@ async def test_the_configured_cpu_dtype_is_used(tiny_phi3: Path, tmp_path: Path,
         assert gen._model.dtype == getattr(torch, dtype)
         stream = gen.stream(request())
         await stream.text()
-        assert stream.stats.completion_tokens == 4
+        assert stream.stats and stream.stats.completion_tokens == 4
     finally:
         await gen.close()

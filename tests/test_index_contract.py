@@ -185,7 +185,8 @@ SCOPES = {
 
 
 def test_the_access_rule():
-    def visible(scope: AccessScope) -> set[str]:
+    def visible(scope: AccessScope | None) -> set[str]:
+        assert scope is not None
         return {
             doc for doc, (access, allowed) in ACCESS_DOCS.items() if scope.sees(access, allowed)
         }

@@ -116,7 +116,8 @@ def test_one_holder_at_a_time(db):
     assert info.value.holder == first.holder and "already running since" in str(info.value)
     first.release()
     second.try_acquire()
-    assert second.current()[0] == second.holder
+    current = second.current()
+    assert current is not None and current[0] == second.holder
 
 
 def test_an_expired_lease_is_taken_over(db):
@@ -140,6 +141,7 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(db):
     JobLock(db, "job", lease_s=3600, holder=f"{socket.gethostname()}:{dead_pid}:x").try_acquire()
     fresh = JobLock(db, "job")
     fresh.try_acquire()
+    assert fresh.previous_holder is not None
     assert fresh.previous_holder.endswith(f":{dead_pid}:x")
 
 

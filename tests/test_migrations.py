@@ -33,7 +33,8 @@ from bot.schedule import JOB_TABLE
 from bot.teams.references import References, conversations
 from knowledge.reports import SyncRunStore
 from knowledge.schema import sync_items, sync_runs
-from tests.conftest import POSTGRES_URL, ROOT, _postgres_engine_url
+from tests.helpers import POSTGRES_URL, ROOT, postgres_schema
+from training.feedback.records import RatingKind
 from training.feedback.store import (
     FeedbackStore,
     answer_messages,
@@ -129,7 +130,7 @@ def another_database(database_url: str, tmp_path: Path) -> Iterator[Callable[[],
     def make() -> str:
         if database_url.startswith("sqlite"):
             return sqlite_url(tmp_path / f"another-{next(numbers)}.db")
-        url, schema = _postgres_engine_url()
+        url, schema = postgres_schema()
         schemas.append(schema)
         return url
 
@@ -286,7 +287,7 @@ async def test_a_database_of_the_release_upgrades_keeping_every_row(
     assert curated is not None and [g.access for g in curated.guards] == ["private"]
     assert store.answer_for_message("slack", "D100", "1700000000.000200") == "a-0001"
     assert store.rate(
-        answer_id="a-0003", user_id="U9", platform="teams", kind="up", source="button"
+        answer_id="a-0003", user_id="U9", platform="teams", kind=RatingKind.UP, source="button"
     )
     runs = SyncRunStore(engine)
     last, first = runs.last(), runs.get(1)

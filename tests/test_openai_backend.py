@@ -217,7 +217,10 @@ async def test_slow_answer_times_out_and_disconnects(fake: FakeOpenAI, make: Mak
     stream = generator.stream(ask(timeout_s=0.3))
     deltas: list[str] = []
     began = time.monotonic()
-    with pytest.raises(GenerationTimeout):
+    with pytest.raises(
+        GenerationTimeout,
+        match=r"^no complete answer within 0\.3 s \(model\.timeout_s\); it was cancelled$",
+    ):
         async for delta in stream:
             deltas.append(delta)
 

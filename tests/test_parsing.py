@@ -7,7 +7,7 @@ import pytest
 from base.errors import DocumentError, DocumentSkipped
 from knowledge.models import Access
 from knowledge.parsing import decode_text, parse_document
-from tests.conftest import HANDBOOK
+from tests.helpers import HANDBOOK
 
 
 def test_markdown_headings_front_matter_and_code_fences():

@@ -26,8 +26,7 @@ from bot.ops import RETRAIN_LOCK, status_lines
 from bot.schedule import ScheduleConfig, Scheduler
 from bot.server import schedule_mode
 from knowledge.config import SourceConfig
-from tests.conftest import HANDBOOK, POSTGRES_URL, _postgres_engine_url, needs_postgres
-from tests.test_answering import settings_for
+from tests.helpers import HANDBOOK, POSTGRES_URL, needs_postgres, postgres_schema, settings_for
 
 
 def settings(data_dir: Path, **schedule: str) -> Any:
@@ -146,7 +145,7 @@ async def test_jobs_survive_a_restart_and_a_missed_nightly_run_runs_once_after_s
 def test_two_processes_on_one_postgresql_run_each_scheduled_run_once(
     handbook_data_dir: Path,
 ) -> None:
-    url, schema = _postgres_engine_url()
+    url, schema = postgres_schema()
     env = os.environ | {
         "EXPERTBOT_DATA_DIR": str(handbook_data_dir),
         "EXPERTBOT_DATABASE_URL": url,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SCRIPTS, WeaviateServer, needs_postgres, process_gone
+from tests.helpers import SCRIPTS, WeaviateServer, needs_postgres, process_gone
 
 debian_root = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("pg_createcluster"),

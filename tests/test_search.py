@@ -32,7 +32,7 @@ def test_access_where_clause_escapes_names():
     clause = where_clause(
         SearchFilters(scope=AccessScope(principals=frozenset({"it's"}), include_private=True))
     )
-    assert "'it''s'" in clause and "access = 'private'" in clause
+    assert clause is not None and "'it''s'" in clause and "access = 'private'" in clause
     assert where_clause(SearchFilters()) is None
     assert where_clause(SearchFilters(sources=frozenset())) == "false"
 

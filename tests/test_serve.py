@@ -14,13 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from typer.testing import CliRunner
 
 from base.database import make_engine
 from base.migrations import migrate_all
-from bot.cli import app
 from bot.settings import load_settings
-from training.feedback.records import AnswerRecord
+from tests.helpers import run_cli
+from training.feedback.records import AnswerRecord, CuratedKind, RatingKind
 from training.feedback.store import FeedbackStore
 
 
@@ -103,8 +102,8 @@ def test_serve_without_slack_starts_says_so_and_stops_cleanly_on_sigterm(
 def test_serve_refuses_a_model_that_cannot_load_with_one_clear_line(
     handbook_data_dir: Path, tmp_path: Path
 ) -> None:
-    result = CliRunner().invoke(
-        app, ["serve", "--port", "0"], env={"EXPERTBOT_MODEL__BASE": str(tmp_path / "nothing")}
+    result = run_cli(
+        "serve", "--port", "0", env={"EXPERTBOT_MODEL__BASE": str(tmp_path / "nothing")}
     )
     assert result.exit_code == 1
     assert "error:" in result.output and "nothing" in result.output
@@ -128,11 +127,17 @@ def test_status_json_shows_index_and_feedback_counts(handbook_data_dir: Path) ->
             adapter=None,
         )
     )
-    store.rate(answer_id="a1", user_id="U1", platform="slack", kind="up", source="reaction")
-    store.rate(answer_id="a1", user_id="U2", platform="slack", kind="down", source="button")
-    store.curate_answer("a1", embedding=np.ones(4), approved_by="UE", kind="corrected", text="y")
+    store.rate(
+        answer_id="a1", user_id="U1", platform="slack", kind=RatingKind.UP, source="reaction"
+    )
+    store.rate(
+        answer_id="a1", user_id="U2", platform="slack", kind=RatingKind.DOWN, source="button"
+    )
+    store.curate_answer(
+        "a1", embedding=np.ones(4), approved_by="UE", kind=CuratedKind.CORRECTED, text="y"
+    )
     store.add_correction(answer_id="a1", user_id="UE", platform="slack", text="y", approved=True)
-    result = CliRunner().invoke(app, ["status", "--json"])
+    result = run_cli("status", "--json")
     assert result.exit_code == 0, result.output
     status = json.loads(result.stdout)
     assert status["index"]["documents"] == 18 and status["last_sync"]["status"] == "ok"
@@ -145,7 +150,7 @@ def test_status_json_shows_index_and_feedback_counts(handbook_data_dir: Path) ->
         "corrections": 1,
         "comments": 0,
     }
-    text = CliRunner().invoke(app, ["status"]).stdout
+    text = run_cli("status").stdout
     assert "Index: 18 documents" in text and "1 corrections" in text
 
 

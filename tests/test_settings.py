@@ -8,6 +8,7 @@ import pytest
 
 from base.errors import ConfigError
 from bot.settings import load_settings
+from tests.helpers import ROOT
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -65,7 +66,8 @@ def test_weaviate_from_its_conventional_variables(monkeypatch):
     settings = load_settings(environ=os.environ)
     assert settings.knowledge.store == "weaviate"
     assert settings.knowledge.weaviate.url == "http://weaviate:8080"
-    assert settings.knowledge.weaviate.api_key.get_secret_value() == "s3cr3t-key"
+    api_key = settings.knowledge.weaviate.api_key
+    assert api_key is not None and api_key.get_secret_value() == "s3cr3t-key"
     assert "s3cr3t-key" not in repr(settings)
 
 
@@ -114,8 +116,6 @@ def test_secret_values_are_not_echoed_in_errors(monkeypatch):
 
 
 def test_the_documented_example_config_loads():
-    from tests.conftest import ROOT
-
     settings = load_settings(config_file=ROOT / "examples" / "expertbot.toml", environ={})
     assert settings.knowledge.sources[0].name == "handbook"
     assert settings.knowledge.search.fusion == "rrf"
@@ -126,12 +126,11 @@ def test_the_example_config_documents_every_key():
     from pydantic import BaseModel
 
     from bot.settings import Settings
-    from tests.conftest import ROOT
 
     text = (ROOT / "examples" / "expertbot.toml").read_text()
 
-    def keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-        found = []
+    def keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
         for name, field in model.model_fields.items():
             kind = field.annotation
             if isinstance(kind, type) and issubclass(kind, BaseModel):

@@ -7,122 +7,37 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 import sqlalchemy as sa
-from aiohttp.test_utils import TestClient
-from slack_sdk.signature import SignatureVerifier
 
-from bot.core.runtime import Core
-from bot.server import Services, make_app
 from bot.slack import ids
-from bot.slack.config import SlackConfig
 from knowledge.config import SourceConfig
-from tests.conftest import HANDBOOK
+from tests.fakes import FakeOpenAI
+from tests.helpers import (
+    CITED,
+    FINANCE_Q,
+    HANDBOOK,
+    PASSWORD_Q,
+    QUESTIONS,
+    TRAINING,
+    corrected,
+    envelope,
+    jobs_run,
+    mention,
+    running_slack,
+    settings_for,
+    settle,
+    stored_answer,
+    sync_runs,
+)
+from tests.helpers import SlackEnv as Env
 from tests.slack_fake import BOT_USER, TEAM, Call, FakeSlack
-from tests.test_answering import settings_for
-from tests.test_training import QUESTIONS, TRAINING, corrected
-from training.config import TrainingConfig
+from training.config import OpenAIConfig, TrainingConfig
 
-SECRET = "test-signing-secret"
-PASSWORD_Q = "How do I reset my password?"
-FINANCE_Q = "What are the steps of the quarter close?"
 ADMIN, EXPERT, EMPLOYEE = "UADMIN", "UEXPERT", "UEMPLOYEE"
-
-
-@dataclass
-class Env:
-    slack: FakeSlack
-    client: TestClient
-    services: Services
-    core: Core
-    questions: list[Any]
-
-    async def post(
-        self,
-        body: str,
-        *,
-        content_type: str,
-        headers: dict[str, str] | None = None,
-        timestamp: int | None = None,
-        secret: str = SECRET,
-    ) -> Any:
-        ts = str(int(time.time()) if timestamp is None else timestamp)
-        signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-        sent = {
-            "Content-Type": content_type,
-            "X-Slack-Request-Timestamp": ts,
-            "X-Slack-Signature": signature,
-        } | (headers or {})
-        return await self.client.post(ids.EVENTS_PATH, data=body.encode(), headers=sent)
-
-    async def event(
-        self,
-        event: dict[str, Any],
-        *,
-        event_id: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        body = json.dumps(envelope(event, event_id or f"Ev{time.monotonic_ns()}"))
-        return await self.post(body, content_type="application/json", headers=headers)
-
-    async def form(self, payload: dict[str, Any]) -> Any:
-        return await self.post(urlencode(payload), content_type="application/x-www-form-urlencoded")
-
-    async def interaction(self, payload: dict[str, Any]) -> Any:
-        return await self.form({"payload": json.dumps(payload)})
-
-    async def ask(
-        self, text: str, *, channel: str = "CPUBLIC", user: str = EMPLOYEE, ts: str | None = None
-    ) -> tuple[str, Call]:
-        """Mention the bot; wait for the streamed answer to end. Returns (question ts, stop)."""
-        ts = ts or self.slack.next_ts()
-        before = len(self.slack.calls_to("chat.stopStream"))
-        response = await self.event(mention(text, channel=channel, user=user, ts=ts))
-        assert response.status == 200
-        stops = await self.slack.wait_for("chat.stopStream", before + 1)
-        await self.linked(channel, stops[before].body["ts"])
-        return ts, stops[before]
-
-    async def linked(self, channel: str, message_ts: str) -> str:
-        """Wait until the bot has linked its message to the answer (just after posting it)."""
-        for _ in range(200):
-            found = self.core.store.answer_for_message("slack", channel, message_ts)
-            if found:
-                return found
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"message {message_ts} was never linked to an answer")
-
-
-def envelope(event: dict[str, Any], event_id: str) -> dict[str, Any]:
-    return {
-        "token": "legacy",
-        "team_id": TEAM,
-        "api_app_id": "A0APP",
-        "event": event,
-        "type": "event_callback",
-        "event_id": event_id,
-        "event_time": int(time.time()),
-        "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}],
-    }
-
-
-def mention(
-    text: str, *, channel: str, user: str, ts: str, thread_ts: str | None = None
-) -> dict[str, Any]:
-    event = {
-        "type": "app_mention",
-        "user": user,
-        "text": f"<@{BOT_USER}> {text}",
-        "ts": ts,
-        "channel": channel,
-        "event_ts": ts,
-    }
-    return event | ({"thread_ts": thread_ts} if thread_ts else {})
 
 
 def message(
@@ -186,62 +101,45 @@ def streamed_text(slack: FakeSlack, ts: str) -> str:
     return text
 
 
-async def settle(env: Env) -> None:
-    """Let listeners that run after the ack finish."""
-    for _ in range(100):
-        pending = [
-            t
-            for t in asyncio.all_tasks()
-            if t is not asyncio.current_task() and "run_ack_function" in repr(t.get_coro())
-        ]
-        if not pending:
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.1)
-
-
 @pytest.fixture
 async def env(handbook_data_dir: Path, tiny_phi3: Path, embedder, aiohttp_client):
-    slack = FakeSlack()
-    await slack.start()
-    slack.set_channel("CPUBLIC", name="general")
-    slack.set_channel("C0FINANCE", is_private=True, name="finance")
     settings = settings_for(handbook_data_dir, str(tiny_phi3))
     settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
-    settings.slack = SlackConfig(
-        bot_token="xoxb-test",
-        signing_secret=SECRET,
-        api_url=slack.api_url,
+    settings.training = TrainingConfig(**TRAINING)
+    async with running_slack(
+        settings,
+        embedder,
+        aiohttp_client,
         admins=[ADMIN],
         experts=[EXPERT],
         admin_channel="CADMIN",
-        update_interval_s=0.1,
-    )
-    settings.training = TrainingConfig(**TRAINING)
-    core = Core.build(settings, embedder=embedder)
-    await core.start()
-    services = await Services.start(settings, core)
-    questions: list[Any] = []
-    answerer_stream = core.answerer.stream
+    ) as made:
+        made.slack.set_channel("C0FINANCE", is_private=True, name="finance")
+        yield made
 
-    def spy(question: Any) -> Any:  # observe what Slack hands the core
-        questions.append(question)
-        return answerer_stream(question)
 
-    core.answerer.stream = spy  # type: ignore[method-assign]
-    client = await aiohttp_client(make_app(services))
-    yield Env(slack, client, services, core, questions)
-    await settle(Env(slack, client, services, core, questions))
-    await core.close()
-    await slack.close()
+@pytest.fixture
+async def cited(handbook_data_dir: Path, embedder, aiohttp_client, aiohttp_server):
+    """An env whose model (a scripted OpenAI-compatible server: the tiny Phi-3's random weights
+    never cite) answers citing two passages."""
+    model = FakeOpenAI()
+    model.reply = CITED
+    url = str((await aiohttp_server(model.app())).make_url("/v1"))
+    settings = settings_for(handbook_data_dir, "served-model")
+    settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    settings.model.backend = "openai"
+    settings.model.openai = OpenAIConfig(base_url=url)
+    async with running_slack(settings, embedder, aiohttp_client) as made:
+        yield made
 
 
 # -- answering ---------------------------------------------------------------------------------
 
 
 async def test_a_mention_is_acked_and_answered_in_its_thread_with_progress_sources_buttons(
-    env: Env,
+    cited: Env,
 ) -> None:
+    env = cited
     ts, stop = await env.ask(PASSWORD_Q)
     slack = env.slack
     add = slack.calls_to("reactions.add")[0]
@@ -261,8 +159,11 @@ async def test_a_mention_is_acked_and_answered_in_its_thread_with_progress_sourc
     # What was streamed is the recorded answer, and the message is linked to it.
     assert streamed_text(slack, answer_ts).strip() == row.answer.strip()
     assert env.core.store.answer_for_message("slack", "CPUBLIC", answer_ts) == answer_id
-    if row.sources:
-        assert "expertbot_sources" in block_ids(stop)
+    assert row.answer == CITED and len(row.sources) == 2  # the two passages it cited
+    [sources] = [b for b in stop.body["blocks"] if b.get("block_id") == "expertbot_sources"]
+    shown = [line for e in sources["elements"] for line in e["text"].splitlines()]
+    assert [line.split(" ", 1)[0] for line in shown] == ["[1]", "[2]"]
+    assert all(s.source.title in line for s, line in zip(row.sources, shown, strict=True))
     await slack.wait_for("reactions.remove")
     assert slack.calls_to("reactions.remove")[0].body["timestamp"] == ts
 
@@ -283,7 +184,7 @@ async def test_a_dm_is_answered_in_its_thread_with_dm_access(env: Env) -> None:
     ts = env.slack.next_ts()
     await env.event(message(PASSWORD_Q, channel="D0DM", user=EMPLOYEE, ts=ts, channel_type="im"))
     stop = (await env.slack.wait_for("chat.stopStream"))[0]
-    row = env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP])
+    row = stored_answer(env.core.store, button_values(stop)[ids.FEEDBACK_UP])
     assert row.where_kind == "dm" and row.thread == ts and row.asker == EMPLOYEE
 
 
@@ -302,12 +203,12 @@ async def test_a_follow_up_in_the_thread_carries_its_history(env: Env) -> None:
     stop = (await env.slack.wait_for("chat.stopStream", 2))[1]
     question = env.questions[-1]
     assert question.text == "And how often must I change it?"
-    first_row = env.core.store.get_answer(button_values(first)[ids.FEEDBACK_UP])
+    first_row = stored_answer(env.core.store, button_values(first)[ids.FEEDBACK_UP])
     assert [t.role for t in question.history] == ["user", "assistant"]
     assert question.history[0].text == PASSWORD_Q
     assert question.history[1].text == first_row.answer
     assert env.slack.calls_to("chat.startStream")[1].body["thread_ts"] == ts
-    assert env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP]).thread == ts
+    assert stored_answer(env.core.store, button_values(stop)[ids.FEEDBACK_UP]).thread == ts
 
 
 async def test_threads_the_bot_did_not_answer_and_bots_and_edits_are_ignored(env: Env) -> None:
@@ -354,7 +255,7 @@ async def test_channels_outside_the_allowed_list_are_ignored(env: Env) -> None:
 
 
 def retrieved_docs(env: Env, stop: Call) -> set[str]:
-    row = env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP])
+    row = stored_answer(env.core.store, button_values(stop)[ids.FEEDBACK_UP])
     return {r.doc for r in row.retrieved}
 
 
@@ -528,9 +429,9 @@ async def test_an_expert_approval_serves_the_answer_to_the_next_identical_questi
     )
     await settle(env)
     _, again = await env.ask(PASSWORD_Q)
-    served = env.core.store.get_answer(button_values(again)[ids.FEEDBACK_UP])
+    served = stored_answer(env.core.store, button_values(again)[ids.FEEDBACK_UP])
     assert served.curated_id is not None
-    assert served.answer == env.core.store.get_answer(answer_id).answer
+    assert served.answer == stored_answer(env.core.store, answer_id).answer
     assert "Expert-approved" in json.dumps(again.body["blocks"])
     await env.event(
         reaction(
@@ -539,7 +440,7 @@ async def test_an_expert_approval_serves_the_answer_to_the_next_identical_questi
     )
     await settle(env)
     _, third = await env.ask(PASSWORD_Q)
-    assert env.core.store.get_answer(button_values(third)[ids.FEEDBACK_UP]).curated_id is None
+    assert stored_answer(env.core.store, button_values(third)[ids.FEEDBACK_UP]).curated_id is None
 
 
 async def test_feedback_buttons_record_one_vote_per_person(env: Env) -> None:
@@ -614,13 +515,13 @@ async def test_a_non_experts_correction_is_only_a_comment(env: Env) -> None:
     [row] = env.core.store.corrections_for(answer_id)
     assert row.approved is False and row.curated_id is None
     _, again = await env.ask(PASSWORD_Q)
-    assert env.core.store.get_answer(button_values(again)[ids.FEEDBACK_UP]).curated_id is None
+    assert stored_answer(env.core.store, button_values(again)[ids.FEEDBACK_UP]).curated_id is None
 
 
 async def test_the_correct_this_answer_shortcut_opens_a_prefilled_modal_and_saves(env: Env) -> None:
     ts, stop = await env.ask(PASSWORD_Q)
     answer_id = button_values(stop)[ids.FEEDBACK_UP]
-    original = env.core.store.get_answer(answer_id).answer
+    original = stored_answer(env.core.store, answer_id).answer
     shortcut = {
         "type": "message_action",
         "callback_id": ids.CORRECT_SHORTCUT,
@@ -663,7 +564,7 @@ async def test_the_correct_this_answer_shortcut_opens_a_prefilled_modal_and_save
 
 
 async def test_an_empty_modal_correction_is_refused_in_the_modal(env: Env) -> None:
-    submission = {
+    submission: dict[str, Any] = {
         "type": "view_submission",
         "user": {"id": EXPERT},
         "team": {"id": TEAM},
@@ -708,13 +609,8 @@ async def command(env: Env, text: str, user: str) -> tuple[Any, str]:
     return response, f"response_url:{key}"
 
 
-def sync_runs(env: Env) -> int:
-    with env.core.knowledge.engine.connect() as conn:
-        return int(conn.execute(sa.text("SELECT count(*) FROM sync_runs")).scalar() or 0)
-
-
 async def test_admins_run_sync_and_hear_its_start_and_result(env: Env) -> None:
-    before = sync_runs(env)
+    before = (sync_runs(env), jobs_run(env))
     response, key = await command(env, "sync", ADMIN)
     assert response.status == 200 and "Starting `sync`" in await response.text()
     replies = await env.slack.wait_for(key, 2)
@@ -722,17 +618,17 @@ async def test_admins_run_sync_and_hear_its_start_and_result(env: Env) -> None:
     texts = [c.body.get("text", "") for c in env.slack.calls_to(key)]
     assert texts[0] == "sync started"
     assert texts[-1].startswith("✅ sync: ") and "unchanged" in texts[-1]
-    assert sync_runs(env) == before + 1
+    assert (sync_runs(env), jobs_run(env)) == (before[0] + 1, before[1] + 1)
     assert replies
 
 
 @pytest.mark.parametrize("job", ["sync", "retrain", "rollback", "rollback v0001"])
 async def test_others_are_refused_admin_commands_and_nothing_runs(env: Env, job: str) -> None:
-    before = sync_runs(env)
+    before = (sync_runs(env), jobs_run(env))
     response, key = await command(env, job, EMPLOYEE)
     assert response.status == 200 and "admins only" in await response.text()
     await settle(env)
-    assert sync_runs(env) == before and env.slack.calls_to(key) == []
+    assert (sync_runs(env), jobs_run(env)) == before and env.slack.calls_to(key) == []
 
 
 @pytest.mark.parametrize("text", ["", "help", "frobnicate now"])
@@ -755,7 +651,7 @@ async def test_ask_answers_anyone_through_the_response_url(env: Env) -> None:
     assert response.status == 200
     [reply] = await env.slack.wait_for(key)
     answer_id = button_values(reply)[ids.FEEDBACK_UP]
-    assert env.core.store.get_answer(answer_id).question == PASSWORD_Q
+    assert stored_answer(env.core.store, answer_id).question == PASSWORD_Q
     assert reply.body["response_type"] == "ephemeral"
 
 
@@ -827,7 +723,7 @@ async def test_socket_mode_shares_the_listeners(env: Env) -> None:
         )
         assert ack["envelope_id"]
         stop = (await env.slack.wait_for("chat.stopStream"))[0]
-        assert env.core.store.get_answer(button_values(stop)[ids.FEEDBACK_UP]).thread == ts
+        assert stored_answer(env.core.store, button_values(stop)[ids.FEEDBACK_UP]).thread == ts
         opened = env.slack.calls_to("apps.connections.open")[0]
         assert opened.headers["Authorization"] == "Bearer xapp-test"
     finally:
@@ -857,7 +753,7 @@ async def test_an_answer_failing_midway_ends_its_stream_and_apologises(env: Env)
         yield "Reset it in the portal"
         raise TimeoutError("the model stalled")
 
-    env.core.answerer.stream = half  # type: ignore[method-assign,assignment]
+    env.core.answerer.stream = half  # type: ignore[method-assign]
     ts = env.slack.next_ts()
     await env.event(mention(PASSWORD_Q, channel="CPUBLIC", user=EMPLOYEE, ts=ts))
     stop = (await env.slack.wait_for("chat.stopStream"))[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -26,8 +27,8 @@ HANDBOOK = Source(1, "Handbook", "https://wiki.example.com/handbook?a=1&b=2", "P
 LOCAL = Source(2, "Policies <draft>", "file:///srv/docs/policies.md", "")
 
 
-def make_answer(text: str = "Reset it in the portal [1].", **changes: object) -> Answer:
-    fields: dict[str, object] = {
+def make_answer(text: str = "Reset it in the portal [1].", **changes: Any) -> Answer:
+    fields: dict[str, Any] = {
         "id": "ans-42",
         "question": "How do I reset my password?",
         "text": text,
@@ -39,7 +40,7 @@ def make_answer(text: str = "Reset it in the portal [1].", **changes: object) ->
         "timings": Timings(),
     }
     fields.update(changes)
-    return Answer(**fields)  # type: ignore[arg-type]
+    return Answer(**fields)
 
 
 def squash(text: str) -> str:

@@ -165,7 +165,9 @@ async def test_bad_files_are_skipped_or_failed_with_reasons_and_the_rest_indexed
     await knowledge.open(index=False)
     report = await knowledge.syncer.run()
     reasons = {
-        i.doc_id: (i.action, i.reason) for i in report.items if i.action in ("skipped", "failed")
+        i.doc_id: (i.action, i.reason or "")
+        for i in report.items
+        if i.action in ("skipped", "failed")
     }
     assert reasons["broken.pdf"][0] == "failed" and "corrupt PDF" in reasons["broken.pdf"][1]
     assert reasons["binary.md"] == ("skipped", "binary file (not text)")
@@ -293,6 +295,7 @@ async def test_each_sync_report_is_recorded_in_the_sql_store(
     await knowledge.syncer.run(trigger="scheduler")
     runs = SyncRunStore(engine)
     last = runs.last()
+    assert last is not None and last.run_id is not None
     assert (last.status, last.trigger, last.deleted, last.unchanged) == (
         "ok",
         "scheduler",
@@ -301,6 +304,7 @@ async def test_each_sync_report_is_recorded_in_the_sql_store(
     )
     assert [(i.doc_id, i.action) for i in last.items] == [("it/vpn-setup.md", "deleted")]
     first = runs.get(last.run_id - 1)
+    assert first is not None and first.finished_at is not None and first.duration_s is not None
     assert (first.added, first.trigger, len(first.items)) == (HANDBOOK_DOCS, "test", HANDBOOK_DOCS)
     assert first.finished_at >= first.started_at and first.duration_s > 0
     await knowledge.close()
@@ -326,7 +330,8 @@ async def test_kill_9_mid_sync_then_resync_leaves_nothing_missing_or_twice(
     )
     assert child.returncode == -9, child.stdout + child.stderr
     runs = SyncRunStore(engine)
-    assert runs.last(finished=False).status == "running"
+    running = runs.last(finished=False)
+    assert running is not None and running.status == "running"
 
     config = KnowledgeConfig(sources=[SourceConfig(path=handbook, name="handbook")])
     knowledge = build(config, engine, embedder, clean_environ)
@@ -336,6 +341,7 @@ async def test_kill_9_mid_sync_then_resync_leaves_nothing_missing_or_twice(
     assert report.unchanged >= 2 * kill_after - 1  # what the child wrote before dying is kept
     await assert_consistent(knowledge)
     assert (await knowledge.index.stats()).documents == HANDBOOK_DOCS
+    assert report.run_id is not None
     interrupted = runs.get(report.run_id - 1)
-    assert interrupted.status == "interrupted"
+    assert interrupted is not None and interrupted.status == "interrupted"
     await knowledge.close()

@@ -17,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 from microsoft_agents.hosting.core import AgentAuthConfiguration, ConnectionManager
+from pydantic import SecretStr
 
 from bot.core.question import Answer
 from bot.core.runtime import Core
@@ -24,8 +25,20 @@ from bot.server import Services, make_app
 from bot.teams.config import MESSAGES_PATH, TeamsConfig
 from bot.teams.render import APPROVE_VERB, CORRECT_VERB, SEARCHING
 from knowledge.config import SourceConfig
-from tests.conftest import HANDBOOK
 from tests.fakes import FakeOpenAI
+from tests.helpers import (
+    CITED,
+    FINANCE_Q,
+    HANDBOOK,
+    PASSWORD_Q,
+    QUESTIONS,
+    TRAINING,
+    corrected,
+    jobs_run,
+    settings_for,
+    stored_answer,
+    sync_runs,
+)
 from tests.teams_fake import (
     OUTGOING_TOKEN,
     FakeConnector,
@@ -34,18 +47,12 @@ from tests.teams_fake import (
     Sent,
     activity,
 )
-from tests.test_answering import settings_for
-from tests.test_slack import sync_runs
-from tests.test_training import QUESTIONS, TRAINING, corrected
 from training.config import OpenAIConfig, TrainingConfig
 
-PASSWORD_Q = "How do I reset my password?"
-FINANCE_Q = "What are the steps of the quarter close?"
 ADMIN, EXPERT, EMPLOYEE = "aad-admin", "aad-expert", "aad-employee"
 CORRECTION = "Go to https://id.example.com/reset and follow the steps; IT never asks for it."
 ADMIN_CHAT = "19:admins@thread.v2"
 APP_ID = "11111111-2222-3333-4444-555555555555"
-CITED = "Use the self-service portal to reset it [1]. Then sign in on every device again [2]."
 
 
 @dataclass
@@ -131,7 +138,7 @@ async def make_env(
     await connector.close()
 
 
-TEAMS = {
+TEAMS: dict[str, Any] = {
     "anonymous": True,
     "admins": [ADMIN],
     "experts": [EXPERT],
@@ -221,7 +228,7 @@ async def test_a_1to1_question_is_streamed_then_ends_with_citations_label_feedba
     streamed = [u for u in updates if u.stream_type == "streaming"]
     assert streamed, "no streamed update"
     assert all(u.body["type"] == "typing" for u in streamed)
-    answer = env.core.store.get_answer(answer_id)
+    answer = stored_answer(env.core.store, answer_id)
     assert answer.answer.startswith(streamed[0].body["text"])  # a prefix of the answer, early
     assert last is final and final.stream_type == "final"
     assert env.message_id(final) == "msg-1"  # the stream's id: the first reply's
@@ -278,7 +285,7 @@ async def test_a_group_chat_may_use_documents_restricted_to_it_a_channel_may_not
     )
 
     def docs(answer_id: str) -> set[str]:
-        return {r.doc for r in env.core.store.get_answer(answer_id).retrieved}
+        return {r.doc for r in stored_answer(env.core.store, answer_id).retrieved}
 
     assert "finance/quarter-close.md" in docs(in_chat)
     assert "finance/quarter-close.md" not in docs(in_channel)
@@ -389,9 +396,9 @@ async def test_an_experts_approval_replaces_the_card_and_serves_the_answer_next_
     assert [a["title"] for a in body["value"]["actions"]] == ["Correct"]
     assert ratings(env, answer_id) == {(EXPERT, "approved", True, None)}
     _, again, again_id = await env.ask(PASSWORD_Q)
-    served = env.core.store.get_answer(again_id)
+    served = stored_answer(env.core.store, again_id)
     assert served.curated_id is not None
-    assert served.answer == env.core.store.get_answer(answer_id).answer
+    assert served.answer == stored_answer(env.core.store, answer_id).answer
     assert "Expert-approved answer" in json.dumps(card_of(again))
 
 
@@ -448,21 +455,21 @@ async def texts_after(env: Env, body: dict[str, Any], count: int) -> list[str]:
 
 
 async def test_admins_run_sync_and_hear_its_start_progress_and_result(env: Env) -> None:
-    runs = sync_runs(env)
+    runs, jobs = sync_runs(env), jobs_run(env)
     texts = await texts_after(env, env.activity("sync", user=ADMIN), 3)
     assert texts[0] == "Starting `sync` …"
     assert any(t.startswith("sync: ") and "/18 documents" in t for t in texts)  # progress
     assert texts[-1].startswith("✅ sync: ")
-    assert sync_runs(env) == runs + 1
+    assert (sync_runs(env), jobs_run(env)) == (runs + 1, jobs + 1)
     assert answer_count(env) == 0  # a command is not a question
 
 
 @pytest.mark.parametrize("command", ["sync", "retrain", "rollback", "status", "rollback v0001"])
 async def test_others_are_refused_admin_commands_and_nothing_runs(env: Env, command: str) -> None:
-    runs = sync_runs(env)
+    runs, jobs = sync_runs(env), jobs_run(env)
     [text] = await texts_after(env, env.activity(command, user=EMPLOYEE), 1)
     assert text == f"Sorry, `{command.split()[0]}` is for admins only — nothing was run."
-    assert sync_runs(env) == runs and answer_count(env) == 0
+    assert (sync_runs(env), jobs_run(env)) == (runs, jobs) and answer_count(env) == 0
 
 
 async def test_status_help_and_rollback_answer_admins_in_the_conversation(env: Env) -> None:
@@ -573,7 +580,10 @@ async def jwt_env(handbook_data_dir: Path, tiny_phi3: Path, embedder, aiohttp_cl
     await entra.start()
     entra.install()
     teams = TeamsConfig(
-        client_id=APP_ID, client_secret="s3cret-value", tenant_id="tenant", admins=[ADMIN]
+        client_id=APP_ID,
+        client_secret=SecretStr("s3cret-value"),
+        tenant_id="tenant",
+        admins=[ADMIN],
     )
     auth = AgentAuthConfiguration(client_id=APP_ID, tenant_id="tenant", client_secret="x")
     connections = ConnectionManager(

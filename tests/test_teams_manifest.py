@@ -103,6 +103,12 @@ def test_color_icon_is_192_and_opaque(manifest):
     assert alpha_min == 255
 
 
+def as_rgba(pixel: float | tuple[int, ...] | None) -> tuple[int, ...]:
+    """An RGBA image's pixel, as Pillow returns it (typed for every image mode)."""
+    assert isinstance(pixel, tuple) and len(pixel) == 4
+    return pixel
+
+
 def test_outline_icon_is_32_white_on_transparent(manifest):
     path = TEAMS / manifest["icons"]["outline"]
     assert path.is_file()
@@ -110,7 +116,7 @@ def test_outline_icon_is_32_white_on_transparent(manifest):
         assert image.format == "PNG"
         assert image.size == (32, 32)
         assert image.mode == "RGBA"
-        pixels = [image.getpixel((x, y)) for y in range(32) for x in range(32)]
+        pixels = [as_rgba(image.getpixel((x, y))) for y in range(32) for x in range(32)]
     wrong = [p for p in pixels if p[3] != 0 and p[:3] != (255, 255, 255)]
     assert not wrong
     assert any(p[3] == 255 for p in pixels)  # something is drawn

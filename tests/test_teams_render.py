@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot.core.question import Answer, Source, Timings
 from bot.teams.app import _feedback_comment, base_conversation, malformed
 from bot.teams.render import (
@@ -15,8 +17,8 @@ from bot.teams.render import (
 )
 
 
-def answer(**kwargs: object) -> Answer:
-    fields: dict[str, object] = {
+def answer(**kwargs: Any) -> Answer:
+    fields: dict[str, Any] = {
         "id": "a1",
         "question": "q",
         "text": "Reset it on the portal [1]; VPN needs it too [2].",
@@ -30,7 +32,7 @@ def answer(**kwargs: object) -> Answer:
         "adapter": None,
         "timings": Timings(),
     }
-    return Answer(**(fields | kwargs))  # type: ignore[arg-type]
+    return Answer(**(fields | kwargs))
 
 
 def test_citations_follow_the_numbers_with_the_passage_and_only_web_links() -> None:

@@ -9,22 +9,19 @@ import asyncio
 import json
 import os
 import signal
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from base.database import make_engine
 from base.errors import AdapterError, AlreadyRunningError
 from base.migrations import migrate_all
-from bot.cli import app
 from bot.ops import Ops, status_lines
 from bot.settings import load_settings
 from knowledge.runtime import Knowledge
+from tests.helpers import QUESTIONS, TAUGHT, TRAINING, corrected, run_cli
 from training.config import GateConfig, PromptConfig, TrainingConfig
-from training.feedback.records import AnswerRecord
 from training.feedback.store import FeedbackStore
 from training.learning.dataset import split_of
 from training.learning.finetune import IGNORE, ChatFormat, TrainExample
@@ -36,44 +33,6 @@ from training.serving.local import TransformersGenerator
 from training.serving.prompting import Passage, PromptBuilder
 
 pytestmark = pytest.mark.slow
-
-# Distinct questions, one expert answer: a pattern a tiny model can learn in a few dozen steps,
-# so the held-out questions show whether training reached the served adapter.
-QUESTIONS = [
-    "How do I reset my password?",
-    "How many vacation days do I get?",
-    "Who approves travel expenses?",
-    "How do I connect to the VPN?",
-    "Where is the expense policy?",
-    "How do I request a new laptop?",
-    "What is the parental leave policy?",
-    "How do I book a meeting room?",
-    "When is payday?",
-    "How do I report a security incident?",
-    "Can I work from abroad for a month?",
-    "How do I get a parking permit?",
-    "Who answers questions about benefits?",
-    "How do I join the pension plan?",
-    "Is there a dress code at the office?",
-    "How do I order office supplies?",
-]
-TAUGHT = "Please ask the helpdesk in the it-help channel [1]."
-EXPERT = "UEXPERT"
-
-TRAINING = {
-    "epochs": 25,
-    "learning_rate": 1e-2,
-    "batch_size": 4,
-    "gradient_accumulation": 1,
-    "lora_r": 8,
-    "lora_alpha": 16,
-    "lora_dropout": 0.0,
-    "max_seq_len": 384,
-    "min_examples": 4,
-    "min_new_examples": 2,
-    "threads": 2,
-    "gate": {"max_new_tokens": 20},
-}
 
 
 def make_ops(data_dir: Path, embedder: Any, base: Path, **training: Any) -> tuple[Ops, Knowledge]:
@@ -103,30 +62,6 @@ async def ops(handbook_data_dir: Path, embedder: Any, tiny_phi3: Path):
     await knowledge.close()
 
 
-def corrected(store: FeedbackStore, question: str, text: str = TAUGHT) -> str:
-    """An answer the bot gave, corrected by an expert in its thread."""
-    answer_id = str(uuid.uuid4())
-    store.record(
-        AnswerRecord(
-            id=answer_id,
-            question=question,
-            asker="U1",
-            platform="slack",
-            where_kind="public",
-            channel="CPUBLIC",
-            thread="1",
-            answer="I am not sure.",
-            abstained=False,
-            model="tiny",
-            adapter=None,
-        )
-    )
-    store.add_correction(
-        answer_id=answer_id, user_id=EXPERT, platform="slack", text=text, approved=True
-    )
-    return answer_id
-
-
 def test_the_questions_give_a_held_out_split() -> None:
     heldout = [q for q in QUESTIONS if split_of(q, 0.25) == "heldout"]
     assert 2 <= len(heldout) <= 8  # the scenario below needs both splits
@@ -152,7 +87,8 @@ def test_examples_are_the_serving_prompt_with_loss_on_the_answer_only(tiny_phi3:
         t for t, label in zip(encoded.input_ids, encoded.labels, strict=False) if label == IGNORE
     ]
     assert encoded.labels[: len(prompt)] == [IGNORE] * len(prompt)  # prompt first, then answer
-    assert tokenizer.decode(answer).startswith("At id.example.com [1].<|end|>")
+    decoded = tokenizer.decode(answer)
+    assert isinstance(decoded, str) and decoded.startswith("At id.example.com [1].<|end|>")
     # The prompt is exactly what serving renders: Phi-3's template, system prompt folded in.
     served = fmt.render(fmt.prompt(example.question, example.passages).messages)
     assert tokenizer.decode(prompt) == tokenizer.decode(
@@ -181,7 +117,8 @@ def test_a_qlora_step_trains_the_adapter_and_leaves_the_4bit_base_alone(
     config = TrainingConfig(**(TRAINING | {"epochs": 2}))
     tokenizer, model = load_base(str(tiny_phi3), config, resolve_device("cpu"))
     quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    assert quantized and quantized[0].weight.quant_type == "nf4"  # real 4-bit NF4 weights
+    weight = quantized[0].weight if quantized else None
+    assert isinstance(weight, bnb.nn.Params4bit) and weight.quant_type == "nf4"  # real 4-bit NF4
     base_before = [m.weight.data.clone() for m in quantized]
     fmt = ChatFormat(tokenizer, PromptConfig(), max_seq_len=256, max_new_tokens=16)
     passage = Passage("Office", "Hours", "office.md", "The office opens at 9.")
@@ -415,17 +352,10 @@ async def test_a_base_model_that_fails_to_load_is_a_failed_run_with_its_reason(
 # -- the command line --------------------------------------------------------------------------
 
 
-runner = CliRunner()
-
-
-def cli(*args: str) -> Any:
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
-
 def test_train_dry_run_and_too_little_data(
     handbook_data_dir: Path, tiny_phi3: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    result = cli("train", "--dry-run", "--json")
+    result = run_cli("train", "--dry-run", "--json")
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert data["status"] == "skipped" and "too little data: 0 training examples" in data["summary"]
@@ -434,31 +364,31 @@ def test_train_dry_run_and_too_little_data(
         corrected(store, question)
     monkeypatch.setenv("EXPERTBOT_MODEL__BASE", str(tiny_phi3))
     monkeypatch.setenv("EXPERTBOT_TRAINING__MIN_EXAMPLES", "4")
-    data = json.loads(cli("train", "--dry-run", "--json").stdout)
+    data = json.loads(run_cli("train", "--dry-run", "--json").stdout)
     assert data["status"] == "planned" and data["plan"]["new_examples"] == 10
     assert data["plan"]["train"] + data["plan"]["heldout"] == 10
-    assert "would train on" in cli("train", "--dry-run").stdout
+    assert "would train on" in run_cli("train", "--dry-run").stdout
     assert AdapterRegistry(handbook_data_dir / "adapters").versions() == []  # trained nothing
 
 
 def test_adapters_list_promote_and_rollback(tiny_adapters: list[Path], tmp_path: Path) -> None:
     registry = AdapterRegistry(tmp_path / "data" / "adapters")
-    assert "the base model serves" in cli("adapters", "list").stdout
+    assert "the base model serves" in run_cli("adapters", "list").stdout
     registry.add(tiny_adapters[0], meta={"gate": {"passed": True}, "metrics": {"f1": 0.5}})
     registry.add(tiny_adapters[1], meta={"gate": {"passed": False, "reasons": ["answer F1 worse"]}})
-    assert json.loads(cli("adapters", "promote", "v0001", "--json").stdout)["now"] == "v0001"
-    refused = cli("adapters", "promote", "v0002")
+    assert json.loads(run_cli("adapters", "promote", "v0001", "--json").stdout)["now"] == "v0001"
+    refused = run_cli("adapters", "promote", "v0002")
     assert refused.exit_code == 1 and "answer F1 worse" in refused.stderr
     assert registry.active() == "v0001"
-    assert cli("adapters", "promote", "v0002", "--force").exit_code == 0
-    listed = json.loads(cli("adapters", "list", "--json").stdout)
+    assert run_cli("adapters", "promote", "v0002", "--force").exit_code == 0
+    listed = json.loads(run_cli("adapters", "list", "--json").stdout)
     assert [(v["version"], v["serving"], v["gate"]) for v in listed] == [
         ("v0001", False, True),
         ("v0002", True, False),
     ]
-    table = cli("adapters", "list").stdout
+    table = run_cli("adapters", "list").stdout
     assert "* " in table and "rejected" in table and "0.500" in table
-    assert "rolled back from v0002 to v0001" in cli("adapters", "rollback").stdout
-    assert json.loads(cli("adapters", "rollback", "--json").stdout)["now"] is None
-    missing = cli("adapters", "promote", "v0042")
+    assert "rolled back from v0002 to v0001" in run_cli("adapters", "rollback").stdout
+    assert json.loads(run_cli("adapters", "rollback", "--json").stdout)["now"] is None
+    missing = run_cli("adapters", "promote", "v0042")
     assert missing.exit_code == 1 and "no adapter version 'v0042'" in missing.stderr

@@ -17,7 +17,7 @@ from knowledge.config import WeaviateConfig
 from knowledge.index.base import KnowledgeIndex
 from knowledge.index.weaviate import WeaviateIndex
 from knowledge.models import ChunkRecord, DocKey, SearchQuery, chunk_id, sha256_hex
-from tests.conftest import WeaviateServer, needs_weaviate, weaviate_config
+from tests.helpers import WeaviateServer, needs_weaviate, weaviate_config
 
 MODEL = "test-model"
 DIM = 4

@@ -6,37 +6,29 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from bot.cli import app
-from bot.core.runtime import Core
-from bot.server import Services, make_app
-from bot.slack.config import SlackConfig
 from knowledge.config import SourceConfig
-from tests.conftest import (
+from tests.helpers import (
     HANDBOOK,
     WEAVIATE_API_KEY,
     WEAVIATE_GRPC_URL,
     WEAVIATE_URL,
+    SlackEnv,
     needs_weaviate,
+    run_cli,
+    running_slack,
+    settings_for,
     weaviate_config,
 )
-from tests.slack_fake import FakeSlack
-from tests.test_answering import settings_for
-from tests.test_slack import SECRET, Env, settle
 
 pytestmark = needs_weaviate
 
-runner = CliRunner()
 QUESTIONS = HANDBOOK.parent / "questions.jsonl"
-
-
-def run(*args: str, env: dict[str, str]) -> Any:
-    return runner.invoke(app, list(args), env=env, catch_exceptions=False)
 
 
 def weaviate_env(collection: str) -> dict[str, str]:
@@ -56,9 +48,9 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Any:
     weaviate_data = tmp_path_factory.mktemp("weaviate-e2e") / "data"
     lance_data = tmp_path_factory.mktemp("lance-e2e") / "data"
     env = weaviate_env(collection)
-    first = run("--data-dir", str(weaviate_data), "sync", str(HANDBOOK), "--json", env=env)
+    first = run_cli("--data-dir", str(weaviate_data), "sync", str(HANDBOOK), "--json", env=env)
     assert first.exit_code == 0, first.output
-    lance = run("--data-dir", str(lance_data), "sync", str(HANDBOOK), "--json", env={})
+    lance = run_cli("--data-dir", str(lance_data), "sync", str(HANDBOOK), "--json", env={})
     assert lance.exit_code == 0, lance.output
     yield {
         "env": env | {"EXPERTBOT_DATA_DIR": str(weaviate_data)},
@@ -84,32 +76,32 @@ def test_sync_fills_weaviate_like_lancedb_and_a_second_sync_changes_nothing(sync
     report, lance = synced["report"], synced["lance_report"]
     assert report["status"] == "ok" and report["store"] == "weaviate"
     assert (report["added"], report["chunks_written"]) == (lance["added"], lance["chunks_written"])
-    again = run("sync", str(HANDBOOK), env=synced["env"])
+    again = run_cli("sync", str(HANDBOOK), env=synced["env"])
     assert again.exit_code == 0, again.output
     assert f"0 added, 0 updated, 0 deleted, {report['added']} unchanged" in again.stdout
 
 
 def test_index_status_names_weaviate_and_counts_what_lancedb_counts(synced: Any) -> None:
-    status = json.loads(run("index", "status", "--json", env=synced["env"]).stdout)
-    lance = json.loads(run("index", "status", "--json", env=synced["lance_env"]).stdout)
+    status = json.loads(run_cli("index", "status", "--json", env=synced["env"]).stdout)
+    lance = json.loads(run_cli("index", "status", "--json", env=synced["lance_env"]).stdout)
     assert status["store"] == "weaviate" and status["location"] == WEAVIATE_URL
     assert (status["documents"], status["chunks"]) == (lance["documents"], lance["chunks"])
 
 
 def test_search_finds_the_right_document_and_public_only_hides_private_ones(synced: Any) -> None:
     env = synced["env"]
-    hits = json.loads(run("search", "How do I reset my password?", "--json", env=env).stdout)
+    hits = json.loads(run_cli("search", "How do I reset my password?", "--json", env=env).stdout)
     assert hits[0]["doc"] == "it/help-desk.md" and hits[0]["uri"].startswith("file://")
     question = "What is the bonus target for a director?"
-    everything = json.loads(run("search", question, "--json", env=env).stdout)
-    public = json.loads(run("search", question, "--json", "--public-only", env=env).stdout)
+    everything = json.loads(run_cli("search", question, "--json", env=env).stdout)
+    public = json.loads(run_cli("search", question, "--json", "--public-only", env=env).stdout)
     assert everything[0]["doc"] == "people/compensation-bands.md"
     assert public and all(h["access"] == "public" for h in public)
 
 
 def test_eval_retrieval_on_weaviate_agrees_with_lancedb_for_vector_search(synced: Any) -> None:
     def evaluate(env: dict[str, str]) -> dict[str, Any]:
-        result = run("eval", "retrieval", str(QUESTIONS), "--mode", "all", "--json", env=env)
+        result = run_cli("eval", "retrieval", str(QUESTIONS), "--mode", "all", "--json", env=env)
         assert result.exit_code == 0, result.output
         return {m["mode"]: m for m in json.loads(result.stdout)}
 
@@ -128,7 +120,7 @@ def test_ask_answers_from_weaviate(synced: Any, tiny_phi3: Path) -> None:
         "EXPERTBOT_MODEL__BASE": str(tiny_phi3),
         "EXPERTBOT_MODEL__MAX_NEW_TOKENS": "6",
     }
-    result = run("ask", "How do I reset my password?", "--json", env=env)
+    result = run_cli("ask", "How do I reset my password?", "--json", env=env)
     assert result.exit_code == 0, result.output
     answer = json.loads(result.stdout)
     assert answer["abstained"] is False
@@ -141,29 +133,16 @@ def test_ask_answers_from_weaviate(synced: Any, tiny_phi3: Path) -> None:
 @pytest.fixture
 async def slack_env(
     synced: Any, clean_environ: Path, tiny_phi3: Path, embedder: Any, aiohttp_client: Any
-) -> Any:
-    slack = FakeSlack()
-    await slack.start()
-    slack.set_channel("CPUBLIC", name="general")
+) -> AsyncIterator[SlackEnv]:
     settings = settings_for(clean_environ, str(tiny_phi3))
     settings.knowledge.store = "weaviate"
     settings.knowledge.weaviate = weaviate_config(synced["collection"])
     settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
-    settings.slack = SlackConfig(
-        bot_token="xoxb-test", signing_secret=SECRET, api_url=slack.api_url, update_interval_s=0.1
-    )
-    core = Core.build(settings, embedder=embedder)
-    await core.start()
-    services = await Services.start(settings, core)
-    client = await aiohttp_client(make_app(services))
-    env = Env(slack, client, services, core, [])
-    yield env
-    await settle(env)
-    await core.close()
-    await slack.close()
+    async with running_slack(settings, embedder, aiohttp_client) as env:
+        yield env
 
 
-async def test_a_slack_question_is_answered_from_the_weaviate_index(slack_env: Env) -> None:
+async def test_a_slack_question_is_answered_from_the_weaviate_index(slack_env: SlackEnv) -> None:
     ts, stop = await slack_env.ask("How do I reset my password?")
     answer_id = await slack_env.linked("CPUBLIC", stop.body["ts"])
     row = slack_env.core.store.get_answer(answer_id)
@@ -175,7 +154,7 @@ async def test_a_slack_question_is_answered_from_the_weaviate_index(slack_env: E
 
 
 async def test_a_public_channel_never_gets_private_documents_from_weaviate(
-    slack_env: Env,
+    slack_env: SlackEnv,
 ) -> None:
     _, stop = await slack_env.ask("What is the bonus target for a director and the salary bands?")
     answer_id = await slack_env.linked("CPUBLIC", stop.body["ts"])

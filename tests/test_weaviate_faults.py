@@ -11,30 +11,22 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from typer.testing import CliRunner
+from typer.testing import Result
 
 from base.database import make_engine, sqlite_url
 from base.errors import IndexStoreError
-from bot.cli import app
 from bot.core.runtime import Core
 from bot.server import Services, make_app
 from knowledge.config import KnowledgeConfig, SourceConfig
 from knowledge.index.weaviate import WeaviateIndex
 from knowledge.reports import SyncRunStore
 from knowledge.runtime import Knowledge
-from tests.conftest import HANDBOOK, WeaviateServer
-from tests.test_answering import settings_for
-
-runner = CliRunner()
+from tests.helpers import HANDBOOK, WeaviateServer, run_cli, settings_for
 
 
-def run(*args: str, env: dict[str, str]) -> Any:
-    return runner.invoke(app, list(args), env=env, catch_exceptions=False)
-
-
-async def cli(*args: str, env: dict[str, str]) -> Any:
+async def cli(*args: str, env: dict[str, str]) -> Result:
     """The CLI from inside a test's event loop (it runs one of its own)."""
-    return await asyncio.to_thread(run, *args, env=env)
+    return await asyncio.to_thread(run_cli, *args, env=env)
 
 
 async def chunk_ids(server: WeaviateServer, collection: str) -> Counter[str]:
