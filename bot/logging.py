@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 
@@ -24,7 +24,10 @@ _NOISY = (
 
 
 def configure_logging(
-    level: str = "info", fmt: Literal["auto", "console", "json"] = "auto", *, stream=None
+    level: str = "info",
+    fmt: Literal["auto", "console", "json"] = "auto",
+    *,
+    stream: TextIO | None = None,
 ) -> None:
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())

@@ -96,7 +96,8 @@ def cron_trigger(expression: str, timezone: str) -> CronTrigger:
 def next_run(expression: str, timezone: str, after: datetime | None = None) -> datetime | None:
     trigger = cron_trigger(expression, timezone)
     now = after or datetime.now(ZoneInfo(timezone))
-    return trigger.get_next_fire_time(None, now)
+    fire: datetime | None = trigger.get_next_fire_time(None, now)
+    return fire
 
 
 def slot_of(expression: str, timezone: str, now: datetime) -> datetime:
@@ -108,11 +109,13 @@ def slot_of(expression: str, timezone: str, now: datetime) -> datetime:
         timedelta(days=2),
         timedelta(days=400),
     ):
-        last = trigger.get_next_fire_time(None, now - window)
+        last: datetime | None = trigger.get_next_fire_time(None, now - window)
         if last is None or last > now:
             continue  # no fire time in this window: look further back
         while True:
-            following = trigger.get_next_fire_time(None, last + timedelta(seconds=1))
+            following: datetime | None = trigger.get_next_fire_time(
+                None, last + timedelta(seconds=1)
+            )
             if following is None or following > now:
                 return last
             last = following

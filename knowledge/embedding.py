@@ -104,4 +104,5 @@ class SentenceTransformerEmbedder:
         vector = encode(
             [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
-        return np.asarray(vector, dtype=np.float32)[0]
+        first: np.ndarray = np.asarray(vector, dtype=np.float32)[0]
+        return first

@@ -390,7 +390,9 @@ class LanceIndex:
             )
         return [_hit(rows[cid], score) for cid, score in fused[: query.k]]
 
-    def _vector(self, table: Any, vector: list[float], where: str | None, depth: int) -> list[dict]:
+    def _vector(
+        self, table: Any, vector: list[float], where: str | None, depth: int
+    ) -> list[dict[str, Any]]:
         # refine_factor(1): re-rank the ANN candidates with their full vectors. Without it the
         # IVF_HNSW_SQ index reports 2·(1 − cos) from quantised vectors instead of 1 − cos, and
         # scores would change scale once a table grows past ann_min_rows (abstention compares
@@ -402,12 +404,14 @@ class LanceIndex:
         )
         if where:
             q = q.where(where, prefilter=True)
-        rows = q.select([*_HIT_COLUMNS, "_distance"]).limit(depth).to_list()
+        rows: list[dict[str, Any]] = q.select([*_HIT_COLUMNS, "_distance"]).limit(depth).to_list()
         for r in rows:
             r["_score"] = 1.0 - float(r.pop("_distance"))
         return rows
 
-    def _keyword(self, table: Any, text: str, where: str | None, depth: int) -> list[dict]:
+    def _keyword(
+        self, table: Any, text: str, where: str | None, depth: int
+    ) -> list[dict[str, Any]]:
         from lancedb.query import MatchQuery
 
         text = " ".join(text.split())[:2000]
@@ -420,7 +424,7 @@ class LanceIndex:
         q = table.search(MatchQuery(text, "search_text"), query_type="fts")  # type: ignore[call-arg]
         if where:
             q = q.where(where, prefilter=True)
-        rows = q.select([*_HIT_COLUMNS, "_score"]).limit(depth).to_list()
+        rows: list[dict[str, Any]] = q.select([*_HIT_COLUMNS, "_score"]).limit(depth).to_list()
         for r in rows:
             r["_score"] = float(r["_score"])
         return rows

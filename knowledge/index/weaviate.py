@@ -714,7 +714,7 @@ class WeaviateIndex:
                     f"Weaviate failed to delete {result.failed} of {result.matches} chunks "
                     f"at {self.location}"
                 )
-            deleted += result.successful
+            deleted += int(result.successful)
             if not result.matches or not result.successful:
                 return deleted
         raise IndexStoreError(f"Weaviate kept matching chunks to delete at {self.location}")
