@@ -2,6 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
+# pytest workers for `make test` (pytest-xdist; each loads its own models: about 2 GB apiece).
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 .PHONY: install install-dev demo test test-fast services services-stop lint bench clean
 
@@ -29,11 +32,11 @@ test: install-dev
 	$(BIN)/ruff format --check base bot knowledge training tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	HF_HUB_OFFLINE=1 scripts/with-services.sh $(PY) -m pytest
+	HF_HUB_OFFLINE=1 scripts/with-services.sh $(PYTEST)
 
 ## The inner loop: every test but those marked slow (real training, the demo model), no lint.
 test-fast: install-dev
-	HF_HUB_OFFLINE=1 scripts/with-services.sh $(PY) -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 scripts/with-services.sh $(PYTEST) -q -m "not slow"
 
 ## Start PostgreSQL and Weaviate and print their addresses: eval "$$(make -s services)".
 services:
@@ -61,4 +64,4 @@ bench: install-dev
 	$(PY) bench/learning_loop.py
 
 clean:
-	rm -rf $(VENV) .expertbot .bench .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .expertbot .bench .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
