@@ -1,4 +1,4 @@
-"""The command line contract: what users and later issues rely on."""
+"""The command line contract: what users and scripts rely on."""
 
 from __future__ import annotations
 
