@@ -23,8 +23,14 @@ from bot.core.question import Answer, Question, Where, WhereKind
 from bot.logging import configure_logging
 from bot.settings import Settings, load_settings
 from knowledge.config import SourceConfig
-from knowledge.evaluation import evaluate_retrieval, load_cases
-from knowledge.models import Access, AccessScope, SearchFilters
+from knowledge.evaluation import (
+    RetrievalMetrics,
+    RetrievalOutcome,
+    evaluate_passages,
+    evaluate_retrieval,
+    load_cases,
+)
+from knowledge.models import Access, AccessScope, Hit, SearchFilters
 from knowledge.reports import SyncReport
 from knowledge.runtime import Knowledge
 from knowledge.search import MODES
@@ -256,24 +262,44 @@ def search(
 @eval_app.command("retrieval")
 def eval_retrieval(
     file: Path = typer.Argument(..., help='JSON lines: {"question": ..., "doc": <document id>}.'),
-    k: int = typer.Option(5, "-k", min=1, max=100, help="Recall@k cut-off."),
+    k: int = typer.Option(5, "-k", min=1, max=100, help="Recall@k cut-off, in documents."),
     as_json: bool = typer.Option(
         False, "--json", help="Print metrics and per-question ranks as JSON."
     ),
-    mode: str = typer.Option("hybrid", "--mode", help="hybrid, vector, keyword, or all (compare)."),
+    mode: str = typer.Option(
+        "hybrid",
+        "--mode",
+        help="hybrid (what serving searches), vector, keyword, passages (what the model is "
+        "given), or all.",
+    ),
 ) -> None:
-    """Recall@1, Recall@k and MRR of the gold document for each question in FILE."""
-    modes = list(MODES) if mode == "all" else [mode]
+    """Recall@1/5/10/k, MRR and nDCG@10 of the gold document(s) for each question in FILE,
+    counted in distinct documents (four chunks of one page are one document)."""
+    every = [*MODES, "passages"]
+    modes = every if mode == "all" else [mode]
 
-    async def work(settings: Settings) -> list[tuple[Any, list[Any]]]:
+    async def work(settings: Settings) -> list[tuple[RetrievalMetrics, list[RetrievalOutcome]]]:
+        if mode not in (*every, "all"):
+            raise ConfigError(f"--mode must be one of {', '.join(every)} or all, not {mode!r}")
         cases = load_cases(file)
         knowledge = _knowledge(settings)
         await knowledge.open()
+        search = knowledge.search
+
+        async def passages(question: str) -> list[Hit]:
+            # What the answering core hands the model (before it merges neighbouring chunks,
+            # which keeps their documents).
+            retrieval = await search.retrieve(question, k=settings.answer.passages)
+            return retrieval.hits
+
         try:
-            return [
-                await evaluate_retrieval(knowledge.search, cases, k=k, mode=m)  # type: ignore[arg-type]
-                for m in modes
-            ]
+            results = []
+            for m in modes:
+                if m == "passages":
+                    results.append(await evaluate_passages(cases, passages, k=k))
+                else:
+                    results.append(await evaluate_retrieval(search, cases, k=k, mode=m))  # type: ignore[arg-type]
+            return results
         finally:
             await knowledge.close()
 
@@ -297,11 +323,14 @@ def eval_retrieval(
             ]
         )
         return
-    out.print(f"{'mode':<8} {'questions':>9} {'R@1':>6} {f'R@{k}':>6} {'MRR':>6}")
+    cuts = sorted({1, 5, 10, k})
+    header = " ".join(f"{f'R@{c}':>6}" for c in cuts)
+    out.print(f"{'mode':<9} {'questions':>9} {header} {'MRR':>6} {'nDCG@10':>7}")
     for metrics, _ in results:
+        recall = " ".join(f"{metrics.recall[c]:>6.3f}" for c in cuts)
         out.print(
-            f"{metrics.mode:<8} {metrics.questions:>9} {metrics.recall_at_1:>6.3f} "
-            f"{metrics.recall_at_k:>6.3f} {metrics.mrr:>6.3f}"
+            f"{metrics.mode:<9} {metrics.questions:>9} {recall} {metrics.mrr:>6.3f} "
+            f"{metrics.ndcg_at_10:>7.3f}"
         )
 
 

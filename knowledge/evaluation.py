@@ -1,21 +1,28 @@
-"""Measuring retrieval on a user's own questions: Recall@1, Recall@k and MRR of the gold document.
+"""Measuring retrieval on a user's own questions, by document: Recall@1, @5, @10 and @k, MRR and
+nDCG@10 of the gold document(s).
 
 Input: JSON lines `{"question": ..., "doc": <document id> | [<document id>, ...]}`.
-A question counts as found at rank r when the r-th hit comes from one of its gold documents.
-Recall@k looks at the first k hits (what an answer would read); MRR looks at the first
-max(k, 10) hits.
+Hits are ranked as documents: a document takes the rank of its best chunk, and the chunks after
+it add nothing (four chunks of one page are one document, not four chances). A question is found
+at rank r when the r-th document is one of its gold documents. Recall@n: found within the first
+n documents; MRR: 1/r within the first max(k, 10); nDCG@10: every gold document counts, discounted
+by its rank (1 when all of them lead the list).
+
+`evaluate_passages` scores the same way the passages an answer is written from (what serving
+hands the model), so a change in how they are chosen shows in the same numbers.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import math
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from base.errors import InputFileError
-from knowledge.models import SearchFilters
+from knowledge.models import Hit, SearchFilters
 from knowledge.search import KnowledgeSearch, Mode
 
 
@@ -29,8 +36,20 @@ class RetrievalCase:
 @dataclass(frozen=True, slots=True)
 class RetrievalOutcome:
     case: RetrievalCase
-    rank: int | None  # 1-based rank of the first gold hit, None when not in the first max(k, 10)
-    top_docs: list[str]
+    rank: int | None  # 1-based rank of the first gold document; None when not in `top_docs`
+    top_docs: list[str]  # distinct documents, best first (max(k, 10) of them when there are)
+
+    def found_within(self, n: int) -> bool:
+        return self.rank is not None and self.rank <= n
+
+    def ndcg(self, n: int = 10) -> float:
+        gains = sum(
+            1.0 / math.log2(i + 1)
+            for i, doc in enumerate(self.top_docs[:n], start=1)
+            if doc in self.case.docs
+        )
+        ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(len(self.case.docs), n) + 1))
+        return gains / ideal
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,18 +57,26 @@ class RetrievalMetrics:
     mode: str
     k: int
     questions: int
-    recall_at_1: float
-    recall_at_k: float
+    recall: dict[int, float]  # Recall@n for n in 1, 5, 10 and k
     mrr: float
+    ndcg_at_10: float
+
+    @property
+    def recall_at_1(self) -> float:
+        return self.recall[1]
+
+    @property
+    def recall_at_k(self) -> float:
+        return self.recall[self.k]
 
     def as_json(self) -> dict[str, object]:
         return {
             "mode": self.mode,
             "k": self.k,
             "questions": self.questions,
-            "recall@1": round(self.recall_at_1, 4),
-            f"recall@{self.k}": round(self.recall_at_k, 4),
+            **{f"recall@{n}": round(value, 4) for n, value in sorted(self.recall.items())},
             "mrr": round(self.mrr, 4),
+            "ndcg@10": round(self.ndcg_at_10, 4),
         }
 
 
@@ -96,20 +123,57 @@ async def evaluate_retrieval(
     mode: Mode = "hybrid",
     filters: SearchFilters | None = None,
 ) -> tuple[RetrievalMetrics, list[RetrievalOutcome]]:
-    depth = max(k, 10)
+    """Search every case as `mode` does and score the distinct documents it ranks."""
+    wanted = max(k, 10)
+
+    async def documents(question: str) -> list[str]:
+        # Enough chunks for `wanted` distinct documents in all but the most repetitive corpora.
+        hits = await search.search(question, k=min(wanted * 5, 200), mode=mode, filters=filters)
+        return distinct_documents(hits)[:wanted]
+
+    return await _score(cases, documents, mode=mode, k=k)
+
+
+async def evaluate_passages(
+    cases: list[RetrievalCase],
+    passages: Callable[[str], Awaitable[Sequence[Hit]]],
+    *,
+    k: int = 5,
+    label: str = "passages",
+) -> tuple[RetrievalMetrics, list[RetrievalOutcome]]:
+    """Score the passages `passages(question)` hands the model, as documents, like
+    `evaluate_retrieval` (there are usually fewer than 10: Recall@10 counts what is there)."""
+
+    async def documents(question: str) -> list[str]:
+        return distinct_documents(await passages(question))
+
+    return await _score(cases, documents, mode=label, k=k)
+
+
+def distinct_documents(hits: Sequence[Hit]) -> list[str]:
+    """Document ids in the order of their best hit."""
+    return list(dict.fromkeys(h.doc_id for h in hits))
+
+
+async def _score(
+    cases: list[RetrievalCase],
+    documents: Callable[[str], Awaitable[list[str]]],
+    *,
+    mode: str,
+    k: int,
+) -> tuple[RetrievalMetrics, list[RetrievalOutcome]]:
     outcomes: list[RetrievalOutcome] = []
     for case in cases:
-        hits = await search.search(case.question, k=depth, mode=mode, filters=filters)
-        docs = [h.doc_id for h in hits]
+        docs = await documents(case.question)
         rank = next((i for i, d in enumerate(docs, start=1) if d in case.docs), None)
-        outcomes.append(RetrievalOutcome(case, rank, docs[:k]))
+        outcomes.append(RetrievalOutcome(case, rank, docs))
     n = len(outcomes)
     metrics = RetrievalMetrics(
         mode=mode,
         k=k,
         questions=n,
-        recall_at_1=sum(o.rank == 1 for o in outcomes) / n,
-        recall_at_k=sum(o.rank is not None and o.rank <= k for o in outcomes) / n,
+        recall={c: sum(o.found_within(c) for o in outcomes) / n for c in sorted({1, 5, 10, k})},
         mrr=sum(1.0 / o.rank for o in outcomes if o.rank) / n,
+        ndcg_at_10=sum(o.ndcg(10) for o in outcomes) / n,
     )
     return metrics, outcomes

@@ -73,7 +73,7 @@ def test_eval_retrieval_reports_recall_and_mrr(synced):
     )
     assert result.exit_code == 0, result.output
     rows = {row["mode"]: row for row in json.loads(result.stdout)}
-    assert set(rows) == {"hybrid", "vector", "keyword"}
+    assert set(rows) == {"hybrid", "vector", "keyword", "passages"}
     assert rows["hybrid"]["questions"] == 30
     assert rows["hybrid"]["recall@5"] >= 0.9 and rows["hybrid"]["mrr"] >= 0.85
     assert all(r["rank"] is None or r["rank"] >= 1 for r in rows["hybrid"]["results"])
