@@ -4,7 +4,8 @@ Corpus: the reST sources of the Python 3.11 docs (Debian's python3.11-doc), FAQ 
 Questions: the FAQ's own questions; gold documents: the library pages their answers cite
 (bench/pydocs_dataset.py). Nobody on this team wrote either.
 
-Prints: Recall@1, Recall@5 and MRR for hybrid, vector-only and keyword-only search; ingest
+Prints: Recall@1, @5, @10, MRR and nDCG@10 of the gold documents (distinct documents, as
+`expertbot eval retrieval` counts them) for hybrid, vector-only and keyword-only search; ingest
 throughput; the cost of re-syncing the unchanged corpus; and what re-syncing after changing
 1 % of the documents re-embeds.
 
@@ -100,9 +101,12 @@ async def main(work: Path, as_json: bool) -> dict:
         print(
             f"corpus: {ing['documents']} documents, {ing['chunks']} chunks; {len(cases)} FAQ questions"
         )
-        print(f"{'mode':<8} {'R@1':>6} {'R@5':>6} {'MRR':>6}")
+        print(f"{'mode':<8} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MRR':>6} {'nDCG@10':>7}")
         for mode, m in quality.items():
-            print(f"{mode:<8} {m['recall@1']:>6.3f} {m['recall@5']:>6.3f} {m['mrr']:>6.3f}")
+            print(
+                f"{mode:<8} {m['recall@1']:>6.3f} {m['recall@5']:>6.3f} {m['recall@10']:>6.3f} "
+                f"{m['mrr']:>6.3f} {m['ndcg@10']:>7.3f}"
+            )
         print(f"ingest: {ing['chunks_per_s']} chunks/s ({ing['seconds']} s)")
         r = results["resync_unchanged"]
         print(
