@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from knowledge.evaluation import RetrievalCase, evaluate_passages
+from knowledge.evaluation import (
+    RetrievalCase,
+    RetrievalMetrics,
+    RetrievalOutcome,
+    evaluate_passages,
+)
 from knowledge.models import Hit
 from tests.helpers import HANDBOOK, run_cli
 
@@ -32,7 +37,9 @@ def case(question: str, *docs: str) -> RetrievalCase:
     return RetrievalCase(line=1, question=question, docs=frozenset(docs))
 
 
-async def scored(ranking: dict[str, Sequence[Hit]], cases: list[RetrievalCase], k: int = 5):
+async def scored(
+    ranking: Mapping[str, Sequence[Hit]], cases: list[RetrievalCase], k: int = 5
+) -> tuple[RetrievalMetrics, list[RetrievalOutcome]]:
     async def passages(question: str) -> Sequence[Hit]:
         return ranking[question]
 
