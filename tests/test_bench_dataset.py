@@ -6,6 +6,7 @@ import json
 
 from bench.apache_dataset import build as build_apache
 from bench.git_dataset import build as build_git
+from bench.privoxy_dataset import build as build_privoxy
 from bench.pydocs_dataset import build
 from bench.sqlite_dataset import build as build_sqlite
 
@@ -160,3 +161,39 @@ def test_git_faq_questions_get_the_pages_their_answers_name(tmp_path):
     assert "gitfaq.html" not in corpus and "gitfaq.txt" not in corpus
     assert "howto/new-command.html" in corpus
     assert (summary["questions_kept"], summary["dropped_no_gold"]) == (3, 1)
+
+
+def test_privoxy_faq_questions_get_the_pages_their_answers_link(tmp_path):
+    src = tmp_path / "privoxy"
+    for sub in ("faq", "user-manual", "developer-manual"):
+        (src / sub).mkdir(parents=True)
+    (src / "index.html").write_text("<p>Privoxy documentation.</p>")
+    (src / "user-manual" / "config.html").write_text("<p>listen-address</p>")
+    (src / "user-manual" / "actions-file.html").write_text("<p>Actions.</p>")
+    (src / "user-manual" / "whatsnew.html").write_text("<p>New in 3.0.34.</p>")
+    (src / "developer-manual" / "index.html").write_text("<p>Developers.</p>")
+    (src / "faq" / "index.html").write_text('<a HREF="configuration.html">Configuration</a>')
+    (src / "faq" / "configuration.html").write_text(
+        '<H1 CLASS="SECT1"><A NAME="CONFIGURATION">3. Configuration</A></H1>\n'
+        '><H3\nCLASS="SECT2"\n><A\nNAME="ACTIONSS"\n>3.2. What is an <SPAN\nCLASS="QUOTE"\n>'
+        '"actions"</SPAN\n> file?</A\n></H3\n><P\n>See the <A\n'
+        'HREF="../user-manual/actions-file.html#ACTIONS"\nTARGET="_top"\n>actions</A\n> and '
+        '<A HREF="index.html#Q">the FAQ</A>.</P>\n'
+        '<H3 CLASS="SECT2"><A NAME="LAN">3.10. How can I set up Privoxy for my LAN?</A></H3>\n'
+        '<P>Set <A HREF="../user-manual/config.html#LISTEN-ADDRESS">listen-address</A>.</P>\n'
+        '<H3 CLASS="SECT2"><A NAME="WHY">3.11. Why is it so complicated?</A></H3>\n'
+        '<P>It is not.</P>\n<DIV CLASS="NAVFOOTER"><A HREF="../user-manual/config.html">x</A></DIV>'
+    )
+    summary = build_privoxy(tmp_path / "out", sources_dir=src)
+    assert _questions(tmp_path / "out") == {
+        'What is an "actions" file?': ["user-manual/actions-file.html"],
+        "How can I set up Privoxy for my LAN?": ["user-manual/config.html"],
+    }
+    # No FAQ, no release notes.
+    assert _corpus(tmp_path / "out") == [
+        "developer-manual/index.html",
+        "index.html",
+        "user-manual/actions-file.html",
+        "user-manual/config.html",
+    ]
+    assert (summary["questions_kept"], summary["dropped_no_gold"]) == (2, 1)
