@@ -202,7 +202,7 @@ class Answerer:
             if not guard.released:
                 yield answer.text
             await self._record(question, answer, retrieved=retrieval.hits)
-            bound.warning(
+            bound.info(
                 "answer.quoted",
                 reason=guard.reason,
                 shown=guard.released,
