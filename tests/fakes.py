@@ -39,9 +39,10 @@ class FakeOpenAI:
         self.headers_delay_s = 0.0  # before the response starts
         self.word_delay_s = 0.0
         self.endless = False  # repeat the reply's words until the client goes away
-        self.gate: asyncio.Event | None = None  # the stream waits here after its first word
-        self.malformed = False  # a broken chunk after the first word
-        self.cut = False  # end the body after the first word, without finish or [DONE]
+        self.gate: asyncio.Event | None = None  # the stream waits here after `break_after` words
+        self.malformed = False  # a broken chunk after `break_after` words
+        self.break_after = 1  # words written before the gate, malformed chunk or cut take effect
+        self.cut = False  # end the body after `break_after` words, without finish or [DONE]
         self.usage = True
         self.finish_reason = "stop"
         self.load_status = 200
@@ -108,7 +109,7 @@ class FakeOpenAI:
             words = itertools.cycle(pieces) if self.endless else iter(pieces)
             for i, word in enumerate(words):
                 await self._send(response, {"content": word})
-                if i == 0:
+                if i == self.break_after - 1:
                     if self.gate is not None:
                         await self.gate.wait()
                     if self.malformed:

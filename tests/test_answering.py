@@ -10,13 +10,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
 from base.errors import GenerationTimeout, QueryError
-from bot.core.question import Answer, Question, Turn, Where, WhereKind
+from bot.core.answering import QUOTE_INTRO
+from bot.core.question import Answer, Passage, Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
 from tests.fakes import FakeOpenAI
 from tests.helpers import PASSWORD_Q, settings_for, stored_answer
 from training.feedback.records import StoredSource
+from training.serving.degeneration import QUOTE_MODEL
 
 SWALLOW_Q = "What is the airspeed velocity of an unladen swallow carrying a coconut?"
 
@@ -283,11 +286,76 @@ async def test_an_answer_without_citations_lists_no_sources(scripted) -> None:
     assert answer.text == "Use the self-service portal." and answer.sources == ()
 
 
-async def test_an_empty_model_reply_becomes_an_abstention_not_a_blank_message(scripted) -> None:
+def assert_quotes(answer: Answer, passage: Passage) -> None:
+    """`answer` is `passage` quoted, marked as a quote, cited [1] and listed as its source."""
+    assert answer.text.startswith(f"{QUOTE_INTRO} [1]:\n\n> ")
+    first_line = passage.text.strip().splitlines()[0]
+    assert f"> {first_line[:60]}" in answer.text
+    assert [(s.number, s.title, s.uri, s.heading) for s in answer.sources] == [
+        (1, passage.title, passage.uri, passage.heading)
+    ]
+    assert not answer.abstained and not answer.curated
+    assert answer.model == QUOTE_MODEL and answer.adapter is None
+
+
+@pytest.mark.parametrize("reply", [" [9] ", "", "1.", "- ", "**", "1. 2. 3."])
+async def test_a_broken_model_reply_becomes_the_best_passage_quoted(scripted, reply) -> None:
     core, server = scripted
-    server.reply = " [9] "
+    server.reply = reply
+    with capture_logs() as logs:
+        deltas, answer = await collect(core, Question(PASSWORD_Q))
+    assert_quotes(answer, answer.passages[0])
+    assert "".join(deltas) == answer.text  # nothing of the broken reply was shown
+    row = stored_answer(core.store, answer.id)
+    assert row.answer == answer.text and row.model == QUOTE_MODEL and not row.abstained
+    assert [(s.number, s.source.uri) for s in row.sources] == [(1, answer.passages[0].uri)]
+    [event] = [e for e in logs if e["event"] == "answer.quoted"]
+    assert event["model"] == "served" and event["shown"] is False
+    assert event["reason"] in ("empty", "too_short")
+
+
+async def test_a_loop_stops_the_model_and_is_replaced_by_a_quote(scripted) -> None:
+    core, server = scripted
+    server.reply = "Passwords are reset at KeyDesk. "
+    server.endless = True
+    with capture_logs() as logs:
+        deltas, answer = await collect(core, Question(PASSWORD_Q))
+    assert server.disconnected.is_set()  # the model was stopped, not left writing
+    assert_quotes(answer, answer.passages[0])
+    # What was shown before the loop showed is replaced by the final Answer (the sinks show it).
+    assert "".join(deltas).count("Passwords are reset at KeyDesk.") < 3
+    assert stored_answer(core.store, answer.id).answer == answer.text
+    [event] = [e for e in logs if e["event"] == "answer.quoted"]
+    assert event["reason"] == "loop" and event["shown"] is True
+
+
+async def test_an_uncited_copy_of_a_passage_is_quoted_as_such(scripted) -> None:
+    core, server = scripted
+    passages = (await core.answerer.answer(Question(PASSWORD_Q))).passages
+    copied = next(p for p in passages[1:] if len(p.text.split()) >= 12)
+    server.reply = copied.text
     answer = await core.answerer.answer(Question(PASSWORD_Q))
-    assert answer.abstained and answer.text.startswith("I couldn't find this")
+    assert answer.passages == passages
+    assert_quotes(answer, copied)
+    server.reply = f"{copied.text} [{passages.index(copied) + 1}]"  # cited, it is an answer
+    cited = await core.answerer.answer(Question(PASSWORD_Q))
+    assert cited.model == "served" and cited.text.startswith(copied.text.strip()[:40])
+
+
+async def test_the_prompt_echoed_back_is_never_shown(scripted) -> None:
+    core, server = scripted
+    server.reply = core.settings.prompt.system_prompt
+    deltas, answer = await collect(core, Question(PASSWORD_Q))
+    assert_quotes(answer, answer.passages[0])
+    assert "".join(deltas) == answer.text
+
+
+async def test_a_short_real_answer_is_kept(scripted) -> None:
+    core, server = scripted
+    server.reply = "9 minutes [1]."
+    deltas, answer = await collect(core, Question(PASSWORD_Q))
+    assert answer.text == "9 minutes [1]." and "".join(deltas) == answer.text
+    assert answer.model == "served" and len(answer.sources) == 1
 
 
 async def test_a_model_that_says_the_passages_dont_answer_is_an_abstention(scripted) -> None:

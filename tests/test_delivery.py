@@ -205,11 +205,14 @@ async def test_an_answer_breaking_off_midway_keeps_what_was_shown_then_apologise
     scripted: tuple[Core, FakeOpenAI],
 ) -> None:
     core, server = scripted
-    server.malformed = True  # a broken chunk after the first word
+    # A broken chunk after the first sentence: shown, as it is clearly an answer's beginning.
+    server.break_after = len(CITED.split(". ")[0].split())
+    server.malformed = True
     sink = Recording()
     assert await deliver(core.answerer, question(), sink) is None
-    assert sink.methods() == ["delta", "failed"]
-    assert CITED.startswith(sink.deltas()[0]) and sink.calls[-1].text == APOLOGY
+    *shown, last = sink.methods()
+    assert shown and set(shown) == {"delta"} and last == "failed"
+    assert CITED.startswith("".join(sink.deltas())) and sink.calls[-1].text == APOLOGY
     assert recorded(core) == 0 and links(core) == []
 
 
@@ -253,17 +256,20 @@ async def test_a_cancelled_answer_ends_what_was_shown_tells_nobody_and_stops_the
     scripted: tuple[Core, FakeOpenAI],
 ) -> None:
     core, server = scripted
-    server.gate = asyncio.Event()  # the model stalls after its first word
+    server.gate = asyncio.Event()  # the model stalls after its first sentence (shown)
+    server.break_after = len(CITED.split(". ")[0].split())
     sink = Recording()
     task = asyncio.create_task(deliver(core.answerer, question(), sink))
+    first = CITED.split(". ")[0] + "."
     for _ in range(500):
-        if sink.calls:
+        if "".join(sink.deltas()).strip() == first:
             break
         await asyncio.sleep(0.01)
-    assert sink.methods() == ["delta"]
+    assert "".join(sink.deltas()).strip() == first and set(sink.methods()) == {"delta"}
+    shown = len(sink.calls)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert [(c.method, c.text) for c in sink.calls[1:]] == [("failed", None)]
+    assert [(c.method, c.text) for c in sink.calls[shown:]] == [("failed", None)]
     await asyncio.wait_for(server.disconnected.wait(), 5)  # the model's stream was closed
     assert recorded(core) == 0 and links(core) == []

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from bot.core.answering import QUOTE_INTRO
 from bot.slack import ids
 from knowledge.config import SourceConfig
 from tests.fakes import FakeOpenAI
@@ -36,6 +37,7 @@ from tests.helpers import (
 from tests.helpers import SlackEnv as Env
 from tests.slack_fake import BOT_USER, TEAM, Call, FakeSlack
 from training.config import OpenAIConfig, TrainingConfig
+from training.serving.degeneration import QUOTE_MODEL
 
 ADMIN, EXPERT, EMPLOYEE = "UADMIN", "UEXPERT", "UEMPLOYEE"
 
@@ -131,6 +133,19 @@ async def cited(handbook_data_dir: Path, embedder, aiohttp_client, aiohttp_serve
     settings.model.openai = OpenAIConfig(base_url=url)
     async with running_slack(settings, embedder, aiohttp_client) as made:
         yield made
+
+
+@pytest.fixture
+async def scripted(handbook_data_dir: Path, embedder, aiohttp_client, aiohttp_server):
+    """An env and the scripted OpenAI-compatible model it answers with (tests set its reply)."""
+    model = FakeOpenAI()
+    url = str((await aiohttp_server(model.app())).make_url("/v1"))
+    settings = settings_for(handbook_data_dir, "served-model")
+    settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    settings.model.backend = "openai"
+    settings.model.openai = OpenAIConfig(base_url=url)
+    async with running_slack(settings, embedder, aiohttp_client) as made:
+        yield made, model
 
 
 # -- answering ---------------------------------------------------------------------------------
@@ -799,3 +814,39 @@ async def test_experts_and_admins_may_come_from_slack_user_groups(env: Env) -> N
     # The asker's groups travel with the question (restricted documents may name them).
     await env.ask("Who are the IT experts?", user="UGROUPIE")
     assert {"S0EXPERTS", "it-experts"} <= env.questions[-1].asker_groups
+
+
+async def test_a_broken_model_reply_is_never_shown_the_best_passage_is_quoted(scripted) -> None:
+    env, model = scripted
+    model.reply = "1."
+    _, stop = await env.ask(PASSWORD_Q)
+    answer_ts = stop.body["ts"]
+    row = stored_answer(env.core.store, button_values(stop)[ids.FEEDBACK_UP])
+    assert row.model == QUOTE_MODEL and row.answer.startswith(f"{QUOTE_INTRO} [1]:")
+    # The streamed message is the quote, whole; "1." was never in it.
+    streamed = streamed_text(env.slack, answer_ts)
+    assert streamed.strip() == row.answer and "\n> " in streamed
+    [sources] = [b for b in stop.body["blocks"] if b.get("block_id") == "expertbot_sources"]
+    [line] = [line for e in sources["elements"] for line in e["text"].splitlines()]
+    assert line.startswith("[1]") and row.sources[0].source.title in line
+    assert env.core.store.answer_for_message("slack", "CPUBLIC", answer_ts) == row.id
+
+
+async def test_a_loop_shown_while_streaming_is_replaced_by_the_quote(scripted) -> None:
+    env, model = scripted
+    model.reply = "Passwords are reset at KeyDesk by the help desk team. "
+    model.endless = True
+    _, stop = await env.ask(PASSWORD_Q)
+    answer_ts = stop.body["ts"]
+    assert model.disconnected.is_set()  # the model was stopped
+    streamed = streamed_text(env.slack, answer_ts)
+    assert streamed.startswith("Passwords are reset")  # it looked like an answer at first
+    # ... and the message now shows the quote, with its sources and buttons, and is linked.
+    [update] = [c for c in env.slack.calls_to("chat.update") if c.body["ts"] == answer_ts]
+    answer_id = env.core.store.answer_for_message("slack", "CPUBLIC", answer_ts)
+    row = stored_answer(env.core.store, answer_id)
+    assert row.model == QUOTE_MODEL
+    assert update.body["text"].startswith(f"{QUOTE_INTRO} [1]:\n\n&gt; ")
+    assert "Passwords are reset at KeyDesk" not in update.body["text"]
+    assert button_values(update) == {ids.FEEDBACK_UP: answer_id, ids.FEEDBACK_DOWN: answer_id}
+    assert any(b.get("block_id") == "expertbot_sources" for b in update.body["blocks"])

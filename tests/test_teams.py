@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from microsoft_agents.hosting.core import AgentAuthConfiguration, ConnectionManager
 from pydantic import SecretStr
 
+from bot.core.answering import QUOTE_INTRO
 from bot.core.question import Answer
 from bot.core.runtime import Core
 from bot.server import Services, make_app
@@ -48,6 +49,7 @@ from tests.teams_fake import (
     activity,
 )
 from training.config import OpenAIConfig, TrainingConfig
+from training.serving.degeneration import QUOTE_MODEL
 
 ADMIN, EXPERT, EMPLOYEE = "aad-admin", "aad-expert", "aad-employee"
 CORRECTION = "Go to https://id.example.com/reset and follow the steps; IT never asks for it."
@@ -160,6 +162,23 @@ async def cited(handbook_data_dir: Path, tiny_phi3: Path, embedder, aiohttp_clie
     model = FakeOpenAI()
     model.reply = CITED
     model.word_delay_s = 0.25
+    model.url = str((await aiohttp_server(model.app())).make_url("/v1"))
+    teams = TeamsConfig(**TEAMS)
+    async for made in make_env(
+        handbook_data_dir, tiny_phi3, embedder, aiohttp_client, teams, model=model
+    ):
+        yield made
+
+
+@pytest.fixture
+async def looping(
+    handbook_data_dir: Path, tiny_phi3: Path, embedder, aiohttp_client, aiohttp_server
+):
+    """An env whose model starts like an answer, then writes the same sentence on and on."""
+    model = FakeOpenAI()
+    model.reply = "Passwords are reset at KeyDesk by the help desk team. "
+    model.endless = True
+    model.word_delay_s = 0.1
     model.url = str((await aiohttp_server(model.app())).make_url("/v1"))
     teams = TeamsConfig(**TEAMS)
     async for made in make_env(
@@ -666,3 +685,20 @@ async def test_metrics_count_questions_answers_latency_feedback_jobs_and_the_ada
     assert grew('expertbot_feedback_total{kind="up"}') == 1
     assert grew('expertbot_job_runs_total{job="rollback",outcome="error"}') == 1
     assert after['expertbot_serving_adapter{version="base"}'] == 1
+
+
+async def test_a_loop_streamed_in_teams_ends_as_the_quote(looping: Env) -> None:
+    env = looping
+    sent, final, answer_id = await env.ask(PASSWORD_Q)
+    conversation = sent["conversation"]["id"]
+    streamed = [
+        s
+        for s in env.connector.sent
+        if s.conversation == conversation and s.stream_type == "streaming"
+    ]
+    assert any(s.body["text"].startswith("Passwords are reset") for s in streamed)
+    answer = stored_answer(env.core.store, answer_id)
+    assert answer.model == QUOTE_MODEL
+    assert final.stream_type == "final" and final.body["text"] == answer.answer
+    assert final.body["text"].startswith(f"{QUOTE_INTRO} [1]:")
+    assert "Passwords are reset at KeyDesk" not in final.body["text"]

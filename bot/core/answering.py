@@ -35,10 +35,18 @@ from training.feedback.records import (
 from training.feedback.store import FeedbackStore
 from training.scoring import says_it_does_not_know
 from training.serving.citations import CitationRewriter
+from training.serving.degeneration import QUOTE_MODEL, OutputGuard
 from training.serving.generation import GenerationRequest, Generator
 from training.serving.prompting import PromptBuilder
 
 log = structlog.get_logger("expertbot.answer")
+
+# Said above a passage quoted in place of a model's broken output (see training.serving.
+# degeneration), so that nobody takes it for a written answer.
+QUOTE_INTRO = (
+    "I couldn't write a reliable answer to this, so here is the most relevant passage, quoted"
+)
+QUOTE_CHARS = 1200  # a passage quoted longer than this is cut after a sentence
 
 _CONTROL = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]"
@@ -142,23 +150,39 @@ class Answerer:
             return
 
         rewriter = CitationRewriter(len(prompt.passages))
+        # Nothing is shown before it is clearly an answer, and a loop stops the model at once.
+        guard = OutputGuard(
+            instructions=[m.content for m in prompt.messages if m.role == "system"]
+            + [prompt.messages[-1].content],
+            passages=[p.text for p in prompt.passages],
+        )
         parts: list[str] = []
         first_token: float | None = None
         stream = self.generator.stream(GenerationRequest(prompt.messages, stop=prompt.stop))
         async with stream:
             async for delta in stream:
-                shown = rewriter.feed(delta)
+                written = rewriter.feed(delta)
                 if not parts:
-                    shown = shown.lstrip()
+                    written = written.lstrip()
+                if not written:
+                    continue
+                parts.append(written)
+                shown = guard.feed(written)
+                if guard.reason is not None:
+                    break
                 if shown:
                     if first_token is None:
                         first_token = time.perf_counter() - started
-                    parts.append(shown)
                     yield shown
-        tail = rewriter.finish()
+        tail = rewriter.finish() if guard.reason is None else ""
         if tail.strip():
             parts.append(tail)
-            yield tail
+            guard.feed(tail)
+        held = guard.finish()
+        if held.strip():
+            if first_token is None:
+                first_token = time.perf_counter() - started
+            yield held
         generated_at = time.perf_counter()
         stats = stream.stats
         body = "".join(parts).strip()
@@ -170,29 +194,45 @@ class Answerer:
             generation_s=generated_at - prompted_at,
             total_s=time.perf_counter() - started,
         )
-        if not body:  # the model wrote nothing usable: say so rather than send an empty answer
-            answer = self._abstain(answer_id, text, started, retrieved_at - started)
-            yield answer.text
-        else:
-            sources = tuple(
-                Source(n, p.title, p.uri, p.heading, excerpt=p.text)
-                for n, p in enumerate((prompt.passages[i - 1] for i in rewriter.order), 1)
-            )
-            model_abstained = not sources and says_it_does_not_know(body)
-            answer = Answer(
-                id=answer_id,
-                question=text,
-                text=body,
-                sources=sources,
-                abstained=model_abstained,
-                curated=False,
+        if guard.reason is not None:
+            # What the model wrote is no answer: the best passage (or the one it copied), quoted
+            # and cited, replaces it; where some of it was shown, the final Answer replaces that.
+            passage = prompt.passages[(guard.copied or 1) - 1]
+            answer = self._quote(answer_id, text, passage, prompt.passages, timings)
+            if not guard.released:
+                yield answer.text
+            await self._record(question, answer, retrieved=retrieval.hits)
+            bound.info(
+                "answer.quoted",
+                reason=guard.reason,
+                shown=guard.released,
                 model=stats.model if stats else self.generator.model_name,
                 adapter=stats.adapter if stats else self.generator.adapter,
-                timings=timings,
-                passages=prompt.passages,
-                invalid_citations=rewriter.invalid,
-                finish_reason=stats.finish_reason if stats else "stop",
+                written_chars=len(body),
+                passages=len(prompt.passages),
+                total_ms=round(timings.total_s * 1000),
             )
+            yield answer
+            return
+        sources = tuple(
+            Source(n, p.title, p.uri, p.heading, excerpt=p.text)
+            for n, p in enumerate((prompt.passages[i - 1] for i in rewriter.order), 1)
+        )
+        model_abstained = not sources and says_it_does_not_know(body)
+        answer = Answer(
+            id=answer_id,
+            question=text,
+            text=body,
+            sources=sources,
+            abstained=model_abstained,
+            curated=False,
+            model=stats.model if stats else self.generator.model_name,
+            adapter=stats.adapter if stats else self.generator.adapter,
+            timings=timings,
+            passages=prompt.passages,
+            invalid_citations=rewriter.invalid,
+            finish_reason=stats.finish_reason if stats else "stop",
+        )
         await self._record(question, answer, retrieved=retrieval.hits)
         bound.info(
             "answer.generated",
@@ -240,6 +280,28 @@ class Answerer:
             timings=Timings(retrieval_s=retrieval_s, total_s=time.perf_counter() - started),
         )
 
+    def _quote(
+        self,
+        answer_id: str,
+        text: str,
+        passage: Passage,
+        passages: tuple[Passage, ...],
+        timings: Timings,
+    ) -> Answer:
+        quoted = "\n".join(f"> {line}".rstrip() for line in excerpt(passage.text).splitlines())
+        return Answer(
+            id=answer_id,
+            question=text,
+            text=f"{QUOTE_INTRO} [1]:\n\n{quoted}",
+            sources=(Source(1, passage.title, passage.uri, passage.heading, excerpt=passage.text),),
+            abstained=False,
+            curated=False,
+            model=QUOTE_MODEL,  # recorded so: no model wrote it (the log names the one that failed)
+            adapter=None,
+            timings=timings,
+            passages=passages,
+        )
+
     def _curated(self, answer_id: str, text: str, curated: CuratedAnswer, started: float) -> Answer:
         elapsed = time.perf_counter() - started
         return Answer(
@@ -265,7 +327,15 @@ class Answerer:
         retrieved: Sequence[Hit],
         curated: CuratedAnswer | None = None,
     ) -> None:
-        kind = "curated" if answer.curated else "abstained" if answer.abstained else "generated"
+        kind = (
+            "curated"
+            if answer.curated
+            else "abstained"
+            if answer.abstained
+            else "quoted"
+            if answer.model == QUOTE_MODEL
+            else "generated"
+        )
         timings = answer.timings
         metrics.answered(
             question.where.platform,
@@ -322,6 +392,18 @@ class Answerer:
                 (Access.PRIVATE.value, ()),  # unknown: the most restrictive
             )
         return StoredSource(source.title, source.uri, source.heading, access, tuple(allowed))
+
+
+def excerpt(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text`, or its beginning up to `limit` characters, cut after a sentence where one ends in
+    the second half (else after a word), marked " …"."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = max(cut.rfind(". "), cut.rfind(".\n"), cut.rfind("\n"))
+    end = end + 1 if end >= limit // 2 else cut.rfind(" ")
+    return cut[: end if end > 0 else limit].rstrip() + " …"
 
 
 def merge_passages(hits: Sequence[Hit]) -> list[Passage]:

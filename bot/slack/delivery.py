@@ -8,7 +8,8 @@
   the final message(s) with the footer.
 - `EphemeralAnswer`: `/expertbot ask`: the final answer only, seen by the asker alone.
 
-Progress comes at most every `slack.update_interval_s` (`deliver` throttles it). An answer that
+Progress comes at most every `slack.update_interval_s` (`deliver` throttles it). Where the final
+answer is not what was streamed (the core replaced a broken output), it replaces it. An answer that
 breaks off keeps what was shown, its stream ended with " …"; the reason follows in the thread.
 """
 
@@ -102,6 +103,7 @@ class StreamedAnswer:
         self.team, self.user = team, user
         self.interval_s = interval_s
         self.pending = ""  # written, not appended yet
+        self.streamed = ""  # appended, in every streamed message
         self.sent = 0  # characters of markdown in the current streamed message
         self.ts: list[str] = []  # every streamed message (a long answer continues in a new one)
         self.stream: AsyncChatStream | None = None
@@ -131,6 +133,11 @@ class StreamedAnswer:
         if self.fallback is not None:
             return await self.fallback.finished(answer, unsent)
         self.pending += unsent
+        if (self.streamed + self.pending).strip() != answer.text.strip():
+            # The core replaced what was written (a broken output became a quote).
+            if self.ts:
+                return await self._replace(answer)
+            self.pending = answer.text
         try:
             await self._make_room()
             assert self.stream is not None
@@ -152,6 +159,19 @@ class StreamedAnswer:
                 await self.stream.stop(markdown_text=self.pending + unsent + " …")
         if text is not None:
             await post(self.client, self.channel, self.thread, text)
+
+    async def _replace(self, answer: Answer) -> list[str]:
+        """Make the streamed message(s) show `answer` instead of what was streamed."""
+        assert self.stream is not None
+        await self.stream.stop()
+        self.stream = None
+        first, *others = self.ts
+        for ts in others:
+            await self.client.chat_delete(channel=self.channel, ts=ts)
+        updated = UpdatedAnswer(self.client, self.channel, self.thread, interval_s=self.interval_s)
+        updated.ts = first
+        self.ts = await updated.finished(answer, "")
+        return self.ts
 
     def _fall_back(self, exc: SlackApiError | SlackRequestError) -> UpdatedAnswer:
         log.info("slack.streaming_refused", channel=self.channel, error=error_code(exc))
@@ -189,6 +209,7 @@ class StreamedAnswer:
         if self.pending:
             # Cleared only once sent: where Slack refuses, the fallback gets all of it.
             await self.stream.append(markdown_text=self.pending)
+            self.streamed += self.pending
             self.sent += len(self.pending)
             self.pending = ""
             self._note_message()

@@ -30,6 +30,11 @@ class _Response(StreamingResponse):
         if not self._stream_wanted:
             self._is_streaming_channel = False
 
+    def replace_text(self, text: str) -> None:
+        """Make the final message's text `text`, whatever was streamed before it: Teams shows the
+        final message in place of the streamed one."""
+        self._message = text
+
     @property
     def message_id(self) -> str | None:
         """The id of the message the answer ends in (the stream's id while streaming)."""
@@ -60,6 +65,8 @@ class TeamsAnswer:
         response = self.response
         if unsent:
             response.queue_text_chunk(unsent)
+        if response.get_message().strip() != answer.text.strip():
+            response.replace_text(answer.text)  # the core replaced a broken output
         response.set_citations(citations(answer))
         response.set_attachments([attachment(card_for(answer))])
         response.set_feedback_loop(True)
