@@ -20,6 +20,7 @@ from training.feedback.records import AnswerRecord, RatingKind
 from training.feedback.store import FeedbackStore
 from training.learning.dataset import Example, split_of
 from training.registry import AdapterRegistry
+from training.serving.degeneration import QUOTE_MODEL
 
 
 @pytest.fixture
@@ -43,6 +44,7 @@ def answered(
     *,
     where: str = "public",
     channel: str = "CPUBLIC",
+    model: str = "m",
 ) -> str:
     answer_id = str(uuid.uuid4())
     ops.store.record(
@@ -56,7 +58,7 @@ def answered(
             thread="1",
             answer=answer,
             abstained=False,
-            model="m",
+            model=model,
             adapter=None,
         )
     )
@@ -125,6 +127,22 @@ async def test_targets_come_from_corrections_approvals_and_good_ratings_only(ops
     assert found["Who approves travel expenses?"].kind == "approved"
     assert found["How do I connect to the VPN?"].kind == "rated"
     assert dataset.skipped == {"not enough approval": 2, "negatively rated": 1}
+
+
+async def test_a_quoted_passage_is_taught_only_through_a_correction(ops: Ops) -> None:
+    quote = "I couldn't write a reliable answer to this [1]:\n> Employees get 25 days."
+    approved = answered(ops, "How many vacation days do I get?", quote, model=QUOTE_MODEL)
+    vote(ops, approved, "UEXPERT", RatingKind.APPROVED, expert=True)
+    vote(ops, approved, "U2", RatingKind.UP)
+    vote(ops, approved, "U3", RatingKind.UP)
+    corrected = answered(ops, "Who approves travel expenses?", quote, model=QUOTE_MODEL)
+    correct(ops, corrected, "Your manager approves them [1].")
+
+    dataset = await ops.training_set()
+    assert {e.question: e.answer for e in dataset.examples} == {
+        "Who approves travel expenses?": "Your manager approves them [1]."
+    }
+    assert dataset.skipped == {"a quoted passage, not a written answer": 1}
 
 
 async def test_near_duplicate_questions_keep_the_latest_expert_decision(ops: Ops) -> None:

@@ -42,6 +42,7 @@ from training.feedback.records import (
     RatingKind,
     TrainingCandidate,
 )
+from training.serving.degeneration import QUOTE_MODEL
 from training.serving.prompting import Passage
 
 
@@ -218,6 +219,11 @@ def _decide(
         return decided(
             correction.text, ExampleKind.CORRECTED, correction.user_id, correction.created_at
         )
+    if answer.model == QUOTE_MODEL:
+        # A passage quoted in place of a broken generation: approving it says the passage was
+        # right, not that the model should answer like that. Only a correction teaches.
+        skip("a quoted passage, not a written answer")
+        return None
     net = sum(1 for r in ratings if r.kind == RatingKind.UP) - sum(
         1 for r in ratings if r.kind == RatingKind.DOWN
     )
