@@ -329,17 +329,15 @@ async def test_a_loop_stops_the_model_and_is_replaced_by_a_quote(scripted) -> No
     assert event["reason"] == "loop" and event["shown"] is True
 
 
-async def test_an_uncited_copy_of_a_passage_is_quoted_as_such(scripted) -> None:
+async def test_a_passage_copied_as_the_answer_is_shown_as_written(scripted) -> None:
+    # Small models often answer a look-up by copying the passage: grounded, so not broken.
     core, server = scripted
     passages = (await core.answerer.answer(Question(PASSWORD_Q))).passages
     copied = next(p for p in passages[1:] if len(p.text.split()) >= 12)
-    server.reply = copied.text
-    answer = await core.answerer.answer(Question(PASSWORD_Q))
-    assert answer.passages == passages
-    assert_quotes(answer, copied)
-    server.reply = f"{copied.text} [{passages.index(copied) + 1}]"  # cited, it is an answer
-    cited = await core.answerer.answer(Question(PASSWORD_Q))
-    assert cited.model == "served" and cited.text.startswith(copied.text.strip()[:40])
+    for reply in (copied.text, f"{copied.text} [{passages.index(copied) + 1}]"):
+        server.reply = reply
+        answer = await core.answerer.answer(Question(PASSWORD_Q))
+        assert answer.model == "served" and answer.text.startswith(copied.text.strip()[:40])
 
 
 async def test_the_prompt_echoed_back_is_never_shown(scripted) -> None:

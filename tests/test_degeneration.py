@@ -40,8 +40,6 @@ def judge(text: str) -> str | None:
         (DEFAULT_SYSTEM_PROMPT, "echo"),
         ("Answer the question using only the numbered context passages. Cite them.", "echo"),
         (f"Question: {QUESTION}", "echo"),
-        (PASSAGE, "copy"),
-        (f"  {OTHER}\n", "copy"),
     ],
 )
 def test_broken_outputs_are_told_apart(text: str, reason: str) -> None:
@@ -56,8 +54,10 @@ def test_broken_outputs_are_told_apart(text: str, reason: str) -> None:
         "No.",
         "Use the self-service portal.",
         "You get 25 working days of paid vacation per year in Portugal [1].",
-        # A passage copied, but cited: it says where it comes from.
+        # A passage copied, cited or not: grounded, only plain.
         f"{PASSAGE} [1]",
+        PASSAGE,
+        f"  {OTHER}\n",
         "Employees in Portugal get 25 working days of paid vacation per calendar year [1]; unused "
         "days may be carried over until April.",
         "The passages do not say, so I don't know.",
@@ -68,13 +68,6 @@ def test_broken_outputs_are_told_apart(text: str, reason: str) -> None:
 )
 def test_real_answers_pass_however_short(text: str) -> None:
     assert judge(text) is None
-
-
-def test_a_copied_passage_is_named() -> None:
-    guard = OutputGuard(instructions=INSTRUCTIONS, passages=(PASSAGE, OTHER))
-    guard.feed(OTHER)
-    guard.finish()
-    assert (guard.reason, guard.copied) == ("copy", 2)
 
 
 def feed_words(guard: OutputGuard, text: str) -> list[str]:

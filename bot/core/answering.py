@@ -195,9 +195,9 @@ class Answerer:
             total_s=time.perf_counter() - started,
         )
         if guard.reason is not None:
-            # What the model wrote is no answer: the best passage (or the one it copied), quoted
+            # What the model wrote is no answer: the best passage, quoted
             # and cited, replaces it; where some of it was shown, the final Answer replaces that.
-            passage = prompt.passages[(guard.copied or 1) - 1]
+            passage = prompt.passages[0]
             answer = self._quote(answer_id, text, passage, prompt.passages, timings)
             if not guard.released:
                 yield answer.text

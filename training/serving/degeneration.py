@@ -1,14 +1,14 @@
 """Telling a broken model output from an answer: `OutputGuard`, `degeneration()`.
 
 Small models sometimes write nothing usable: nothing at all, a bare list marker or a few
-characters ("1."), a loop (a sentence again and again), or the prompt's instructions or a passage
-copied back without a citation. None of it may reach the asker as an answer, not even while it is
+characters ("1."), a loop (a sentence again and again), or the prompt's instructions copied
+back. None of it may reach the asker as an answer, not even while it is
 being written. The guard holds the text back until it is clearly an answer, stops at the first
 sign of a loop, and judges the whole text at the end; the caller then shows something else (the
 answering core quotes the best passage, cited).
 
-Reasons: `empty`, `too_short`, `loop`, `echo` (mostly the prompt's own words), `copy` (a passage
-copied word for word, uncited: not wrong, but it must be shown as the quote it is).
+Reasons: `empty`, `too_short`, `loop`, `echo` (mostly the prompt's own words). A passage copied
+word for word is not one: it is grounded, and small models often answer a look-up that way.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-Reason = Literal["empty", "too_short", "loop", "echo", "copy"]
+Reason = Literal["empty", "too_short", "loop", "echo"]
 
 # The model name recorded for an answer that quotes a passage in place of what the model wrote.
 QUOTE_MODEL = "quote"
@@ -26,7 +26,6 @@ _WORD = re.compile(r"\w+")
 _CITATION = re.compile(r"\[\d+\]")
 _SHINGLE = 5  # words: long enough that a real answer rarely shares one with the instructions
 _ECHO_SHARE = 0.5  # of an answer's shingles found in the prompt beyond its passages
-_COPY_WORDS = 12  # shorter runs shared with a passage are ordinary answers ("25 days")
 _LOOP_WORDS = 12  # a loop repeats a unit at least 3 times, over at least this many words
 _LOOP_UNIT = 60  # the longest unit (words) looked for
 _RELEASE_WORDS = 6  # the text is shown once it has this many words ...
@@ -51,7 +50,6 @@ class OutputGuard:
         self.held = ""
         self.released = False  # whether any of the text was shown
         self.reason: Reason | None = None
-        self.copied: int | None = None  # the passage (1-based) copied, where `reason` is copy
 
     def feed(self, piece: str) -> str:
         self.text += piece
@@ -78,7 +76,7 @@ class OutputGuard:
     def finish(self) -> str:
         """Judge the whole text (`reason`); what is still held back, where it is an answer."""
         if self.reason is None:
-            self.reason, self.copied = _judge(self.text, self._prompt, self.passages)
+            self.reason = _judge(self.text, self._prompt)
         if self.reason is not None:
             return ""
         shown, self.held = self.held, ""
@@ -95,24 +93,17 @@ def degeneration(
     return guard.reason
 
 
-def _judge(
-    text: str, prompt: set[tuple[str, ...]], passages: Sequence[str]
-) -> tuple[Reason | None, int | None]:
+def _judge(text: str, prompt: set[tuple[str, ...]]) -> Reason | None:
     if not text.strip():
-        return "empty", None
+        return "empty"
     words = _words(text)
     if sum(c.isalpha() for w in words for c in w) < 2:  # "1.", "- ", "**", "1. 2. 3."
-        return "too_short", None
+        return "too_short"
     if any(_loops(words[:end]) for end in range(_LOOP_WORDS, len(words) + 1)):
-        return "loop", None
+        return "loop"
     if _share(words, prompt) >= _ECHO_SHARE:
-        return "echo", None
-    if len(words) >= _COPY_WORDS and not _CITATION.search(text):
-        run = f" {' '.join(words)} "
-        for number, passage in enumerate(passages, 1):
-            if run in f" {' '.join(_words(passage))} ":
-                return "copy", number
-    return None, None
+        return "echo"
+    return None
 
 
 def _words(text: str) -> list[str]:
