@@ -30,14 +30,16 @@ import argparse
 import asyncio
 import importlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, git_rev, machine
+from _common import ROOT, git_rev, machine, summary_ms
 
 from base.database import make_engine, sqlite_url
 from bot.core.config import AnswerConfig
+from knowledge.answerability import DEFAULT_MODEL, FEATURES, AnswerabilityModel, Row
 from knowledge.config import KnowledgeConfig, SourceConfig
 from knowledge.evaluation import (
     RetrievalCase,
@@ -83,11 +85,11 @@ async def measure(name: str, work: Path, half: str, sources: Path | None) -> dic
     await knowledge.open()
     try:
         report = await knowledge.syncer.run()
-        cases = half_of(load_cases(answerable), half)
+        every = load_cases(answerable)
+        cases = half_of(every, half)
         unanswered = [
             str(item["question"]) for _, item in read_jsonl(unanswerable, expected="a question")
         ]
-        unanswered = unanswered if half == "all" else unanswered[(half == "check") :: 2]
         answer = AnswerConfig()
         search = knowledge.search
 
@@ -102,26 +104,88 @@ async def measure(name: str, work: Path, half: str, sources: Path | None) -> dic
                 metrics, _ = await evaluate_retrieval(search, cases, k=5, mode=method)  # type: ignore[arg-type]
             retrieval[method] = metrics.as_json()
 
-        async def answers(question: str) -> bool:
-            return (await search.retrieve(question, k=1)).similarity >= answer.min_similarity
-
-        answered = [await answers(c.question) for c in cases]
-        abstained = [not await answers(q) for q in unanswered]
+        # Every question's signals, as serving computes them (tune / check alternate).
+        rows: list[dict[str, Any]] = []
+        seconds: list[float] = []
+        for label, group in ((1, [c.question for c in every]), (0, unanswered)):
+            for i, question in enumerate(group):
+                started = time.perf_counter()
+                found = await search.retrieve(question, k=answer.passages)
+                seconds.append(time.perf_counter() - started)
+                rows.append(
+                    {
+                        "label": label,
+                        "half": "tune" if i % 2 == 0 else "check",
+                        "similarity": found.similarity,
+                        "signals": found.signals,
+                    }
+                )
         return {
             "corpus": name,
             "documents": report.added + report.updated + report.unchanged,
             "answerable": len(cases),
-            "unanswerable": len(unanswered),
+            "unanswerable": len(half_of_list(unanswered, half)),
             "retrieval": retrieval,
-            "abstention": {
-                "min_similarity": answer.min_similarity,
-                "answered": round(sum(answered) / len(answered), 3),
-                "abstained": round(sum(abstained) / len(abstained), 3),
-            },
+            "rows": rows,
+            "retrieve": summary_ms(seconds),
+            "embedder": knowledge.embedder.model_name,
         }
     finally:
         await knowledge.close()
         engine.dispose()
+
+
+def half_of_list(items: list[str], half: str) -> list[str]:
+    return items if half == "all" else items[(half == "check") :: 2]
+
+
+def abstention(results: list[dict[str, Any]], half: str, model: AnswerabilityModel | None) -> None:
+    """Per corpus: the share of answerable questions answered and of unanswerable ones
+    abstained, by today's similarity rule and by the answerability model."""
+    min_similarity = AnswerConfig().min_similarity
+    for r in results:
+        rows = [row for row in r["rows"] if half == "all" or row["half"] == half]
+        rules = {"similarity": lambda row: row["similarity"] >= min_similarity}
+        if model is not None:
+            rules["classifier"] = lambda row: model.answerable(row["signals"])
+        r["abstention"] = {}
+        for rule, answers in rules.items():
+            yes = [answers(row) for row in rows if row["label"] == 1]
+            no = [not answers(row) for row in rows if row["label"] == 0]
+            r["abstention"][rule] = {
+                "answered": round(sum(yes) / len(yes), 3),
+                "abstained": round(sum(no) / len(no), 3),
+                "answerable": len(yes),
+                "unanswerable": len(no),
+            }
+
+
+def train(results: list[dict[str, Any]]) -> AnswerabilityModel:
+    """The answerability model, fitted on the tune halves of every corpus measured."""
+    embedders = {r["embedder"] for r in results}
+    if len(embedders) != 1:
+        raise SystemExit(f"corpora measured with different embedders: {sorted(embedders)}")
+    rows = [
+        Row(
+            tuple(row["signals"].vector(FEATURES)),
+            row["label"],
+            f"bench:{r['corpus']}:{row['half']}",
+        )
+        for r in results
+        for row in r["rows"]
+        if row["half"] == "tune"
+    ]
+    return AnswerabilityModel.fit(
+        rows,
+        embedder=embedders.pop(),
+        reranker=None,
+        features=FEATURES,
+        summary={
+            "trained_on": "tune halves of bench/corpora.py: "
+            + ", ".join(r["corpus"] for r in results),
+            "commit": git_rev(),
+        },
+    )
 
 
 def print_tables(results: list[dict[str, Any]]) -> None:
@@ -131,16 +195,35 @@ def print_tables(results: list[dict[str, Any]]) -> None:
         for r in results:
             row = " ".join(f"{r['retrieval'][m][metric]:>9.3f}" for m in METHODS)
             print(f"{r['corpus']:<10} {r['documents']:>5} {r['answerable']:>4} {row}")
-    print("\nabstention (best chunk's cosine < answer.min_similarity)")
+    rules = list(results[0]["abstention"]) if results else []
+    print("\nabstention: answerable questions answered / unanswerable ones abstained")
     print(
-        f"{'corpus':<10} {'answerable':>10} {'answered':>9} {'unanswerable':>12} {'abstained':>9}"
+        f"{'corpus':<10} {'answerable':>10} {'unanswerable':>12} "
+        + " ".join(f"{rule + ' ans/abs':>22}" for rule in rules)
     )
+    pooled: dict[str, list[float]] = {rule: [0, 0, 0, 0] for rule in rules}
     for r in results:
-        a = r["abstention"]
+        cells = []
+        for rule in rules:
+            a = r["abstention"][rule]
+            cells.append(f"{a['answered']:>11.3f} {a['abstained']:>10.3f}")
+            p = pooled[rule]
+            p[0] += a["answered"] * a["answerable"]
+            p[1] += a["answerable"]
+            p[2] += a["abstained"] * a["unanswerable"]
+            p[3] += a["unanswerable"]
+        first = r["abstention"][rules[0]]
         print(
-            f"{r['corpus']:<10} {r['answerable']:>10} {a['answered']:>9.3f} "
-            f"{r['unanswerable']:>12} {a['abstained']:>9.3f}"
+            f"{r['corpus']:<10} {first['answerable']:>10} {first['unanswerable']:>12} "
+            + " ".join(cells)
         )
+    if results:
+        cells = [f"{p[0] / p[1]:>11.3f} {p[2] / p[3]:>10.3f}" for p in pooled.values()]
+        print(f"{'pooled':<10} {'':>10} {'':>12} " + " ".join(cells))
+    print("\nretrieval + answerability signals per question (ms)")
+    for r in results:
+        t = r["retrieve"]
+        print(f"{r['corpus']:<10} p50 {t['p50_ms']:>7.1f}  p95 {t['p95_ms']:>7.1f}")
 
 
 async def main() -> None:
@@ -155,14 +238,31 @@ async def main() -> None:
         metavar="NAME=DIR",
         help="where a corpus's package files are, when not installed (privoxy=/tmp/privoxy/usr/share/doc/privoxy)",
     )
+    parser.add_argument(
+        "--train",
+        type=Path,
+        metavar="PATH",
+        help="fit the answerability model on the tune halves of the corpora measured and save "
+        "it to PATH (the shipped one: knowledge/answerability.json); it is then reported",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sources = {k: Path(v) for k, _, v in (s.partition("=") for s in args.sources)}
     results = [await measure(n, args.work, args.half, sources.get(n)) for n in args.only]
+    if args.train:
+        model: AnswerabilityModel | None = train(results)
+        model.save(args.train)
+    else:
+        model = AnswerabilityModel.load(DEFAULT_MODEL) if DEFAULT_MODEL.is_file() else None
+    abstention(results, args.half, model)
     if args.json:
+        for r in results:
+            r["rows"] = [{**row, "signals": row["signals"].as_json()} for row in r["rows"]]
         print(json.dumps({"machine": machine(), "commit": git_rev(), "results": results}, indent=2))
         return
     print(f"machine: {machine()}  commit {git_rev()}  half: {args.half}")
+    if model is not None:
+        print(model.describe())
     print_tables(results)
 
 

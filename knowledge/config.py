@@ -66,6 +66,13 @@ class SearchConfig(_Strict):
     candidates: int = Field(
         default=100, ge=1, le=1000, description="Hits per retriever before fusion."
     )
+    per_document: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="At most this many of the passages an answer is written from come from "
+        "one document.",
+    )
 
 
 class LanceDBConfig(_Strict):

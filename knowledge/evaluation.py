@@ -128,7 +128,12 @@ async def evaluate_retrieval(
 
     async def documents(question: str) -> list[str]:
         # Enough chunks for `wanted` distinct documents in all but the most repetitive corpora.
-        hits = await search.search(question, k=min(wanted * 5, 200), mode=mode, filters=filters)
+        depth = min(wanted * 5, 200)
+        if mode == "hybrid":  # what serving ranks: fused, then reranked when configured
+            retrieval = await search.retrieve(question, k=k, filters=filters, pool=depth)
+            hits = retrieval.ranked
+        else:
+            hits = await search.search(question, k=depth, mode=mode, filters=filters)
         return distinct_documents(hits)[:wanted]
 
     return await _score(cases, documents, mode=mode, k=k)

@@ -16,6 +16,7 @@ from knowledge.models import IndexStats
 from knowledge.reports import SyncReport, SyncRunStore
 from knowledge.search import KnowledgeSearch
 from knowledge.sync import Syncer
+from knowledge.vocabulary import Vocabulary
 
 
 def make_index(config: KnowledgeConfig, data_dir: Path) -> KnowledgeIndex:
@@ -58,7 +59,7 @@ class Knowledge:
             engine=engine,
             index=index,
             embedder=embedder,
-            search=KnowledgeSearch(index, embedder, config.search),
+            search=KnowledgeSearch(index, embedder, config.search, Vocabulary(engine)),
             syncer=Syncer(index=index, embedder=embedder, engine=engine, config=config),
         )
 

@@ -3,39 +3,65 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from base.errors import QueryError
+from knowledge.answerability import Candidate, Signals, compute_signals, content_terms
 from knowledge.config import SearchConfig
 from knowledge.embedding import Embedder
 from knowledge.index.base import KnowledgeIndex
 from knowledge.models import Hit, SearchFilters, SearchQuery
+from knowledge.reranking import Reranker
+from knowledge.vocabulary import Frequencies, Vocabulary
 
 Mode = Literal["hybrid", "vector", "keyword"]
 MODES: tuple[Mode, ...] = ("hybrid", "vector", "keyword")
 MAX_QUERY_CHARS = 4000
 
 
+NEAREST = 10  # vector hits read for the answerability signals
+POOL_PER_PASSAGE = 4  # hybrid candidates fetched per passage wanted (room for the cap)
+
+
 @dataclass(frozen=True, slots=True)
 class Retrieval:
-    """Hits for a question, plus how close the closest chunk is by meaning.
+    """What a question retrieves: the passages' chunks, every candidate in order, and what
+    the retrieval says about whether an answer is there.
 
-    `similarity` is the cosine similarity of the query to the best chunk by vector search (in
-    [-1, 1], the same scale on every backend); fused hybrid scores are rank-based and say
-    nothing about whether anything relevant was found at all, so abstention looks at this."""
+    `hits`: the chunks the answer is written from, best first, at most `search.per_document`
+    from any one document. `ranked`: every candidate, best first (fused, then reranked), which
+    `eval retrieval` scores. `similarity` is the cosine similarity of the query to the best
+    chunk by vector search (in [-1, 1], the same scale on every backend); `signals` are the
+    answerability classifier's inputs."""
 
     hits: list[Hit]
     similarity: float
+    signals: Signals
+    ranked: list[Hit]
+    rerank_s: float = 0.0
 
 
 class KnowledgeSearch:
-    def __init__(self, index: KnowledgeIndex, embedder: Embedder, config: SearchConfig) -> None:
+    def __init__(
+        self,
+        index: KnowledgeIndex,
+        embedder: Embedder,
+        config: SearchConfig,
+        vocabulary: Vocabulary | None = None,
+        reranker: Reranker | None = None,
+        rerank_depth: int = 20,
+    ) -> None:
         self.index = index
         self.embedder = embedder
         self.config = config
+        self.vocabulary = vocabulary
+        self.reranker = reranker
+        self.rerank_depth = rerank_depth
 
     async def search(
         self,
@@ -62,16 +88,59 @@ class KnowledgeSearch:
         vector: np.ndarray | None = None,
         k: int | None = None,
         filters: SearchFilters | None = None,
+        pool: int | None = None,
     ) -> Retrieval:
-        """Hybrid hits for `text` and the best chunk's cosine similarity, in one pass (the
-        query is embedded once, or not at all when `vector` is given)."""
+        """The passages for `text` as serving uses them: hybrid candidates, reranked when a
+        reranker is configured, at most `per_document` chunks of one document; with the
+        answerability signals. The query is embedded once (or not at all when `vector` is
+        given); the three searches run together. `pool`: how many hybrid candidates to rank
+        (default: enough for the cap and the reranker)."""
         query = _normalise(text)
+        k = k or self.config.k
         if vector is None:
             vector = await asyncio.to_thread(self.embedder.embed_query, query)
-        hybrid = self._query(query, vector, k, filters, "hybrid", None)
-        nearest = self._query(query, vector, 1, filters, "vector", None)
-        hits, best = await asyncio.gather(self.index.search(hybrid), self.index.search(nearest))
-        return Retrieval(hits=hits, similarity=best[0].score if best else -1.0)
+        pool = max(
+            pool or 0, k * POOL_PER_PASSAGE, self.rerank_depth if self.reranker else 0, NEAREST
+        )
+        ranked, nearest, keyword, frequencies = await asyncio.gather(
+            self.index.search(self._query(query, vector, pool, filters, "hybrid", None)),
+            self.index.search(self._query(query, vector, NEAREST, filters, "vector", None)),
+            self.index.search(self._query(query, vector, NEAREST, filters, "keyword", None)),
+            self._frequencies(query, filters or SearchFilters()),
+        )
+        rerank_score: float | None = None
+        rerank_s = 0.0
+        if self.reranker is not None and ranked:
+            started = time.perf_counter()
+            head = ranked[: self.rerank_depth]
+            scores = await self.reranker.score(query, [_passage_text(h) for h in head])
+            order = sorted(range(len(head)), key=lambda i: -scores[i])
+            ranked = [head[i] for i in order] + ranked[len(head) :]
+            rerank_score = scores[order[0]]
+            rerank_s = time.perf_counter() - started
+        hits = cap_per_document(ranked, self.config.per_document, k)
+        signals = compute_signals(
+            query,
+            nearest=[Candidate(h.doc_id, h.text, h.score) for h in nearest],
+            keyword=[Candidate(h.doc_id, h.text, h.score) for h in keyword],
+            passages=[Candidate(h.doc_id, _passage_text(h), h.score) for h in hits],
+            frequencies=frequencies,
+            rerank=rerank_score,
+        )
+        return Retrieval(
+            hits=hits,
+            similarity=nearest[0].score if nearest else -1.0,
+            signals=signals,
+            ranked=ranked,
+            rerank_s=rerank_s,
+        )
+
+    async def _frequencies(self, query: str, filters: SearchFilters) -> Frequencies:
+        if self.vocabulary is None:
+            return Frequencies(0, {})
+        return await asyncio.to_thread(
+            self.vocabulary.frequencies, content_terms(query), filters.scope
+        )
 
     def _query(
         self,
@@ -97,6 +166,27 @@ class KnowledgeSearch:
             candidates=max(self.config.candidates, k),
             filters=filters or SearchFilters(),
         )
+
+
+def cap_per_document(hits: Sequence[Hit], cap: int, k: int) -> list[Hit]:
+    """The first `k` hits, taking at most `cap` from any one document (so that the passages
+    cover more than the best document when others rank close behind)."""
+    taken: dict[tuple[str, str], int] = {}
+    out: list[Hit] = []
+    for hit in hits:
+        key = (hit.source, hit.doc_id)
+        if taken.get(key, 0) < cap:
+            taken[key] = taken.get(key, 0) + 1
+            out.append(hit)
+            if len(out) == k:
+                break
+    return out
+
+
+def _passage_text(hit: Hit) -> str:
+    """A chunk as a reader sees it: its title and section above the text."""
+    head = " > ".join(part for part in (hit.title, hit.heading) if part)
+    return f"{head}\n\n{hit.text}" if head else hit.text
 
 
 def _normalise(text: str) -> str:

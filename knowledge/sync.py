@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 from base.database import utcnow
 from base.errors import ConfigError, DocumentError, DocumentSkipped
 from base.locks import JobLock
+from knowledge.answerability import content_terms
 from knowledge.chunking import Chunker
 from knowledge.config import KnowledgeConfig, SourceConfig
 from knowledge.embedding import Embedder
@@ -46,10 +47,12 @@ from knowledge.models import (
 from knowledge.parsing import PARSER_VERSION, parse_document
 from knowledge.reports import SyncReport, SyncRunStore
 from knowledge.sources import SourceFile, check_sources, scan
+from knowledge.vocabulary import Vocabulary, visibility
 
 log = structlog.get_logger(__name__)
 
 SYNC_LOCK = "knowledge.sync"
+VOCABULARY_VERSION = 1  # how document terms are counted (knowledge/vocabulary.py)
 KEPT = "; the previous version stays in the index"
 
 Progress = Callable[[int, int, str], None]
@@ -83,9 +86,12 @@ class Syncer:
         self.chunker = Chunker(embedder.count_tokens, config.chunking)
         self.batch_chunks = batch_chunks
         self.batch_docs = batch_docs
+        self.vocabulary = Vocabulary(engine)
+        # What an indexed document's chunks depend on besides its bytes: a change re-indexes
+        # every document on the next sync (unchanged chunk texts keep their stored vectors).
         self.fingerprint = sha256_hex(
             f"{PARSER_VERSION}|{embedder.model_name}|{config.chunking.max_tokens}|"
-            f"{config.chunking.overlap_tokens}"
+            f"{config.chunking.overlap_tokens}|vocabulary {VOCABULARY_VERSION}"
         )[:16]
 
     async def run(
@@ -155,6 +161,8 @@ class Syncer:
         await self.index.open(
             dim=self.embedder.dim, model=self.embedder.model_name, recreate=rebuild
         )
+        if rebuild:
+            await asyncio.to_thread(self.vocabulary.clear)
         manifest = await self.index.manifest()
         files = await asyncio.to_thread(lambda: [f for source in sources for f in scan(source)])
         seen: set[DocKey] = set()
@@ -190,6 +198,7 @@ class Syncer:
         synced = {s.source_name for s in sources}
         gone = sorted(k for k in manifest if k.source in synced and k not in seen)
         await self.index.delete_documents(gone + removals)
+        await asyncio.to_thread(self.vocabulary.update, {}, gone + removals)
         for key in gone:
             report.record(key.source, key.doc_id, "deleted")
         await self.index.optimize()
@@ -290,6 +299,16 @@ class Syncer:
                 for chunk, _text, text_hash in rows
             ]
         await self.index.replace_documents(records)
+        await asyncio.to_thread(
+            self.vocabulary.update,
+            {
+                key: (
+                    visibility(item.doc.access.value, item.doc.allowed),
+                    document_terms(item.doc.title, [c for c, _, _ in plan[key]]),
+                )
+                for key, item in pending.items()
+            },
+        )
         report.chunks_embedded += len(hashes)
         report.chunks_written += sum(len(r) for r in records.values())
         for key, item in pending.items():
@@ -310,6 +329,15 @@ def _below_title(title: str, path: tuple[str, ...]) -> list[str]:
 def display_heading(title: str, path: tuple[str, ...]) -> str:
     """The section a citation points at: the heading path below the document's title."""
     return " > ".join(_below_title(title, path))
+
+
+def document_terms(title: str, chunks: Sequence[Chunk]) -> set[str]:
+    """The distinct terms of a document, as questions are read (`content_terms`)."""
+    terms = content_terms(title)
+    for chunk in chunks:
+        terms |= content_terms(" ".join(chunk.heading_path))
+        terms |= content_terms(chunk.text)
+    return terms
 
 
 def embedding_text(title: str, chunk: Chunk) -> str:

@@ -60,4 +60,32 @@ def _m001_initial(conn: Connection) -> None:
         table.create(conn)
 
 
-MIGRATIONS = (Migration("m001_initial", _m001_initial),)
+def _m002_vocabulary(conn: Connection) -> None:
+    metadata = sa.MetaData()
+    # Each indexed document's distinct terms, by who may see it (public, private, or
+    # restricted to a set of channels / groups): kept so that changing or deleting the
+    # document takes its terms back out of the counts.
+    document_terms = sa.Table(
+        "document_terms",
+        metadata,
+        sa.Column("source", sa.String(256), primary_key=True),
+        sa.Column("doc_id", sa.Text, primary_key=True),
+        sa.Column("visibility", sa.Text, nullable=False),
+        sa.Column("terms", sa.Text, nullable=False),
+    )
+    # In how many documents of each visibility a term occurs (term "" counts the documents).
+    term_frequencies = sa.Table(
+        "term_frequencies",
+        metadata,
+        sa.Column("term", sa.String(64), primary_key=True),
+        sa.Column("visibility", sa.Text, primary_key=True),
+        sa.Column("documents", sa.Integer, nullable=False),
+    )
+    for table in (document_terms, term_frequencies):
+        table.create(conn)
+
+
+MIGRATIONS = (
+    Migration("m001_initial", _m001_initial),
+    Migration("m002_vocabulary", _m002_vocabulary),
+)

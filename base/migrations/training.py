@@ -107,7 +107,14 @@ def _m002_feedback(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE curated_answers ADD COLUMN guards TEXT"))
 
 
+def _m003_answer_signals(conn: Connection) -> None:
+    # JSON {signal: value}: what retrieval said about the question's answerability when it was
+    # answered, so that the answerability model can be retrained from the feedback on it.
+    conn.execute(sa.text("ALTER TABLE answers ADD COLUMN signals TEXT"))
+
+
 MIGRATIONS = (
     Migration("m001_answers_and_curated", _m001_answers_and_curated),
     Migration("m002_feedback", _m002_feedback),
+    Migration("m003_answer_signals", _m003_answer_signals),
 )

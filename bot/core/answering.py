@@ -19,11 +19,12 @@ import structlog
 
 from base.errors import DatabaseError, QueryError
 from bot import metrics
+from bot.core.abstention import AbstentionRule, Decision
 from bot.core.access import scope_for
 from bot.core.config import AnswerConfig
 from bot.core.question import Answer, Passage, Question, Source, Timings
 from knowledge.models import Access, Hit, SearchFilters
-from knowledge.search import KnowledgeSearch
+from knowledge.search import KnowledgeSearch, Retrieval
 from training.config import PromptConfig
 from training.feedback.records import (
     AnswerRecord,
@@ -61,10 +62,12 @@ class Answerer:
         generator: Generator,
         config: AnswerConfig,
         prompt: PromptConfig,
+        rule: AbstentionRule,
         store: FeedbackStore | None = None,
         max_new_tokens: int = 384,
     ) -> None:
         self.search = search
+        self.rule = rule
         self.max_new_tokens = max_new_tokens
         self.generator = generator
         self.config = config
@@ -120,6 +123,7 @@ class Answerer:
                 else None
             )
             retrieval = None
+            decision: Decision | None = None
             prompt = None
             if curated is None:
                 retrieval = await self.search.retrieve(
@@ -128,24 +132,30 @@ class Answerer:
                     k=self.config.passages,
                     filters=SearchFilters(scope=scope),
                 )
+                decision = self.rule.decide(retrieval)
             retrieved_at = time.perf_counter()
-            if retrieval and retrieval.hits and retrieval.similarity >= self.config.min_similarity:
+            if retrieval and decision and decision.answer:
                 prompt = self.builder.build(text, merge_passages(retrieval.hits), question.history)
             prompted_at = time.perf_counter()
 
         if curated is not None:
             answer = self._curated(answer_id, text, curated, started)
             yield answer.text
-            await self._record(question, answer, retrieved=[], curated=curated)
+            await self._record(question, answer, curated=curated)
             bound.info("answer.curated", curated_id=curated.id, similarity=curated.similarity)
             yield answer
             return
-        assert retrieval is not None
+        assert retrieval is not None and decision is not None
         if prompt is None:
             answer = self._abstain(answer_id, text, started, retrieved_at - started)
             yield answer.text
-            await self._record(question, answer, retrieved=retrieval.hits)
-            bound.info("answer.abstained", similarity=round(retrieval.similarity, 4))
+            await self._record(question, answer, retrieval=retrieval)
+            bound.info(
+                "answer.abstained",
+                rule=decision.rule,
+                score=round(decision.score, 4),
+                similarity=round(retrieval.similarity, 4),
+            )
             yield answer
             return
 
@@ -201,7 +211,7 @@ class Answerer:
             answer = self._quote(answer_id, text, passage, prompt.passages, timings)
             if not guard.released:
                 yield answer.text
-            await self._record(question, answer, retrieved=retrieval.hits)
+            await self._record(question, answer, retrieval=retrieval)
             bound.info(
                 "answer.quoted",
                 reason=guard.reason,
@@ -233,7 +243,7 @@ class Answerer:
             invalid_citations=rewriter.invalid,
             finish_reason=stats.finish_reason if stats else "stop",
         )
-        await self._record(question, answer, retrieved=retrieval.hits)
+        await self._record(question, answer, retrieval=retrieval)
         bound.info(
             "answer.generated",
             passages=len(prompt.passages),
@@ -324,7 +334,7 @@ class Answerer:
         question: Question,
         answer: Answer,
         *,
-        retrieved: Sequence[Hit],
+        retrieval: Retrieval | None = None,
         curated: CuratedAnswer | None = None,
     ) -> None:
         kind = (
@@ -356,7 +366,7 @@ class Answerer:
             thread=question.where.thread,
             retrieved=tuple(
                 RetrievedChunk(h.chunk_id, h.doc_id, h.title, h.score, h.access, h.allowed)
-                for h in retrieved
+                for h in (retrieval.hits if retrieval else ())
             ),
             answer=answer.text,
             sources=tuple(
@@ -369,6 +379,7 @@ class Answerer:
             retrieval_s=answer.timings.retrieval_s,
             generation_s=answer.timings.generation_s,
             total_s=answer.timings.total_s,
+            signals=retrieval.signals.as_json() if retrieval else None,
         )
         try:
             await asyncio.to_thread(self.store.record, record)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import NoDecode
@@ -27,14 +28,40 @@ class AnswerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     passages: int = Field(default=5, ge=1, le=50, description="Passages retrieved per question.")
+    abstention: Literal["classifier", "similarity", "generator"] = Field(
+        default="classifier",
+        description="How to decide that the passages hold no answer (and abstain without "
+        "calling the model): the answerability classifier over retrieval signals; the best "
+        "passage's cosine similarity (min_similarity); or the generator judge's score "
+        "(min_judge_score, needs knowledge.rerank.kind = generator). The classifier serves "
+        "only with the embedding model and reranker it was trained with; otherwise the "
+        "similarity rule does (`expertbot status` says which).",
+    )
+    answerability_model: Path | None = Field(
+        default=None,
+        description="The classifier's file; default: the one `expertbot answerability train` "
+        "wrote into the data dir, else the one that ships.",
+    )
+    min_answerability: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Answer when the classifier's probability is at least this; default: the "
+        "threshold saved with the model (balanced on its training questions).",
+    )
     min_similarity: float = Field(
         default=0.45,
         ge=-1.0,
         le=1.0,
-        description="Abstain (without calling the model) when no passage is at least this "
-        "similar to the question (cosine, embedding model). 0.45 is the highest threshold that "
-        "still lets ≥ 90 % of answerable questions through on both calibration corpora "
+        description="The similarity rule: abstain when no passage is at least this similar to "
+        "the question (cosine, embedding model). 0.45 is the highest threshold that still lets "
+        "≥ 90 % of answerable questions through on both calibration corpora "
         "(bench/abstention.py, docs/benchmarks.md); re-calibrate for another embedding model.",
+    )
+    min_judge_score: float = Field(
+        default=0.0,
+        description="The generator rule: answer when the judge's score of the best passage is "
+        "at least this (log-odds of yes over no: 0 = as likely as not).",
     )
     abstain_message: str = "I couldn't find this in our knowledge base, so I won't guess."
     where_to_ask: str = Field(

@@ -14,6 +14,7 @@ import structlog
 
 from base.database import make_engine
 from base.errors import AdapterError, ModelLoadError
+from bot.core.abstention import abstention_rule
 from bot.core.answering import Answerer
 from bot.settings import Settings
 from knowledge.embedding import Embedder
@@ -63,6 +64,12 @@ class Core:
             generator=generator,
             config=settings.answer,
             prompt=settings.prompt,
+            rule=abstention_rule(
+                settings.answer,
+                data_dir=settings.data_dir,
+                embedder=knowledge.embedder.model_name,
+                reranker=None,
+            ),
             store=store,
             max_new_tokens=settings.model.max_new_tokens,
         )

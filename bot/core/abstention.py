@@ -1,0 +1,108 @@
+"""Answer or abstain: the rule that decides from what retrieval found.
+
+- "classifier" (default): the answerability model (knowledge/answerability.py) judges the
+  retrieval's signals. It is used only with the embedding model and reranker it was trained
+  with; with any other the similarity rule serves instead, and `status` says why.
+- "similarity": the best chunk's cosine similarity must reach `answer.min_similarity`.
+- "generator": the generator judge's score of the best passage (knowledge.rerank.kind =
+  "generator") must reach `answer.min_judge_score`: for a capable generator, its own reading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from base.errors import ConfigError
+from bot.core.config import AnswerConfig
+from knowledge.answerability import DEFAULT_MODEL, AnswerabilityModel
+from knowledge.search import Retrieval
+
+log = structlog.get_logger("expertbot.abstention")
+
+RETRAINED = "answerability.json"  # in the data dir: the model retrained from feedback
+
+
+@dataclass(frozen=True)
+class Decision:
+    answer: bool
+    score: float  # what the rule compared with its threshold
+    rule: str
+
+
+@dataclass(frozen=True)
+class AbstentionRule:
+    kind: str  # the rule in force: classifier, similarity or generator
+    config: AnswerConfig
+    model: AnswerabilityModel | None = None
+    fallback: str | None = None  # why the configured rule is not the one in force
+
+    def decide(self, retrieval: Retrieval) -> Decision:
+        if not retrieval.hits:
+            return Decision(False, 0.0, self.kind)
+        if self.kind == "classifier" and self.model is not None:
+            p = self.model.probability(retrieval.signals)
+            threshold = self.config.min_answerability
+            return Decision(
+                p >= (self.model.threshold if threshold is None else threshold), p, self.kind
+            )
+        if self.kind == "generator":
+            score = retrieval.signals.rerank
+            if score is None:  # no judge ran: nothing says the passages answer
+                return Decision(False, float("-inf"), self.kind)
+            return Decision(score >= self.config.min_judge_score, score, self.kind)
+        similarity = retrieval.similarity
+        return Decision(similarity >= self.config.min_similarity, similarity, "similarity")
+
+    def describe(self) -> str:
+        if self.kind == "classifier" and self.model is not None:
+            threshold = self.config.min_answerability
+            line = self.model.describe()
+            if threshold is not None:
+                line += f"; threshold set to {threshold:.2f}"
+            return line
+        if self.kind == "generator":
+            return f"generator judge (answers when its score is ≥ {self.config.min_judge_score})"
+        line = (
+            f"similarity (answers when the best passage's cosine is ≥ {self.config.min_similarity})"
+        )
+        return f"{line}: {self.fallback}" if self.fallback else line
+
+
+def model_path(config: AnswerConfig, data_dir: Path) -> Path:
+    """The answerability model to use: the configured file, else one retrained from feedback
+    in the data dir, else the one that ships."""
+    if config.answerability_model is not None:
+        return config.answerability_model
+    retrained = data_dir / RETRAINED
+    return retrained if retrained.is_file() else DEFAULT_MODEL
+
+
+def abstention_rule(
+    config: AnswerConfig, *, data_dir: Path, embedder: str, reranker: str | None
+) -> AbstentionRule:
+    """The rule `config` asks for, given the embedding model and reranker that serve.
+
+    A configured model file that cannot be read is an error (at start-up); the shipped model
+    not matching the embedder or reranker is not: the similarity rule serves, and says why."""
+    if config.abstention == "similarity":
+        return AbstentionRule("similarity", config)
+    if config.abstention == "generator":
+        if reranker is None or not reranker.startswith("generator:"):
+            raise ConfigError(
+                'answer.abstention = "generator" needs the generator judge: set '
+                'knowledge.rerank.kind = "generator"'
+            )
+        return AbstentionRule("generator", config)
+    path = model_path(config, data_dir)
+    model = AnswerabilityModel.load(path)
+    reason = model.mismatch(embedder, reranker)
+    if reason is not None:
+        fallback = f"the answerability model {model.version} is not used: {reason}"
+        if path != DEFAULT_MODEL:
+            fallback += " (retrain it: expertbot answerability train)"
+        log.warning("abstention.model_not_used", model=str(path), reason=reason)
+        return AbstentionRule("similarity", config, fallback=fallback)
+    return AbstentionRule("classifier", config, model=model)
