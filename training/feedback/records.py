@@ -139,6 +139,9 @@ class AnswerRecord:
     retrieval_s: float | None = None
     generation_s: float | None = None
     total_s: float | None = None
+    # What retrieval said about answerability ({signal: value}; None for curated answers and
+    # answers recorded before signals were kept).
+    signals: dict[str, float | None] | None = None
     created_at: datetime = field(default_factory=utcnow)
 
 

@@ -69,6 +69,7 @@ answers = sa.Table(
     sa.Column("retrieval_s", sa.Float),
     sa.Column("generation_s", sa.Float),
     sa.Column("total_s", sa.Float),
+    sa.Column("signals", sa.Text),  # JSON: the answerability signals of its retrieval (m003)
     sa.Index("ix_answers_created", "created_at"),
 )
 
@@ -568,6 +569,7 @@ def _answer_values(answer: AnswerRecord) -> dict[str, Any]:
         "retrieval_s": answer.retrieval_s,
         "generation_s": answer.generation_s,
         "total_s": answer.total_s,
+        "signals": json.dumps(answer.signals) if answer.signals is not None else None,
     }
 
 
@@ -590,6 +592,7 @@ def _answer_record(row: sa.Row[Any]) -> AnswerRecord:
         retrieval_s=row.retrieval_s,
         generation_s=row.generation_s,
         total_s=row.total_s,
+        signals=json.loads(row.signals) if row.signals else None,
         created_at=row.created_at,
     )
 
