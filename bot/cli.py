@@ -58,6 +58,10 @@ app.add_typer(index_app, name="index")
 app.add_typer(eval_app, name="eval")
 dataset_app = typer.Typer(help="The training set built from expert feedback.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+answerability_app = typer.Typer(
+    help="The classifier that decides when to abstain.", no_args_is_help=True
+)
+app.add_typer(answerability_app, name="answerability")
 adapters_app = typer.Typer(
     help="The fine-tuned adapter versions: which serves, promote, roll back.", no_args_is_help=True
 )
@@ -538,6 +542,23 @@ def dataset_import(
 
     count = _run(work)
     out.print(f"imported {count} expert-approved examples from {escape(str(file))}")
+
+
+@answerability_app.command("train")
+def answerability_train(
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Refit the answerability model with experts' feedback: abstentions they then answered,
+    and answers without sources they rated 👎. Saved into the data dir; served after a restart."""
+
+    async def work(settings: Settings) -> Any:
+        return await _with_ops(settings, lambda ops: ops.train_answerability(trigger="cli"))
+
+    result = _run(work)
+    if as_json:
+        _print_json(result.details)
+        return
+    out.print(escape(result.summary))
 
 
 @dataset_app.command("export")

@@ -21,18 +21,21 @@ import numpy as np
 import structlog
 
 from base.database import redact_url
-from base.errors import AdapterError, AlreadyRunningError
+from base.errors import AdapterError, AlreadyRunningError, ConfigError
 from base.locks import JobLock
 from bot import metrics
+from bot.core.abstention import RETRAINED, abstention_rule, reranker_name
 from bot.core.access import scope_for
 from bot.core.answering import merge_passages
 from bot.core.question import Question, Where, WhereKind
 from bot.job_history import JobHistory
 from bot.settings import Settings
+from knowledge.answerability import DEFAULT_MODEL, AnswerabilityModel
 from knowledge.models import SearchFilters
 from knowledge.runtime import Knowledge
 from training.feedback.records import AnswerRecord, CuratedKind
 from training.feedback.store import FeedbackStore
+from training.learning.answerability import retrain
 from training.learning.dataset import TrainingSet, build_training_set, read_import
 from training.learning.pipeline import LearningLoop
 from training.registry import AdapterRegistry
@@ -164,6 +167,7 @@ class Ops:
                 for row in await asyncio.to_thread(self.history.recent, 5)
             ],
             "database": redact_url(self.settings.resolved_database_url),
+            "abstention": self.abstention(),
         }
 
     @_recorded("sync")
@@ -225,6 +229,46 @@ class Ops:
         if outcome.status in ("promoted", "rejected", "failed"):
             await self._announce(result)
         return result
+
+    @_recorded("answerability")
+    async def train_answerability(self, *, trigger: str) -> JobResult:
+        """Refit the answerability model with the feedback on abstentions and unsupported answers
+        (see training/learning/answerability.py) into the data dir, where serving picks it up
+        at its next start."""
+        base = await asyncio.to_thread(AnswerabilityModel.load, DEFAULT_MODEL)
+        candidates = await asyncio.to_thread(self.store.training_candidates)
+        model, counts = retrain(
+            base,
+            candidates,
+            embedder=self.knowledge.embedder.model_name,
+            reranker=reranker_name(self.settings),
+        )
+        path = self.settings.data_dir / RETRAINED
+        await asyncio.to_thread(model.save, path)
+        log.info("ops.answerability_trained", version=model.version, path=str(path), **counts)
+        return JobResult(
+            "answerability",
+            True,
+            f"answerability model {model.version} saved to {path} "
+            f"({counts['benchmark']} benchmark questions, "
+            f"{counts['answerable_from_feedback']} abstentions experts answered, "
+            f"{counts['unanswerable_from_feedback']} unsupported answers rated 👎); "
+            "restart the bot to serve it",
+            {"version": model.version, "path": str(path), "threshold": model.threshold, **counts},
+        )
+
+    def abstention(self) -> str:
+        """Which abstention rule serves, and why (the status line)."""
+        try:
+            rule = abstention_rule(
+                self.settings.answer,
+                data_dir=self.settings.data_dir,
+                embedder=self.knowledge.embedder.model_name,
+                reranker=reranker_name(self.settings),
+            )
+        except ConfigError as exc:
+            return f"error: {exc}"
+        return rule.describe()
 
     @_recorded("promote")
     async def promote(self, version: str, *, force: bool = False, trigger: str) -> JobResult:
@@ -402,6 +446,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         lines.append(f"Last training run: {run['finished_at'] or run['started_at']} UTC, {outcome}")
     else:
         lines.append("Last training run: never")
+    lines.append(f"Abstention: {status['abstention']}")
     fb = status["feedback"]
     lines.append(
         f"Feedback: {fb['answers']} answers, {fb['up']} 👍, {fb['down']} 👎, "

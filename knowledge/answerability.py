@@ -240,7 +240,7 @@ class AnswerabilityModel:
             )
         x = np.asarray([r.features for r in rows], dtype=float)
         y = np.asarray([r.label for r in rows], dtype=float)
-        groups = [(r.label, r.origin.split(":")[1] if ":" in r.origin else r.origin) for r in rows]
+        groups = [(r.label, _group(r.origin)) for r in rows]
         counts: dict[tuple[int, str], int] = {}
         for g in groups:
             counts[g] = counts.get(g, 0) + 1
@@ -338,6 +338,12 @@ class AnswerabilityModel:
             raise
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path} is not a valid answerability model ({exc})") from None
+
+
+def _group(origin: str) -> str:
+    """Rows weighed together: a benchmark corpus ("bench:<corpus>:<half>"), or all feedback."""
+    kind, _, rest = origin.partition(":")
+    return rest.split(":")[0] if kind == "bench" else kind
 
 
 def features_for(reranker: str | None) -> tuple[str, ...]:

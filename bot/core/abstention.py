@@ -17,6 +17,7 @@ import structlog
 
 from base.errors import ConfigError
 from bot.core.config import AnswerConfig
+from bot.settings import Settings
 from knowledge.answerability import DEFAULT_MODEL, AnswerabilityModel
 from knowledge.search import Retrieval
 
@@ -69,6 +70,11 @@ class AbstentionRule:
             f"similarity (answers when the best passage's cosine is ≥ {self.config.min_similarity})"
         )
         return f"{line}: {self.fallback}" if self.fallback else line
+
+
+def reranker_name(settings: Settings) -> str | None:
+    """The identity of the configured reranker, as an answerability model records it."""
+    return None
 
 
 def model_path(config: AnswerConfig, data_dir: Path) -> Path:
