@@ -805,8 +805,11 @@ def eval_answers(
         f"{pct(metrics.citation_validity)}, mean F1 "
         f"{'n/a' if metrics.mean_f1 is None else f'{metrics.mean_f1:.2f}'}, "
         f"p50 answer {metrics.latency_p50_s or 0:.1f} s ({metrics.model}"
-        f"{' + ' + metrics.adapter if metrics.adapter else ''})"
+        f"{' + ' + metrics.adapter if metrics.adapter else ''}), p50 retrieval and abstention "
+        f"{metrics.retrieval_p50_ms or 0:.0f} ms, quoted instead of written "
+        f"{pct(metrics.quoted_rate)}"
     )
+    out.print(f"abstention: {escape(metrics.abstention_rule or '')}")
 
 
 def main() -> None:

@@ -8,9 +8,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
+from knowledge.models import Hit
+
 RRF_K = 60
+
+
+def fuse(vector: Sequence[Hit], keyword: Sequence[Hit], *, fusion: str, alpha: float) -> list[Hit]:
+    """One ranking of the hits of both retrievers (each best first), scored by `fusion`
+    ("rrf" or "weighted") with `alpha` the vector side's weight."""
+    hits = {h.chunk_id: h for h in (*keyword, *vector)}
+    if fusion == "weighted":
+        fused = weighted(
+            [(h.chunk_id, h.score) for h in vector],
+            [(h.chunk_id, h.score) for h in keyword],
+            alpha=alpha,
+        )
+    else:
+        fused = reciprocal_rank(
+            [h.chunk_id for h in vector], [h.chunk_id for h in keyword], alpha=alpha
+        )
+    return [dataclasses.replace(hits[chunk], score=score) for chunk, score in fused]
 
 
 def reciprocal_rank(

@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 
 from base.errors import QueryError
+from knowledge import fusion
 from knowledge.answerability import Candidate, Signals, compute_signals, content_terms
 from knowledge.config import SearchConfig
 from knowledge.embedding import Embedder
@@ -72,10 +73,27 @@ class KnowledgeSearch:
         mode: Mode = "hybrid",
         alpha: float | None = None,
     ) -> list[Hit]:
-        """The best `k` chunks for `text`, best first, within `filters`."""
+        """The best `k` chunks for `text`, best first, within `filters`. Hybrid fuses the
+        vector and keyword candidates as `retrieve` does (no reranking, no cap)."""
         query = _normalise(text)
         vector = await asyncio.to_thread(self.embedder.embed_query, query)
-        return await self.index.search(self._query(query, vector, k, filters, mode, alpha))
+        if mode != "hybrid":
+            return await self.index.search(self._query(query, vector, k, filters, mode, alpha))
+        k = k or self.config.k
+        nearest, keyword = await self._candidates(query, vector, k, filters)
+        weight = self.config.alpha if alpha is None else alpha
+        return fusion.fuse(nearest, keyword, fusion=self.config.fusion, alpha=weight)[:k]
+
+    async def _candidates(
+        self, query: str, vector: np.ndarray, k: int, filters: SearchFilters | None
+    ) -> tuple[list[Hit], list[Hit]]:
+        """Vector and keyword search's best chunks (`search.candidates` of each, or `k`)."""
+        depth = max(k, self.config.candidates)
+        nearest, keyword = await asyncio.gather(
+            self.index.search(self._query(query, vector, depth, filters, "vector", None)),
+            self.index.search(self._query(query, vector, depth, filters, "keyword", None)),
+        )
+        return nearest, keyword
 
     async def embed(self, text: str) -> np.ndarray:
         """The query embedding of `text` (as `search` would compute it)."""
@@ -102,12 +120,15 @@ class KnowledgeSearch:
         pool = max(
             pool or 0, k * POOL_PER_PASSAGE, self.rerank_depth if self.reranker else 0, NEAREST
         )
-        ranked, nearest, keyword, frequencies = await asyncio.gather(
-            self.index.search(self._query(query, vector, pool, filters, "hybrid", None)),
-            self.index.search(self._query(query, vector, NEAREST, filters, "vector", None)),
-            self.index.search(self._query(query, vector, NEAREST, filters, "keyword", None)),
+        # The two retrievers' candidates, fused here (as the LanceDB backend fuses them): their
+        # own lists also give the answerability signals, without searching twice.
+        (nearest, keyword), frequencies = await asyncio.gather(
+            self._candidates(query, vector, pool, filters),
             self._frequencies(query, filters or SearchFilters()),
         )
+        ranked = fusion.fuse(nearest, keyword, fusion=self.config.fusion, alpha=self.config.alpha)[
+            :pool
+        ]
         rerank_score: float | None = None
         rerank_s = 0.0
         if self.reranker is not None and ranked:
@@ -121,8 +142,8 @@ class KnowledgeSearch:
         hits = cap_per_document(ranked, self.config.per_document, k)
         signals = compute_signals(
             query,
-            nearest=[Candidate(h.doc_id, h.text, h.score) for h in nearest],
-            keyword=[Candidate(h.doc_id, h.text, h.score) for h in keyword],
+            nearest=[Candidate(h.doc_id, h.text, h.score) for h in nearest[:NEAREST]],
+            keyword=[Candidate(h.doc_id, h.text, h.score) for h in keyword[:NEAREST]],
             passages=[Candidate(h.doc_id, _passage_text(h), h.score) for h in hits],
             frequencies=frequencies,
             rerank=rerank_score,

@@ -14,6 +14,7 @@ import time
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 import structlog
 
@@ -148,6 +149,7 @@ class Answerer:
         assert retrieval is not None and decision is not None
         if prompt is None:
             answer = self._abstain(answer_id, text, started, retrieved_at - started)
+            answer = replace(answer, answerability=decision.score)
             yield answer.text
             await self._record(question, answer, retrieval=retrieval)
             bound.info(
@@ -209,6 +211,7 @@ class Answerer:
             # and cited, replaces it; where some of it was shown, the final Answer replaces that.
             passage = prompt.passages[0]
             answer = self._quote(answer_id, text, passage, prompt.passages, timings)
+            answer = replace(answer, answerability=decision.score)
             if not guard.released:
                 yield answer.text
             await self._record(question, answer, retrieval=retrieval)
@@ -242,6 +245,7 @@ class Answerer:
             passages=prompt.passages,
             invalid_citations=rewriter.invalid,
             finish_reason=stats.finish_reason if stats else "stop",
+            answerability=decision.score,
         )
         await self._record(question, answer, retrieval=retrieval)
         bound.info(

@@ -20,6 +20,7 @@ from bot.core.answering import Answerer
 from bot.core.question import Answer, Question, Where, WhereKind
 from knowledge.evaluation import read_jsonl
 from training.scoring import token_f1
+from training.serving.degeneration import QUOTE_MODEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,9 @@ class AnswerOutcome:
             "correct": self.correct,
             "answer": answer.text if answer else None,
             "sources": [s.as_json() for s in answer.sources] if answer else [],
+            "quoted": answer.model == QUOTE_MODEL if answer else False,
+            "answerability": answer.answerability if answer else None,
+            "retrieval_s": round(answer.timings.retrieval_s, 4) if answer else None,
             "citations_valid": self.citations_valid,
             "invalid_citations": answer.invalid_citations if answer else 0,
             "f1": None if self.f1 is None else round(self.f1, 4),
@@ -88,6 +92,9 @@ class AnswerMetrics:
     latency_p50_s: float | None  # of the generated (not abstained) answers
     model: str | None
     adapter: str | None
+    quoted_rate: float | None = None  # answers that quote a passage instead of a broken output
+    retrieval_p50_ms: float | None = None  # embedding, search and the abstention decision
+    abstention_rule: str | None = None  # which rule decided (see bot/core/abstention.py)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -104,6 +111,9 @@ class AnswerMetrics:
                 "latency_p50_s": self.latency_p50_s,
                 "model": self.model,
                 "adapter": self.adapter,
+                "quoted_rate": self.quoted_rate,
+                "retrieval_p50_ms": self.retrieval_p50_ms,
+                "abstention_rule": self.abstention_rule,
             }.items()
         }
 
@@ -141,16 +151,18 @@ async def evaluate_answers(
             outcomes.append(AnswerOutcome(case, None, error=str(exc)))
         if progress:
             progress(n, len(cases))
-    return summarise(outcomes), outcomes
+    return summarise(outcomes, rule=answerer.rule.describe()), outcomes
 
 
-def summarise(outcomes: Sequence[AnswerOutcome]) -> AnswerMetrics:
+def summarise(outcomes: Sequence[AnswerOutcome], *, rule: str | None = None) -> AnswerMetrics:
     answerable = [o for o in outcomes if o.case.answerable]
     unanswerable = [o for o in outcomes if not o.case.answerable]
     validity = [o.citations_valid for o in outcomes if o.citations_valid is not None]
     f1s = [o.f1 for o in outcomes if o.f1 is not None]
     latencies = [o.answer.timings.total_s for o in outcomes if o.answer and not o.abstained]
     last = next((o.answer for o in reversed(outcomes) if o.answer), None)
+    given = [o.answer for o in outcomes if o.answer and not o.answer.abstained]
+    retrieval = [o.answer.timings.retrieval_s * 1000 for o in outcomes if o.answer]
     return AnswerMetrics(
         questions=len(outcomes),
         answerable=len(answerable),
@@ -163,6 +175,9 @@ def summarise(outcomes: Sequence[AnswerOutcome]) -> AnswerMetrics:
         latency_p50_s=statistics.median(latencies) if latencies else None,
         model=last.model if last else None,
         adapter=last.adapter if last else None,
+        quoted_rate=_share(a.model == QUOTE_MODEL for a in given),
+        retrieval_p50_ms=statistics.median(retrieval) if retrieval else None,
+        abstention_rule=rule,
     )
 
 

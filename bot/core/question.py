@@ -99,6 +99,9 @@ class Answer:
     invalid_citations: int = 0  # citation numbers the model wrote that matched no passage
     approved_by: str | None = None  # for a curated answer
     finish_reason: str = "stop"
+    # What the abstention rule scored the retrieval (classifier: P(answerable); similarity:
+    # the best cosine; generator: the judge's score); None for curated answers.
+    answerability: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -113,6 +116,7 @@ class Answer:
             ],
             "abstained": self.abstained,
             "curated": self.curated,
+            "answerability": None if self.answerability is None else round(self.answerability, 4),
             "model": self.model,
             "adapter": self.adapter,
             "timings": self.timings.as_json(),

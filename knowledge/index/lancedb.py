@@ -375,20 +375,12 @@ class LanceIndex:
             return [_hit(r, r["_score"]) for r in vector_rows[: query.k]]
         if query.mode == "keyword":
             return [_hit(r, r["_score"]) for r in keyword_rows[: query.k]]
-        rows = {r["chunk_id"]: r for r in (*keyword_rows, *vector_rows)}
-        if query.fusion == "weighted":
-            fused = fusion.weighted(
-                [(r["chunk_id"], r["_score"]) for r in vector_rows],
-                [(r["chunk_id"], r["_score"]) for r in keyword_rows],
-                alpha=query.alpha,
-            )
-        else:
-            fused = fusion.reciprocal_rank(
-                [r["chunk_id"] for r in vector_rows],
-                [r["chunk_id"] for r in keyword_rows],
-                alpha=query.alpha,
-            )
-        return [_hit(rows[cid], score) for cid, score in fused[: query.k]]
+        return fusion.fuse(
+            [_hit(r, r["_score"]) for r in vector_rows],
+            [_hit(r, r["_score"]) for r in keyword_rows],
+            fusion=query.fusion,
+            alpha=query.alpha,
+        )[: query.k]
 
     def _vector(
         self, table: Any, vector: list[float], where: str | None, depth: int
