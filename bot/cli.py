@@ -286,8 +286,13 @@ def eval_retrieval(
         if mode not in (*every, "all"):
             raise ConfigError(f"--mode must be one of {', '.join(every)} or all, not {mode!r}")
         cases = load_cases(file)
-        knowledge = _knowledge(settings)
-        await knowledge.open()
+        # The generator judge reranks with the serving model: then the model is loaded too.
+        core = _core(settings) if settings.knowledge.rerank.kind == "generator" else None
+        knowledge = core.knowledge if core is not None else _knowledge(settings)
+        if core is not None:
+            await core.start()
+        else:
+            await knowledge.open()
         search = knowledge.search
 
         async def passages(question: str) -> list[Hit]:
@@ -305,7 +310,7 @@ def eval_retrieval(
                     results.append(await evaluate_retrieval(search, cases, k=k, mode=m))  # type: ignore[arg-type]
             return results
         finally:
-            await knowledge.close()
+            await (core.close() if core is not None else knowledge.close())
 
     results = _run(work)
     if as_json:

@@ -82,6 +82,37 @@ class SearchConfig(_Strict):
     )
 
 
+class RerankConfig(_Strict):
+    """A second look at the fused candidates: a model reads each with the question and scores
+    how likely it holds the answer."""
+
+    kind: Literal["off", "cross-encoder", "generator"] = Field(
+        default="off",
+        description="off; cross-encoder (a sentence-transformers CrossEncoder, see model); "
+        "generator (the serving model judges, in-process backend only).",
+    )
+    model: str | None = Field(
+        default=None,
+        description="The cross-encoder: a sentence-transformers name or a local folder.",
+    )
+    depth: int = Field(
+        default=20, ge=2, le=200, description="How many fused candidates are scored."
+    )
+    batch_size: int = Field(default=16, ge=1, le=1024, description="Cross-encoder batch size.")
+    device: str = Field(
+        default="auto", description="Cross-encoder device: auto, cpu, cuda, cuda:0, mps …"
+    )
+
+    @model_validator(mode="after")
+    def _model_for_cross_encoder(self) -> RerankConfig:
+        if self.kind == "cross-encoder" and not (self.model or "").strip():
+            raise ValueError(
+                "rerank.model is required when rerank.kind is cross-encoder: the name or folder "
+                "of a sentence-transformers cross-encoder"
+            )
+        return self
+
+
 class LanceDBConfig(_Strict):
     read_consistency_s: float = Field(
         default=5.0,
@@ -117,5 +148,6 @@ class KnowledgeConfig(_Strict):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
     lancedb: LanceDBConfig = Field(default_factory=LanceDBConfig)
     weaviate: WeaviateConfig = Field(default_factory=WeaviateConfig)

@@ -14,6 +14,7 @@ from knowledge.embedding import Embedder, SentenceTransformerEmbedder
 from knowledge.index.base import KnowledgeIndex
 from knowledge.models import IndexStats
 from knowledge.reports import SyncReport, SyncRunStore
+from knowledge.reranking import make_reranker
 from knowledge.search import KnowledgeSearch
 from knowledge.sync import Syncer
 from knowledge.vocabulary import Vocabulary
@@ -54,12 +55,23 @@ class Knowledge:
     ) -> Knowledge:
         index = index or make_index(config, data_dir)
         embedder = embedder or SentenceTransformerEmbedder(config.embedding)
+        search = KnowledgeSearch(
+            index,
+            embedder,
+            config.search,
+            Vocabulary(engine),
+            # The generator judge needs the serving model: bot.core.runtime hands it over.
+            reranker=make_reranker(config.rerank)
+            if config.rerank.kind == "cross-encoder"
+            else None,
+            rerank_depth=config.rerank.depth,
+        )
         return cls(
             config=config,
             engine=engine,
             index=index,
             embedder=embedder,
-            search=KnowledgeSearch(index, embedder, config.search, Vocabulary(engine)),
+            search=search,
             syncer=Syncer(index=index, embedder=embedder, engine=engine, config=config),
         )
 

@@ -17,7 +17,7 @@ from knowledge.config import SearchConfig
 from knowledge.embedding import Embedder
 from knowledge.index.base import KnowledgeIndex
 from knowledge.models import Hit, SearchFilters, SearchQuery
-from knowledge.reranking import Reranker
+from knowledge.reranking import Reranker, passage_text
 from knowledge.vocabulary import Frequencies, Vocabulary
 
 Mode = Literal["hybrid", "vector", "keyword"]
@@ -134,7 +134,7 @@ class KnowledgeSearch:
         if self.reranker is not None and ranked:
             started = time.perf_counter()
             head = ranked[: self.rerank_depth]
-            scores = await self.reranker.score(query, [_passage_text(h) for h in head])
+            scores = await self.reranker.score(query, [passage_text(h) for h in head])
             order = sorted(range(len(head)), key=lambda i: -scores[i])
             ranked = [head[i] for i in order] + ranked[len(head) :]
             rerank_score = scores[order[0]]
@@ -144,7 +144,7 @@ class KnowledgeSearch:
             query,
             nearest=[Candidate(h.doc_id, h.text, h.score) for h in nearest[:NEAREST]],
             keyword=[Candidate(h.doc_id, h.text, h.score) for h in keyword[:NEAREST]],
-            passages=[Candidate(h.doc_id, _passage_text(h), h.score) for h in hits],
+            passages=[Candidate(h.doc_id, passage_text(h), h.score) for h in hits],
             frequencies=frequencies,
             rerank=rerank_score,
         )
@@ -202,12 +202,6 @@ def cap_per_document(hits: Sequence[Hit], cap: int, k: int) -> list[Hit]:
             if len(out) == k:
                 break
     return out
-
-
-def _passage_text(hit: Hit) -> str:
-    """A chunk as a reader sees it: its title and section above the text."""
-    head = " > ".join(part for part in (hit.title, hit.heading) if part)
-    return f"{head}\n\n{hit.text}" if head else hit.text
 
 
 def _normalise(text: str) -> str:

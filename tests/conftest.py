@@ -212,6 +212,17 @@ def tiny_phi3(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir holding the offline demo model (SmolLM2-135M-Instruct), converted once per
+    session (about 40 s): `ModelConfig(base="demo")` with this data dir loads it in a second."""
+    from training.serving.demo import prepare_demo_model
+
+    data_dir = tmp_path_factory.mktemp("demo-model")
+    prepare_demo_model(data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
 def tiny_adapters(tiny_phi3: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two different LoRA adapters for the tiny Phi-3 (random, non-zero weights)."""
     from tests.models import make_lora_adapter

@@ -20,6 +20,9 @@ from bot.core.config import AnswerConfig
 from bot.settings import Settings
 from knowledge.answerability import DEFAULT_MODEL, AnswerabilityModel
 from knowledge.search import Retrieval
+from training.config import DEMO_MODEL
+from training.serving.demo import DEMO_NAME
+from training.serving.judge import judge_name
 
 log = structlog.get_logger("expertbot.abstention")
 
@@ -73,8 +76,15 @@ class AbstentionRule:
 
 
 def reranker_name(settings: Settings) -> str | None:
-    """The identity of the configured reranker, as an answerability model records it."""
-    return None
+    """The configured reranker's name (`Reranker.name`), from the settings alone: what an
+    answerability model must have been trained with to serve."""
+    rerank = settings.knowledge.rerank
+    if rerank.kind == "off":
+        return None
+    if rerank.kind == "cross-encoder":
+        return f"cross-encoder:{rerank.model}"
+    model = DEMO_NAME if settings.model.base == DEMO_MODEL else settings.model.base
+    return judge_name(model)
 
 
 def model_path(config: AnswerConfig, data_dir: Path) -> Path:

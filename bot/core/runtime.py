@@ -14,15 +14,17 @@ import structlog
 
 from base.database import make_engine
 from base.errors import AdapterError, ModelLoadError
-from bot.core.abstention import abstention_rule
+from bot.core.abstention import abstention_rule, reranker_name
 from bot.core.answering import Answerer
 from bot.settings import Settings
 from knowledge.embedding import Embedder
 from knowledge.index.base import KnowledgeIndex
+from knowledge.reranking import make_reranker
 from knowledge.runtime import Knowledge
 from training.feedback.store import FeedbackStore
 from training.registry import AdapterRegistry
 from training.serving.generation import AdapterFollower, Generator, make_generator
+from training.serving.judge import GeneratorJudge
 
 log = structlog.get_logger("expertbot.core")
 
@@ -59,6 +61,10 @@ class Core:
             settings.model, data_dir=settings.data_dir, adapter_dir=registry.path
         )
         store = FeedbackStore(engine)
+        if settings.knowledge.rerank.kind == "generator":
+            knowledge.search.reranker = make_reranker(
+                settings.knowledge.rerank, judge=GeneratorJudge(generator)
+            )
         answerer = Answerer(
             search=knowledge.search,
             generator=generator,
@@ -68,7 +74,7 @@ class Core:
                 settings.answer,
                 data_dir=settings.data_dir,
                 embedder=knowledge.embedder.model_name,
-                reranker=None,
+                reranker=reranker_name(settings),
             ),
             store=store,
             max_new_tokens=settings.model.max_new_tokens,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +121,26 @@ class Generator(Protocol):
         ...
 
     def stream(self, request: GenerationRequest) -> GenerationStream: ...
+
+    @property
+    def can_score(self) -> bool:
+        """Whether `continuation_logprobs` and `next_token_logprobs` work: the in-process model
+        reads its own probabilities; an OpenAI-compatible server does not return them."""
+        ...
+
+    async def continuation_logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[list[float]]:
+        """For each (prompt, continuation), the log-probability of each of the continuation's
+        tokens after the prompt: one forward pass for the batch (split only beyond 16k tokens),
+        no generation, with the active adapter. The prompt is read as is: render chat messages
+        first where they should be."""
+        ...
+
+    async def next_token_logprobs(
+        self, prompts: Sequence[str], choices: Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        """For each prompt, the log-probability that the next token is each choice; a choice is
+        a set of one-token spellings (e.g. "yes", "Yes"), counted together. One forward pass."""
+        ...
 
     def expecting(self) -> AbstractContextManager[None]:
         """Held while a question is on its way to `stream` (being retrieved): a batch about to

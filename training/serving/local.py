@@ -9,6 +9,9 @@ adapter from the registry.
   limit, its deadline (`timeout_s`, queueing included) or its consumer going away.
 - Adapters: `use_adapter` waits for the running batch, then loads the new version and makes it
   the one new batches get. A batch never changes adapter midway.
+- Scoring (`continuation_logprobs`, `next_token_logprobs`: the generator judge's reranking): one
+  forward pass over a left-padded batch, between generation batches under the same lock, in a
+  thread, with the adapter new batches get.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,9 @@ log = structlog.get_logger("expertbot.model")
 
 # End-of-turn tokens of common chat templates; those in the vocabulary stop generation.
 _END_OF_TURN = ("<|end|>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>")
+# Tokens one scoring forward pass may hold; a larger batch is scored in several passes so that
+# its activations stay bounded (20 passages of 400 tokens are one pass).
+_SCORING_TOKENS_PER_PASS = 16_384
 
 
 @dataclass(eq=False)
@@ -186,6 +192,33 @@ class TransformersGenerator:
             await asyncio.to_thread(self._apply_adapter, version)
             self._adapter = version
         log.info("model.adapter", adapter=version or "base")
+
+    @property
+    def can_score(self) -> bool:
+        return True
+
+    async def continuation_logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[list[float]]:
+        self._require_started()
+        assert self._model_lock is not None
+        if not pairs:
+            return []
+        rows = [self._encode_pair(prompt, continuation) for prompt, continuation in pairs]
+        async with self._model_lock:  # between generation batches, with their adapter
+            return await asyncio.to_thread(self._continuation_logprobs, rows, self._adapter)
+
+    async def next_token_logprobs(
+        self, prompts: Sequence[str], choices: Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        self._require_started()
+        assert self._model_lock is not None
+        if not prompts:
+            return []
+        choice_ids = self._choice_ids(choices)
+        rows = [self._with_bos(self._encode(prompt)) for prompt in prompts]
+        async with self._model_lock:
+            return await asyncio.to_thread(
+                self._next_token_logprobs, rows, choice_ids, self._adapter
+            )
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -435,6 +468,158 @@ class TransformersGenerator:
             batch_size=batch_size,
             finish_reason=reason,
         )
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _with_bos(self, ids: list[int]) -> list[int]:
+        """`ids` with the BOS token in front where the tokenizer puts one and the text (a chat
+        template writes it) does not already start with it: models read text after it."""
+        bos = self._tokenizer.bos_token_id
+        if bos is None or (ids and ids[0] == bos):
+            return ids
+        if self._tokenizer("a", add_special_tokens=True)["input_ids"][:1] != [bos]:
+            return ids
+        return [bos, *ids]
+
+    def _encode_pair(self, prompt: str, continuation: str) -> tuple[list[int], int]:
+        """The token ids of prompt + continuation, tokenized together as the model would read
+        them, and how many of the last ones are the continuation's."""
+        if not continuation:
+            return self._with_bos(self._encode(prompt)), 0
+        try:
+            encoded = self._tokenizer(
+                prompt + continuation, add_special_tokens=False, return_offsets_mapping=True
+            )
+        except NotImplementedError:  # a slow tokenizer has no offsets: tokenize apart
+            ids = self._with_bos(self._encode(prompt))
+            tail = self._encode(continuation)
+            return ids + tail, len(tail)
+        ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
+        # The continuation begins with the first token that reaches into it (a token across the
+        # boundary counts as the continuation's: it is what the model predicts there).
+        first = next((i for i, (_, end) in enumerate(offsets) if end > len(prompt)), len(ids))
+        full = self._with_bos(ids)
+        # The very first token has nothing before it to be predicted from.
+        return full, min(len(ids) - first, len(full) - 1)
+
+    def _choice_ids(self, choices: Sequence[Sequence[str]]) -> list[list[int]]:
+        """Each choice's token ids: those of its spellings that are one token (SentencePiece
+        writes " yes" as "▁", "yes": that spelling is left out), less any token another choice
+        has too (it would count for both)."""
+        found: list[set[int]] = []
+        for spellings in choices:
+            encoded = [self._encode(spelling) for spelling in spellings]
+            found.append({ids[0] for ids in encoded if len(ids) == 1})
+        result = []
+        for n, (spellings, own) in enumerate(zip(choices, found, strict=True)):
+            others = set().union(*(f for m, f in enumerate(found) if m != n))
+            kept = sorted(own - others)
+            if not kept:
+                raise GenerationError(
+                    f"none of {list(spellings)} is a token of its own in this model's vocabulary"
+                )
+            result.append(kept)
+        return result
+
+    def _continuation_logprobs(
+        self, rows: list[tuple[list[int], int]], adapter: str | None
+    ) -> list[list[float]]:
+        import torch
+
+        passes = _passes([ids for ids, _ in rows])
+        results: list[list[float]] = []
+        for part in passes:
+            batch = [rows[i] for i in part]
+            # The continuation is each row's last tokens: left padding aligns them at the right
+            # edge, so only the last `keep` positions' logits are needed.
+            keep = max(count for _, count in batch) + 1
+            logits = self._forward([ids for ids, _ in batch], keep, adapter)
+            for n, (ids, count) in enumerate(batch):
+                if count == 0:
+                    results.append([])
+                    continue
+                # Positions keep-1-count … keep-2 predict the tokens at keep-count … keep-1.
+                predicting = logits[n, keep - 1 - count : keep - 1]
+                targets = torch.tensor(ids[-count:], device=predicting.device)
+                picked = predicting.gather(1, targets[:, None])[:, 0]
+                results.append((picked - predicting.logsumexp(-1)).tolist())
+        return _reorder(results, passes)
+
+    def _next_token_logprobs(
+        self, rows: list[list[int]], choice_ids: list[list[int]], adapter: str | None
+    ) -> list[list[float]]:
+        passes = _passes(rows)
+        results: list[list[float]] = []
+        for part in passes:
+            logits = self._forward([rows[i] for i in part], 1, adapter)[:, -1]
+            total = logits.logsumexp(-1)
+            for n in range(len(part)):
+                results.append(
+                    [float(logits[n, ids].logsumexp(-1) - total[n]) for ids in choice_ids]
+                )
+        return _reorder(results, passes)
+
+    def _forward(self, rows: list[list[int]], keep: int, adapter: str | None) -> Any:
+        """float32 logits of the last `keep` positions of the left-padded `rows` (in a thread,
+        under the model lock)."""
+        import torch
+        from peft import PeftModel
+
+        longest = max(len(row) for row in rows)
+        if longest >= self._context_window:
+            raise GenerationError(
+                f"a text to score has {longest} tokens; the model's window is "
+                f"{self._context_window}"
+            )
+        pad = self._tokenizer.pad_token_id
+        input_ids = torch.tensor(
+            [[pad] * (longest - len(row)) + row for row in rows], device=self._device
+        )
+        mask = torch.tensor(
+            [[0] * (longest - len(row)) + [1] * len(row) for row in rows], device=self._device
+        )
+        # Positions count from each row's first real token, as if it had no padding: a row
+        # scores the same alone as in a batch.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        disable = (
+            self._model.disable_adapter()
+            if adapter is None and isinstance(self._model, PeftModel)
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), disable:
+            out = self._model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                logits_to_keep=keep,
+                use_cache=False,
+            )
+        return out.logits[:, -keep:].float()
+
+
+def _passes(rows: list[list[int]]) -> list[list[int]]:
+    """Row indices grouped into forward passes of at most _SCORING_TOKENS_PER_PASS padded
+    tokens, longest first (so each pass pads little)."""
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    passes: list[list[int]] = []
+    for i in order:
+        if passes and len(rows[passes[-1][0]]) * (len(passes[-1]) + 1) <= _SCORING_TOKENS_PER_PASS:
+            passes[-1].append(i)
+        else:
+            passes.append([i])
+    return passes
+
+
+def _reorder(results: list[list[float]], passes: list[list[int]]) -> list[list[float]]:
+    """`results`, computed in the order of `passes`, back in the rows' order."""
+    order = [i for part in passes for i in part]
+    out: list[list[float]] = [[] for _ in order]
+    for i, result in zip(order, results, strict=True):
+        out[i] = result
+    return out
 
 
 class _BatchStreamer:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import math
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,10 @@ log = structlog.get_logger("expertbot.model")
 DEFAULT_CONTEXT_WINDOW = 4096
 _CHARS_PER_TOKEN = 4  # the estimate when no tokenizer can be loaded
 _EXCERPT = 200  # characters of a server's error body quoted in our errors
+_CANNOT_SCORE = (
+    "an OpenAI-compatible model server cannot score text (no prompt log-probabilities); "
+    "scoring needs the in-process model (model.backend = transformers)"
+)
 
 
 class _Call:
@@ -192,6 +196,20 @@ class OpenAIGenerator:
     def expecting(self) -> contextlib.AbstractContextManager[None]:
         """The server batches on its own (vLLM: continuous batching)."""
         return contextlib.nullcontext()
+
+    @property
+    def can_score(self) -> bool:
+        """No: chat completions return the log-probabilities of generated tokens only, and the
+        servers that can return a prompt's (vLLM) do it in their own ways."""
+        return False
+
+    async def continuation_logprobs(self, pairs: Sequence[tuple[str, str]]) -> list[list[float]]:
+        raise ConfigError(_CANNOT_SCORE)
+
+    async def next_token_logprobs(
+        self, prompts: Sequence[str], choices: Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        raise ConfigError(_CANNOT_SCORE)
 
     async def use_adapter(self, version: str | None) -> None:
         if version is not None and self._config.openai.load_adapters:
