@@ -7,11 +7,16 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from base.errors import ConfigError, GenerationError
+from bot.core.abstention import reranker_name
+from bot.core.question import Question
+from bot.core.runtime import Core
+from bot.ops import Ops
 from bot.settings import load_settings
 from knowledge.config import KnowledgeConfig, RerankConfig
 from knowledge.models import Hit
@@ -24,8 +29,9 @@ from knowledge.reranking import (
     rerank,
 )
 from knowledge.sync import display_heading
-from tests.helpers import HANDBOOK
+from tests.helpers import HANDBOOK, settings_for
 from training.config import DEMO_MODEL, ModelConfig
+from training.registry import AdapterRegistry
 from training.serving.judge import SCORINGS, GeneratorJudge
 from training.serving.local import TransformersGenerator
 from training.serving.remote import OpenAIGenerator
@@ -318,3 +324,39 @@ def test_rerank_settings_are_checked_where_they_are_read() -> None:
     assert settings.knowledge.rerank.model == "cross-encoder/ms-marco-MiniLM-L6-v2"
     with pytest.raises(ConfigError, match=r"knowledge\.rerank\.kind"):
         load_settings(environ={"EXPERTBOT_KNOWLEDGE__RERANK__KIND": "bm25"})
+
+
+# -- the judge in the answering core ------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_with_the_judge_configured_serving_ranks_by_its_scores(
+    handbook_data_dir: Path, demo_data_dir: Path, embedder: Any
+) -> None:
+    (handbook_data_dir / "models").symlink_to(demo_data_dir / "models")
+    settings = settings_for(handbook_data_dir, DEMO_MODEL)
+    settings.knowledge.rerank = RerankConfig(kind="generator", depth=8)
+    core = Core.build(settings, embedder=embedder)
+    await core.start()
+    try:
+        search = core.knowledge.search
+        judge = search.reranker
+        assert judge is not None and judge.name == reranker_name(settings)
+        retrieval = await search.retrieve(VACATION_Q)
+        head = retrieval.ranked[:8]
+        scores = await judge.score(VACATION_Q, [passage_text(h) for h in head])
+        answer = await core.answerer.answer(Question(VACATION_Q, asker="U1"))
+        status = await Ops(
+            settings, core.knowledge, core.store, AdapterRegistry(settings.adapter_registry)
+        ).status()
+    finally:
+        await core.close()
+
+    # The judge's order is the order served: best score first, the passages taken from it.
+    assert scores == sorted(scores, reverse=True)
+    assert retrieval.signals.rerank == pytest.approx(scores[0], abs=1e-4)
+    assert retrieval.hits[0].chunk_id == head[0].chunk_id and retrieval.rerank_s > 0
+    # The shipped answerability model was trained without a reranker: it steps aside for the
+    # similarity rule, and the status says why.
+    assert core.answerer.rule.kind == "similarity" and not answer.abstained
+    assert "reranker" in status["abstention"] and "not used" in status["abstention"]
