@@ -53,6 +53,9 @@ lint: install-dev
 
 bench: install-dev
 	$(PY) bench/retrieval.py
+	$(PY) bench/corpora.py
+	$(PY) bench/tune_retrieval.py
+	$(PY) bench/reranking.py
 	$(PY) bench/search_latency.py
 	scripts/with-services.sh $(PY) bench/index_backends.py
 	$(PY) bench/abstention.py

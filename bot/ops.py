@@ -167,7 +167,7 @@ class Ops:
                 for row in await asyncio.to_thread(self.history.recent, 5)
             ],
             "database": redact_url(self.settings.resolved_database_url),
-            "abstention": self.abstention(),
+            "abstention": await self.abstention(),
         }
 
     @_recorded("sync")
@@ -257,7 +257,7 @@ class Ops:
             {"version": model.version, "path": str(path), "threshold": model.threshold, **counts},
         )
 
-    def abstention(self) -> str:
+    async def abstention(self) -> str:
         """Which abstention rule serves, and why (the status line)."""
         try:
             rule = abstention_rule(
@@ -268,7 +268,15 @@ class Ops:
             )
         except ConfigError as exc:
             return f"error: {exc}"
-        return rule.describe()
+        line = rule.describe()
+        if rule.kind == "classifier":
+            counted = await asyncio.to_thread(self.knowledge.search.vocabulary_size)
+            if not counted:
+                line += (
+                    "; until `expertbot sync` counts the documents' words, the similarity "
+                    "rule decides"
+                )
+        return line
 
     @_recorded("promote")
     async def promote(self, version: str, *, force: bool = False, trigger: str) -> JobResult:

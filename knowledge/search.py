@@ -45,6 +45,9 @@ class Retrieval:
     signals: Signals
     ranked: list[Hit]
     rerank_s: float = 0.0
+    # Documents the vocabulary counts in this scope: 0 where the index was built before the
+    # vocabulary was kept (the next sync fills it), and the signals that read it are void.
+    vocabulary_documents: int = 0
 
 
 class KnowledgeSearch:
@@ -154,7 +157,12 @@ class KnowledgeSearch:
             signals=signals,
             ranked=ranked,
             rerank_s=rerank_s,
+            vocabulary_documents=frequencies.documents,
         )
+
+    def vocabulary_size(self) -> int:
+        """How many documents the vocabulary counts (all of them, whoever may see them)."""
+        return self.vocabulary.frequencies((), None).documents if self.vocabulary else 0
 
     async def _frequencies(self, query: str, filters: SearchFilters) -> Frequencies:
         if self.vocabulary is None:

@@ -47,6 +47,10 @@ class AbstentionRule:
         if not retrieval.hits:
             return Decision(False, 0.0, self.kind)
         if self.kind == "classifier" and self.model is not None:
+            if retrieval.vocabulary_documents == 0:
+                # An index synced before the vocabulary was kept: until the next sync fills it,
+                # the classifier would read every word as unknown.
+                return self._similarity(retrieval)
             p = self.model.probability(retrieval.signals)
             threshold = self.config.min_answerability
             return Decision(
@@ -57,6 +61,9 @@ class AbstentionRule:
             if score is None:  # no judge ran: nothing says the passages answer
                 return Decision(False, float("-inf"), self.kind)
             return Decision(score >= self.config.min_judge_score, score, self.kind)
+        return self._similarity(retrieval)
+
+    def _similarity(self, retrieval: Retrieval) -> Decision:
         similarity = retrieval.similarity
         return Decision(similarity >= self.config.min_similarity, similarity, "similarity")
 
