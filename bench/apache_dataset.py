@@ -25,216 +25,50 @@ Writes ``OUT_DIR/corpus/``, ``OUT_DIR/questions.jsonl`` and
 
 from __future__ import annotations
 
-import argparse
-import html
-import json
-import os
-import posixpath
 import re
-import shutil
-import subprocess
 import sys
-import time
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+
+from faq_corpus import Excluded, Package, build_html_faq, cli_main, heading_sections
 
 PACKAGE = "apache2-doc"
 DEFAULT_SOURCES = Path("/usr/share/doc/apache2-doc/manual/en")
 FAQ = "ssl/ssl_faq.html"
 
-EXCLUDED_DIRS = {"faq", "images", "style"}
-EXCLUDED_FILES = {FAQ}
-EXCLUDED_RE = re.compile(r"^new_features_.*\.html$")
+APACHE = Package(
+    name=PACKAGE,
+    default=DEFAULT_SOURCES,
+    marker=FAQ,
+    listed="/en/" + FAQ,  # the English manual, not another language's
+    title="the Apache HTTP Server manual",
+    hint=f"install the Apache manual with `apt-get install {PACKAGE}` or pass --sources DIR",
+)
+EXCLUDED = Excluded(
+    dirs={"faq", "images", "style"},
+    files={FAQ},
+    top_level=re.compile(r"^new_features_.*\.html$"),
+)
 
 HEADING_RE = re.compile(r"<h3[^>]*>(.*?)</h3>", re.I | re.S)
 END_RE = re.compile(r'<h[1-3][\s>]|<div class="(?:top|bottomlang)">', re.I)
 
 
-def package_version(package: str) -> str | None:
-    try:
-        proc = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", package],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        return None
-    return proc.stdout.strip() or None
-
-
-def locate_sources(sources_dir: Path | None = None) -> Path:
-    """Return the English manual folder of apache2-doc (the one holding ssl/ssl_faq.html)."""
-    hint = f"install the Apache manual with `apt-get install {PACKAGE}` or pass --sources DIR"
-    if sources_dir is not None:
-        sources_dir = Path(sources_dir)
-        if not (sources_dir / FAQ).is_file():
-            raise SystemExit(f"error: no {FAQ} in {sources_dir}; {hint}")
-        return sources_dir
-    candidates: list[Path] = []
-    try:
-        proc = subprocess.run(["dpkg", "-L", PACKAGE], capture_output=True, text=True, timeout=20)
-        if proc.returncode == 0:
-            for line in proc.stdout.splitlines():
-                line = line.strip()
-                if line.endswith("/en/" + FAQ):
-                    candidates.append(Path(line).parent.parent)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    candidates.append(DEFAULT_SOURCES)
-    for cand in candidates:
-        if (cand / FAQ).is_file():
-            return cand
-    raise SystemExit(
-        f"error: the Apache HTTP Server manual not found "
-        f"(looked via `dpkg -L {PACKAGE}` and in {DEFAULT_SOURCES}); {hint}"
-    )
-
-
-def is_excluded(rel: str) -> bool:
-    parts = rel.split("/")
-    if parts[0] in EXCLUDED_DIRS or rel in EXCLUDED_FILES:
-        return True
-    return len(parts) == 1 and bool(EXCLUDED_RE.match(parts[0]))
-
-
-class _Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.hrefs: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            for name, value in attrs:
-                if name == "href" and value:
-                    self.hrefs.append(value)
-
-
-def linked_documents(body: str, from_doc: str, docs: set[str]) -> list[str]:
-    """Corpus pages linked from an HTML fragment of page ``from_doc``, in order."""
-    parser = _Links()
-    parser.feed(body)
-    parser.close()
-    gold: list[str] = []
-    for href in parser.hrefs:
-        parts = urlsplit(href.strip())
-        if parts.scheme or parts.netloc or not parts.path:
-            continue
-        target = posixpath.normpath(
-            posixpath.join(posixpath.dirname(from_doc), unquote(parts.path))
-        )
-        if target in docs and target not in gold:
-            gold.append(target)
-    return gold
-
-
-def plain_text(fragment: str) -> str:
-    text = re.sub(r"<[^>]+>", "", fragment)
-    return " ".join(html.unescape(text).split())
-
-
 def parse_faq(text: str) -> list[tuple[str, str]]:
     """Return (question, answer HTML) for each ``<h3>`` section of the FAQ."""
-    entries = []
-    for m in HEADING_RE.finditer(text):
-        end = END_RE.search(text, m.end())
-        body = text[m.end() : end.start() if end else len(text)]
-        question = plain_text(m.group(1))
-        if question:
-            entries.append((question, body))
-    return entries
+    return heading_sections(text, HEADING_RE, END_RE)
 
 
 def build(out_dir: Path, sources_dir: Path | None = None) -> dict:
-    t0 = time.monotonic()
-    out_dir = Path(out_dir)
-    src = locate_sources(sources_dir)
-
-    corpus_dir = out_dir / "corpus"
-    if corpus_dir.exists():
-        shutil.rmtree(corpus_dir)
-    corpus_dir.mkdir(parents=True)
-    docs: set[str] = set()
-    for root, dirnames, filenames in os.walk(src):
-        dirnames.sort()
-        for fname in sorted(filenames):
-            if not fname.endswith(".html"):
-                continue
-            path = Path(root) / fname
-            rel = path.relative_to(src).as_posix()
-            if is_excluded(rel):
-                continue
-            docs.add(rel)
-            dest = corpus_dir / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest)
-
-    faq_text = (src / FAQ).read_text(encoding="utf-8", errors="replace")
-    questions = []
-    dropped: list[str] = []
-    entries = parse_faq(faq_text)
-    for question, body in entries:
-        gold = linked_documents(body, FAQ, docs)
-        if gold:
-            questions.append({"question": question, "doc": gold})
-        else:
-            dropped.append(question)
-
-    with open(out_dir / "questions.jsonl", "w", encoding="utf-8") as fh:
-        for q in questions:
-            fh.write(json.dumps(q, ensure_ascii=False) + "\n")
-
-    stats = {
-        "package": PACKAGE,
-        "version": package_version(PACKAGE),
-        "sources": str(src),
-        "documents_in_corpus": len(docs),
-        "questions_found": len(entries),
-        "questions_kept": len(questions),
-        "dropped_no_gold": len(dropped),
-        "dropped": dropped,
-        "distinct_gold_documents": len({d for q in questions for d in q["doc"]}),
-        "gold_per_question_mean": round(
-            sum(len(q["doc"]) for q in questions) / max(1, len(questions)), 2
-        ),
-        "seconds": round(time.monotonic() - t0, 2),
-    }
-    (out_dir / "dataset.json").write_text(
-        json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    return stats
-
-
-def print_stats(stats: dict, out_dir: Path) -> None:
-    print(f"package:             {stats['package']} {stats['version']}")
-    print(f"sources:             {stats['sources']}")
-    print(f"documents in corpus: {stats['documents_in_corpus']}")
-    print(f"questions found:     {stats['questions_found']}")
-    print(f"questions kept:      {stats['questions_kept']}")
-    print(f"dropped (no gold):   {stats['dropped_no_gold']}")
-    print(f"distinct gold docs:  {stats['distinct_gold_documents']}")
-    print(f"gold docs/question:  {stats['gold_per_question_mean']}")
-    print(f"time:                {stats['seconds']} s")
-    print(f"wrote {out_dir / 'corpus'}, questions.jsonl, dataset.json")
+    return build_html_faq(out_dir, sources_dir, APACHE, EXCLUDED, parse_faq)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description="Build the Apache SSL FAQ retrieval benchmark dataset."
+    return cli_main(
+        argv,
+        build,
+        "Build the Apache SSL FAQ retrieval benchmark dataset.",
+        f"manual folder holding {FAQ} (default: from `dpkg -L {PACKAGE}`)",
     )
-    ap.add_argument("out_dir", type=Path, help="output folder")
-    ap.add_argument(
-        "--sources",
-        type=Path,
-        default=None,
-        help=f"manual folder holding {FAQ} (default: from `dpkg -L {PACKAGE}`)",
-    )
-    args = ap.parse_args(argv)
-    print_stats(build(args.out_dir, args.sources), args.out_dir)
-    return 0
 
 
 if __name__ == "__main__":

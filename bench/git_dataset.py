@@ -38,21 +38,35 @@ Writes ``OUT_DIR/corpus/``, ``OUT_DIR/questions.jsonl`` and
 
 from __future__ import annotations
 
-import argparse
-import html
-import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from faq_corpus import (
+    Excluded,
+    Package,
+    Questions,
+    cli_main,
+    copy_corpus,
+    fresh_corpus,
+    plain_text,
+    read_text,
+    write_dataset,
+)
+
 PACKAGE = "git-doc"
 DEFAULT_SOURCES = Path("/usr/share/doc/git-doc")
 FAQ = "gitfaq.txt"
-EXCLUDED_FILES = {"gitfaq.html"}
+
+GIT = Package(
+    name=PACKAGE,
+    default=DEFAULT_SOURCES,
+    marker=FAQ,
+    title="Git documentation",
+    hint=f"install the Git documentation with `apt-get install {PACKAGE}` or pass --sources DIR",
+)
+EXCLUDED = Excluded(files={"gitfaq.html"})
 
 ANCHOR_RE = re.compile(r"^\[\[[^\]]+\]\]\s*$")
 LINKGIT_RE = re.compile(r"linkgit:([\w.-]+)\[\d+\]")
@@ -60,53 +74,6 @@ INLINE_RE = re.compile(r"`([^`]+)`")
 GIT_CMD_RE = re.compile(r"(?:^|[\s;|&(])git\s+([a-z][a-z0-9-]*)")
 DT_RE = re.compile(r'<dt class="hdlist1">\s*(.*?)\s*</dt>', re.S)
 HEADING_RE = re.compile(r"<h[2-4][^>]*>(.*?)</h[2-4]>", re.S)
-
-
-def package_version(package: str) -> str | None:
-    try:
-        proc = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", package],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        return None
-    return proc.stdout.strip() or None
-
-
-def locate_sources(sources_dir: Path | None = None) -> Path:
-    """Return the git-doc folder (the one holding gitfaq.txt)."""
-    hint = f"install the Git documentation with `apt-get install {PACKAGE}` or pass --sources DIR"
-    if sources_dir is not None:
-        sources_dir = Path(sources_dir)
-        if not (sources_dir / FAQ).is_file():
-            raise SystemExit(f"error: no {FAQ} in {sources_dir}; {hint}")
-        return sources_dir
-    candidates: list[Path] = []
-    try:
-        proc = subprocess.run(["dpkg", "-L", PACKAGE], capture_output=True, text=True, timeout=20)
-        if proc.returncode == 0:
-            for line in proc.stdout.splitlines():
-                line = line.strip()
-                if line.endswith("/" + FAQ):
-                    candidates.append(Path(line).parent)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    candidates.append(DEFAULT_SOURCES)
-    for cand in candidates:
-        if (cand / FAQ).is_file():
-            return cand
-    raise SystemExit(
-        f"error: Git documentation not found "
-        f"(looked via `dpkg -L {PACKAGE}` and in {DEFAULT_SOURCES}); {hint}"
-    )
-
-
-def plain_text(fragment: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", fragment)).split())
 
 
 def _is_underline(line: str) -> bool:
@@ -158,11 +125,11 @@ class GitDocs:
         self.hooks: set[str] = set()
         config = corpus_dir / "git-config.html"
         if config.is_file():
-            text = config.read_text(encoding="utf-8", errors="replace")
+            text = read_text(config)
             self.config_vars = {plain_text(t).lower() for t in DT_RE.findall(text)}
         hooks = corpus_dir / "githooks.html"
         if hooks.is_file():
-            text = hooks.read_text(encoding="utf-8", errors="replace")
+            text = read_text(hooks)
             self.hooks = {plain_text(t) for t in HEADING_RE.findall(text)}
 
     def page(self, name: str) -> str | None:
@@ -205,85 +172,23 @@ def _listing_lines(body: str) -> list[str]:
 def build(out_dir: Path, sources_dir: Path | None = None) -> dict:
     t0 = time.monotonic()
     out_dir = Path(out_dir)
-    src = locate_sources(sources_dir)
-
-    corpus_dir = out_dir / "corpus"
-    if corpus_dir.exists():
-        shutil.rmtree(corpus_dir)
-    corpus_dir.mkdir(parents=True)
-    docs: set[str] = set()
-    for root, dirnames, filenames in os.walk(src):
-        dirnames.sort()
-        for fname in sorted(filenames):
-            if not fname.endswith(".html"):
-                continue
-            path = Path(root) / fname
-            rel = path.relative_to(src).as_posix()
-            if rel in EXCLUDED_FILES:
-                continue
-            docs.add(rel)
-            dest = corpus_dir / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest)
-
+    src = GIT.locate(sources_dir)
+    corpus_dir = fresh_corpus(out_dir)
+    docs = copy_corpus(src, corpus_dir, EXCLUDED)
     names = GitDocs(docs, corpus_dir)
-    entries = parse_faq((src / FAQ).read_text(encoding="utf-8", errors="replace"))
-    questions = []
-    dropped: list[str] = []
-    for question, body in entries:
-        gold = names.gold(body)
-        if gold:
-            questions.append({"question": question, "doc": gold})
-        else:
-            dropped.append(question)
-
-    with open(out_dir / "questions.jsonl", "w", encoding="utf-8") as fh:
-        for q in questions:
-            fh.write(json.dumps(q, ensure_ascii=False) + "\n")
-
-    stats = {
-        "package": PACKAGE,
-        "version": package_version(PACKAGE),
-        "sources": str(src),
-        "documents_in_corpus": len(docs),
-        "questions_found": len(entries),
-        "questions_kept": len(questions),
-        "dropped_no_gold": len(dropped),
-        "dropped": dropped,
-        "distinct_gold_documents": len({d for q in questions for d in q["doc"]}),
-        "gold_per_question_mean": round(
-            sum(len(q["doc"]) for q in questions) / max(1, len(questions)), 2
-        ),
-        "seconds": round(time.monotonic() - t0, 2),
-    }
-    (out_dir / "dataset.json").write_text(
-        json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    return stats
+    questions = Questions()
+    for question, body in parse_faq(read_text(src / FAQ)):
+        questions.add(question, names.gold(body))
+    return write_dataset(out_dir, t0, GIT.about(src, docs), questions)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Build the Git FAQ retrieval benchmark dataset.")
-    ap.add_argument("out_dir", type=Path, help="output folder")
-    ap.add_argument(
-        "--sources",
-        type=Path,
-        default=None,
-        help=f"folder holding {FAQ} (default: from `dpkg -L {PACKAGE}`)",
+    return cli_main(
+        argv,
+        build,
+        "Build the Git FAQ retrieval benchmark dataset.",
+        f"folder holding {FAQ} (default: from `dpkg -L {PACKAGE}`)",
     )
-    args = ap.parse_args(argv)
-    stats = build(args.out_dir, args.sources)
-    print(f"package:             {stats['package']} {stats['version']}")
-    print(f"sources:             {stats['sources']}")
-    print(f"documents in corpus: {stats['documents_in_corpus']}")
-    print(f"questions found:     {stats['questions_found']}")
-    print(f"questions kept:      {stats['questions_kept']}")
-    print(f"dropped (no gold):   {stats['dropped_no_gold']}")
-    print(f"distinct gold docs:  {stats['distinct_gold_documents']}")
-    print(f"gold docs/question:  {stats['gold_per_question_mean']}")
-    print(f"time:                {stats['seconds']} s")
-    print(f"wrote {args.out_dir / 'corpus'}, questions.jsonl, dataset.json")
-    return 0
 
 
 if __name__ == "__main__":

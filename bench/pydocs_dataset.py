@@ -39,21 +39,39 @@ Writes ``OUT_DIR/corpus/``, ``OUT_DIR/questions.jsonl`` and
 
 from __future__ import annotations
 
-import argparse
 import builtins
-import json
-import os
 import posixpath
 import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from faq_corpus import (
+    Package,
+    Questions,
+    cli_main,
+    fresh_corpus,
+    read_text,
+    source_files,
+    write_dataset,
+)
+
 PACKAGE = "python3.11-doc"
 DEFAULT_SOURCES = Path("/usr/share/doc/python3.11/html/_sources")
+PYDOCS = Package(
+    name=PACKAGE,
+    default=DEFAULT_SOURCES,
+    marker="faq",
+    folder=True,
+    listed="/_sources/faq",
+    title="Python 3.11 documentation sources",
+    hint=(
+        f"install the Python documentation sources with "
+        f"`apt-get install {PACKAGE}` or pass --sources DIR"
+    ),
+    missing="{sources} is not a Python documentation _sources folder (no faq/ subfolder)",
+)
 
 # Top-level folders / file stems left out of the corpus.
 EXCLUDED_DIRS = {"faq", "whatsnew"}
@@ -114,41 +132,7 @@ BUILTIN_TYPES = {
 
 
 # --------------------------------------------------------------------------
-# Locating the sources
-
-
-def locate_sources(sources_dir: Path | None = None) -> Path:
-    """Return the reST ``_sources`` folder of the python3.11-doc package."""
-    hint = (
-        f"install the Python documentation sources with "
-        f"`apt-get install {PACKAGE}` or pass --sources DIR"
-    )
-    if sources_dir is not None:
-        sources_dir = Path(sources_dir)
-        if not (sources_dir / "faq").is_dir():
-            raise SystemExit(
-                f"error: {sources_dir} is not a Python documentation _sources "
-                f"folder (no faq/ subfolder); {hint}"
-            )
-        return sources_dir
-    candidates: list[Path] = []
-    try:
-        proc = subprocess.run(["dpkg", "-L", PACKAGE], capture_output=True, text=True, timeout=20)
-        if proc.returncode == 0:
-            for line in proc.stdout.splitlines():
-                line = line.strip()
-                if line.endswith("/_sources"):
-                    candidates.append(Path(line))
-    except (OSError, subprocess.SubprocessError):
-        pass
-    candidates.append(DEFAULT_SOURCES)
-    for cand in candidates:
-        if (cand / "faq").is_dir():
-            return cand
-    raise SystemExit(
-        f"error: Python 3.11 documentation sources not found "
-        f"(looked via `dpkg -L {PACKAGE}` and in {DEFAULT_SOURCES}); {hint}"
-    )
+# The corpus documents
 
 
 def doc_id(rel: str) -> str:
@@ -532,101 +516,50 @@ def gold_documents(body: str, index: CorpusIndex, faq_doc: str) -> list[str]:
 def build(out_dir: Path, sources_dir: Path | None = None) -> dict:
     t0 = time.monotonic()
     out_dir = Path(out_dir)
-    src = locate_sources(sources_dir)
+    src = PYDOCS.locate(sources_dir)
 
     # 1. Read and copy the corpus.
-    corpus_dir = out_dir / "corpus"
-    if corpus_dir.exists():
-        shutil.rmtree(corpus_dir)
-    corpus_dir.mkdir(parents=True)
+    corpus_dir = fresh_corpus(out_dir)
     docs: dict[str, str] = {}
     faq_files: list[tuple[str, str]] = []
-    for root, dirnames, filenames in os.walk(src):
-        dirnames.sort()
-        for fname in sorted(filenames):
-            if not fname.endswith(".txt"):
-                continue
-            path = Path(root) / fname
-            rel = path.relative_to(src).as_posix()
-            text = path.read_text(encoding="utf-8", errors="replace")
-            if rel.split("/")[0] == "faq":
-                faq_files.append((rel, text))
-            if is_excluded(rel):
-                continue
-            did = doc_id(rel)
-            docs[did] = text
-            dest = corpus_dir / did
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(text, encoding="utf-8")
+    for path, rel in source_files(src, ".txt"):
+        text = read_text(path)
+        if rel.split("/")[0] == "faq":
+            faq_files.append((rel, text))
+        if is_excluded(rel):
+            continue
+        did = doc_id(rel)
+        docs[did] = text
+        dest = corpus_dir / did
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(text, encoding="utf-8")
 
     index = CorpusIndex(docs)
 
     # 2. Parse the FAQ.
-    questions = []
-    found = 0
-    dropped: list[dict] = []
+    questions = Questions()
     for rel, text in sorted(faq_files):
         for sec in parse_sections(text):
             question = clean_inline(sec["title"])
-            if not question.endswith("?"):
-                continue
-            found += 1
-            gold = gold_documents(sec["body"], index, doc_id(rel))
-            if gold:
-                questions.append({"question": question, "doc": gold, "faq": rel})
-            else:
-                dropped.append({"question": question, "faq": rel})
+            if question.endswith("?"):
+                questions.add(question, gold_documents(sec["body"], index, doc_id(rel)), faq=rel)
 
-    with open(out_dir / "questions.jsonl", "w", encoding="utf-8") as fh:
-        for q in questions:
-            fh.write(json.dumps(q, ensure_ascii=False) + "\n")
-
-    gold_docs = sorted({d for q in questions for d in q["doc"]})
-    stats = {
-        "sources": str(src),
-        "documents_in_corpus": len(docs),
-        "faq_files": len(faq_files),
-        "questions_found": found,
-        "questions_kept": len(questions),
-        "dropped_no_gold": len(dropped),
-        "distinct_gold_documents": len(gold_docs),
-        "gold_per_question_mean": round(
-            sum(len(q["doc"]) for q in questions) / max(1, len(questions)), 2
-        ),
-        "questions_per_faq": {
-            rel: sum(1 for q in questions if q["faq"] == rel) for rel, _ in sorted(faq_files)
-        },
-        "seconds": round(time.monotonic() - t0, 2),
+    about = {"sources": str(src), "documents_in_corpus": len(docs), "faq_files": len(faq_files)}
+    per_faq = {
+        rel: sum(1 for q in questions.kept if q["faq"] == rel) for rel, _ in sorted(faq_files)
     }
-    (out_dir / "dataset.json").write_text(
-        json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    return write_dataset(
+        out_dir, t0, about, questions, list_dropped=False, more={"questions_per_faq": per_faq}
     )
-    return stats
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description="Build the Python-docs FAQ retrieval benchmark dataset."
+    return cli_main(
+        argv,
+        build,
+        "Build the Python-docs FAQ retrieval benchmark dataset.",
+        "reST _sources folder (default: from `dpkg -L python3.11-doc`)",
     )
-    ap.add_argument("out_dir", type=Path, help="output folder")
-    ap.add_argument(
-        "--sources",
-        type=Path,
-        default=None,
-        help="reST _sources folder (default: from `dpkg -L python3.11-doc`)",
-    )
-    args = ap.parse_args(argv)
-    stats = build(args.out_dir, args.sources)
-    print(f"sources:             {stats['sources']}")
-    print(f"documents in corpus: {stats['documents_in_corpus']}")
-    print(f"questions found:     {stats['questions_found']}")
-    print(f"questions kept:      {stats['questions_kept']}")
-    print(f"dropped (no gold):   {stats['dropped_no_gold']}")
-    print(f"distinct gold docs:  {stats['distinct_gold_documents']}")
-    print(f"gold docs/question:  {stats['gold_per_question_mean']}")
-    print(f"time:                {stats['seconds']} s")
-    print(f"wrote {args.out_dir / 'corpus'}, questions.jsonl, dataset.json")
-    return 0
 
 
 if __name__ == "__main__":

@@ -26,117 +26,31 @@ Writes ``OUT_DIR/corpus/``, ``OUT_DIR/questions.jsonl`` and
 
 from __future__ import annotations
 
-import argparse
-import html
-import json
-import os
-import posixpath
 import re
-import shutil
-import subprocess
 import sys
-import time
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+
+from faq_corpus import Excluded, Package, build_html_faq, cli_main, plain_text
 
 PACKAGE = "sqlite3-doc"
 DEFAULT_SOURCES = Path("/usr/share/doc/sqlite3")
 FAQ = "faq.html"
 
-EXCLUDED_DIRS = {"releaselog", "search.d", "images"}
-EXCLUDED_FILES = {FAQ, "changes.html", "chronology.html", "news.html", "oldnews.html"}
-EXCLUDED_RE = re.compile(r"^pressrelease-.*\.html$")
+SQLITE = Package(
+    name=PACKAGE,
+    default=DEFAULT_SOURCES,
+    marker=FAQ,
+    title="SQLite documentation",
+    hint=f"install the SQLite documentation with `apt-get install {PACKAGE}` or pass --sources DIR",
+)
+EXCLUDED = Excluded(
+    dirs={"releaselog", "search.d", "images"},
+    files={FAQ, "changes.html", "chronology.html", "news.html", "oldnews.html"},
+    top_level=re.compile(r"^pressrelease-.*\.html$"),
+)
 
 ENTRY_RE = re.compile(r'<a\s+name="q(\d+)"\s*>\s*</a>', re.I)
 QUESTION_RE = re.compile(r"<b>(.*?)</b>", re.I | re.S)
-
-
-def package_version(package: str) -> str | None:
-    try:
-        proc = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", package],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        return None
-    return proc.stdout.strip() or None
-
-
-def locate_sources(sources_dir: Path | None = None) -> Path:
-    """Return the folder of the sqlite3-doc HTML pages (the one holding faq.html)."""
-    hint = (
-        f"install the SQLite documentation with `apt-get install {PACKAGE}` or pass --sources DIR"
-    )
-    if sources_dir is not None:
-        sources_dir = Path(sources_dir)
-        if not (sources_dir / FAQ).is_file():
-            raise SystemExit(f"error: no {FAQ} in {sources_dir}; {hint}")
-        return sources_dir
-    candidates: list[Path] = []
-    try:
-        proc = subprocess.run(["dpkg", "-L", PACKAGE], capture_output=True, text=True, timeout=20)
-        if proc.returncode == 0:
-            for line in proc.stdout.splitlines():
-                line = line.strip()
-                if line.endswith("/" + FAQ):
-                    candidates.append(Path(line).parent)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    candidates.append(DEFAULT_SOURCES)
-    for cand in candidates:
-        if (cand / FAQ).is_file():
-            return cand
-    raise SystemExit(
-        f"error: SQLite documentation not found "
-        f"(looked via `dpkg -L {PACKAGE}` and in {DEFAULT_SOURCES}); {hint}"
-    )
-
-
-def is_excluded(rel: str) -> bool:
-    parts = rel.split("/")
-    if parts[0] in EXCLUDED_DIRS:
-        return True
-    return len(parts) == 1 and (parts[0] in EXCLUDED_FILES or bool(EXCLUDED_RE.match(parts[0])))
-
-
-class _Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.hrefs: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            for name, value in attrs:
-                if name == "href" and value:
-                    self.hrefs.append(value)
-
-
-def linked_documents(body: str, from_doc: str, docs: set[str]) -> list[str]:
-    """Corpus pages linked from an HTML fragment of page ``from_doc``, in order."""
-    parser = _Links()
-    parser.feed(body)
-    parser.close()
-    gold: list[str] = []
-    for href in parser.hrefs:
-        parts = urlsplit(href.strip())
-        if parts.scheme or parts.netloc or not parts.path:
-            continue
-        target = posixpath.normpath(
-            posixpath.join(posixpath.dirname(from_doc), unquote(parts.path))
-        )
-        if target in docs and target not in gold:
-            gold.append(target)
-    return gold
-
-
-def plain_text(fragment: str) -> str:
-    text = re.sub(r"<[^>]+>", "", fragment)
-    return " ".join(html.unescape(text).split())
 
 
 def parse_faq(text: str) -> list[tuple[str, str]]:
@@ -155,90 +69,16 @@ def parse_faq(text: str) -> list[tuple[str, str]]:
 
 
 def build(out_dir: Path, sources_dir: Path | None = None) -> dict:
-    t0 = time.monotonic()
-    out_dir = Path(out_dir)
-    src = locate_sources(sources_dir)
-
-    corpus_dir = out_dir / "corpus"
-    if corpus_dir.exists():
-        shutil.rmtree(corpus_dir)
-    corpus_dir.mkdir(parents=True)
-    docs: set[str] = set()
-    for root, dirnames, filenames in os.walk(src):
-        dirnames.sort()
-        for fname in sorted(filenames):
-            if not fname.endswith(".html"):
-                continue
-            path = Path(root) / fname
-            rel = path.relative_to(src).as_posix()
-            if is_excluded(rel):
-                continue
-            docs.add(rel)
-            dest = corpus_dir / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest)
-
-    faq_text = (src / FAQ).read_text(encoding="utf-8", errors="replace")
-    questions = []
-    dropped: list[str] = []
-    entries = parse_faq(faq_text)
-    for question, body in entries:
-        gold = linked_documents(body, FAQ, docs)
-        if gold:
-            questions.append({"question": question, "doc": gold})
-        else:
-            dropped.append(question)
-
-    with open(out_dir / "questions.jsonl", "w", encoding="utf-8") as fh:
-        for q in questions:
-            fh.write(json.dumps(q, ensure_ascii=False) + "\n")
-
-    stats = {
-        "package": PACKAGE,
-        "version": package_version(PACKAGE),
-        "sources": str(src),
-        "documents_in_corpus": len(docs),
-        "questions_found": len(entries),
-        "questions_kept": len(questions),
-        "dropped_no_gold": len(dropped),
-        "dropped": dropped,
-        "distinct_gold_documents": len({d for q in questions for d in q["doc"]}),
-        "gold_per_question_mean": round(
-            sum(len(q["doc"]) for q in questions) / max(1, len(questions)), 2
-        ),
-        "seconds": round(time.monotonic() - t0, 2),
-    }
-    (out_dir / "dataset.json").write_text(
-        json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    return stats
-
-
-def print_stats(stats: dict, out_dir: Path) -> None:
-    print(f"package:             {stats['package']} {stats['version']}")
-    print(f"sources:             {stats['sources']}")
-    print(f"documents in corpus: {stats['documents_in_corpus']}")
-    print(f"questions found:     {stats['questions_found']}")
-    print(f"questions kept:      {stats['questions_kept']}")
-    print(f"dropped (no gold):   {stats['dropped_no_gold']}")
-    print(f"distinct gold docs:  {stats['distinct_gold_documents']}")
-    print(f"gold docs/question:  {stats['gold_per_question_mean']}")
-    print(f"time:                {stats['seconds']} s")
-    print(f"wrote {out_dir / 'corpus'}, questions.jsonl, dataset.json")
+    return build_html_faq(out_dir, sources_dir, SQLITE, EXCLUDED, parse_faq)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Build the SQLite FAQ retrieval benchmark dataset.")
-    ap.add_argument("out_dir", type=Path, help="output folder")
-    ap.add_argument(
-        "--sources",
-        type=Path,
-        default=None,
-        help=f"folder holding {FAQ} (default: from `dpkg -L {PACKAGE}`)",
+    return cli_main(
+        argv,
+        build,
+        "Build the SQLite FAQ retrieval benchmark dataset.",
+        f"folder holding {FAQ} (default: from `dpkg -L {PACKAGE}`)",
     )
-    args = ap.parse_args(argv)
-    print_stats(build(args.out_dir, args.sources), args.out_dir)
-    return 0
 
 
 if __name__ == "__main__":
