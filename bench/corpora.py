@@ -249,8 +249,9 @@ async def main() -> None:
     args = parser.parse_args()
     sources = {k: Path(v) for k, _, v in (s.partition("=") for s in args.sources)}
     results = [await measure(n, args.work, args.half, sources.get(n)) for n in args.only]
+    model: AnswerabilityModel | None
     if args.train:
-        model: AnswerabilityModel | None = train(results)
+        model = train(results)
         model.save(args.train)
     else:
         model = AnswerabilityModel.load(DEFAULT_MODEL) if DEFAULT_MODEL.is_file() else None

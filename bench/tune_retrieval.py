@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from _common import ROOT, git_rev, machine
-from corpora import CORPORA, dataset
 
 from base.database import make_engine, sqlite_url
+from bench.corpora import CORPORA, dataset
 from knowledge import fusion
 from knowledge.config import KnowledgeConfig, SourceConfig
 from knowledge.evaluation import load_cases
@@ -70,7 +70,7 @@ async def candidates(name: str, work: Path, sources: Path | None) -> list[Case]:
         for i, case in enumerate(load_cases(answerable)):
             lists = []
             for mode in ("vector", "keyword"):
-                hits = await knowledge.search.search(case.question, k=DEPTH, mode=mode)  # type: ignore[arg-type]
+                hits = await knowledge.search.search(case.question, k=DEPTH, mode=mode)
                 lists.append([(h.chunk_id, h.doc_id, h.score) for h in hits])
             half = "tune" if i % 2 == 0 else "check"
             cases.append(Case(case.question, case.docs, half, lists[0], lists[1]))
@@ -162,12 +162,13 @@ def main() -> None:
 
     def table(half: str) -> dict[tuple[str, float, int], dict[str, dict[str, float]]]:
         out: dict[tuple[str, float, int], dict[str, dict[str, float]]] = {}
-        for how, alpha, depth in settings():
-            out[how, alpha, depth] = {
-                name: scores(
-                    [c for c in cases if c.half == half],
-                    lambda c, s=(how, alpha, depth): documents(c, fused(c, *s)),
-                )
+        for setting in settings():
+
+            def ranked(case: Case, setting: tuple[str, float, int] = setting) -> list[str]:
+                return documents(case, fused(case, *setting))
+
+            out[setting] = {
+                name: scores([c for c in cases if c.half == half], ranked)
                 for name, cases in corpora.items()
             }
         return out
@@ -194,13 +195,14 @@ def main() -> None:
     chosen = max(pool, key=rank_key)
     # The per-document cap of the passages (k = 5 chunks), for the chosen fusion.
     k = 5
+
+    def passages(cap: int) -> Callable[[Case], list[str]]:
+        return lambda case: documents(case, capped(case, fused(case, *chosen), cap, k))
+
     caps = {
         half: {
             cap: {
-                name: scores(
-                    [c for c in cases if c.half == half],
-                    lambda c, cap=cap: documents(c, capped(c, fused(c, *chosen), cap, k)),
-                )
+                name: scores([c for c in cases if c.half == half], passages(cap))
                 for name, cases in corpora.items()
             }
             for cap in CAPS

@@ -4,6 +4,7 @@ feedback, and the vocabulary its signals read."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -22,6 +23,7 @@ from knowledge.answerability import (
     FEATURES,
     AnswerabilityModel,
     Row,
+    Signals,
     content_terms,
 )
 from knowledge.config import SourceConfig
@@ -218,9 +220,7 @@ def test_retraining_learns_from_what_experts_answered_and_rejected(
     assert retrained.version in run_cli("status").stdout
 
 
-def _signals(values: dict[str, float]):  # type: ignore[no-untyped-def]
-    from knowledge.answerability import Signals
-
+def _signals(values: dict[str, float]) -> Signals:
     return Signals(**values)
 
 
@@ -282,7 +282,8 @@ async def test_an_index_synced_before_the_vocabulary_was_kept_falls_back_until_t
     engine = make_engine(sqlite_url(handbook_data_dir / "expertbot.db"))
     Vocabulary(engine).clear()  # as an index synced by an earlier release leaves it
     engine.dispose()
-    line = next(ln for ln in run_cli("status").stdout.splitlines() if "Abstention" in ln)
+    status = await asyncio.to_thread(run_cli, "status")  # the CLI runs its own event loop
+    line = next(ln for ln in status.stdout.splitlines() if "Abstention" in ln)
     assert "until `expertbot sync`" in line
 
     core = Core.build(settings_for(handbook_data_dir, str(tiny_phi3)), embedder=embedder)
@@ -299,5 +300,6 @@ async def test_an_index_synced_before_the_vocabulary_was_kept_falls_back_until_t
     finally:
         await core.close()
     assert after.abstained
-    line = next(ln for ln in run_cli("status").stdout.splitlines() if "Abstention" in ln)
+    status = await asyncio.to_thread(run_cli, "status")
+    line = next(ln for ln in status.stdout.splitlines() if "Abstention" in ln)
     assert "until `expertbot sync`" not in line
