@@ -32,6 +32,7 @@ from knowledge import fusion
 from knowledge.config import KnowledgeConfig, SourceConfig
 from knowledge.evaluation import load_cases
 from knowledge.runtime import Knowledge
+from knowledge.search import first_per_key
 
 DEPTH = 200
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -118,18 +119,9 @@ def documents(case: Case, chunks: Sequence[str]) -> list[str]:
 
 
 def capped(case: Case, chunks: Sequence[str], cap: int, k: int) -> list[str]:
-    """The first `k` chunks with at most `cap` from any one document."""
+    """The first `k` chunks with at most `cap` from any one document (as serving caps them)."""
     doc_of = {c: d for c, d, _ in (*case.vector, *case.keyword)}
-    taken: dict[str, int] = {}
-    out: list[str] = []
-    for chunk in chunks:
-        doc = doc_of[chunk]
-        if taken.get(doc, 0) < cap:
-            taken[doc] = taken.get(doc, 0) + 1
-            out.append(chunk)
-            if len(out) == k:
-                break
-    return out
+    return first_per_key(chunks, doc_of.__getitem__, cap, k)
 
 
 def scores(cases: Sequence[Case], docs_of: Callable[[Case], list[str]]) -> dict[str, float]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from knowledge.reranking import Reranker, passage_text
 from knowledge.vocabulary import Frequencies, Vocabulary
 
 Mode = Literal["hybrid", "vector", "keyword"]
+T = TypeVar("T")
 MODES: tuple[Mode, ...] = ("hybrid", "vector", "keyword")
 MAX_QUERY_CHARS = 4000
 
@@ -200,13 +202,18 @@ class KnowledgeSearch:
 def cap_per_document(hits: Sequence[Hit], cap: int, k: int) -> list[Hit]:
     """The first `k` hits, taking at most `cap` from any one document (so that the passages
     cover more than the best document when others rank close behind)."""
-    taken: dict[tuple[str, str], int] = {}
-    out: list[Hit] = []
-    for hit in hits:
-        key = (hit.source, hit.doc_id)
-        if taken.get(key, 0) < cap:
-            taken[key] = taken.get(key, 0) + 1
-            out.append(hit)
+    return first_per_key(hits, lambda hit: (hit.source, hit.doc_id), cap, k)
+
+
+def first_per_key(items: Sequence[T], key: Callable[[T], Hashable], cap: int, k: int) -> list[T]:
+    """The first `k` of `items`, taking at most `cap` of those that share a key."""
+    taken: Counter[Hashable] = Counter()
+    out: list[T] = []
+    for item in items:
+        group = key(item)
+        if taken[group] < cap:
+            taken[group] += 1
+            out.append(item)
             if len(out) == k:
                 break
     return out
