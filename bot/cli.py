@@ -416,14 +416,20 @@ def ask(
         await core.start()
         try:
             final: Answer | None = None
+            shown: list[str] = []
             q = Question(question, asker=user, where=Where(where, channel=channel))
             async for item in core.answerer.stream(q):
                 if isinstance(item, Answer):
                     final = item
                 elif stream_out:
+                    shown.append(item)
                     sys.stdout.write(item)
                     sys.stdout.flush()
             assert final is not None
+            if stream_out and shown and "".join(shown).strip() != final.text.strip():
+                # What streamed was replaced (a loop stopped mid-way, quoted instead): a terminal
+                # cannot take it back, so the answer that counts follows it, marked.
+                sys.stdout.write(f"\n\n[replaced by]\n{final.text}")
             if final.abstained and (await core.knowledge.index.stats()).chunks == 0:
                 err.print("the index is empty: run `expertbot sync PATH` first", style="yellow")
             return final

@@ -3,13 +3,17 @@ with the real handbook index and the tiny Phi-3 (and, marked slow, the real demo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.helpers import run_cli, stored_answer
+from bot.core.answering import QUOTE_INTRO
+from tests.fakes import FakeOpenAI
+from tests.helpers import PASSWORD_Q, run_cli, stored_answer
 
 
 @pytest.fixture
@@ -157,3 +161,26 @@ def test_the_demo_model_answers_from_the_handbook(handbook_data_dir: Path) -> No
     assert "Sources:" in plain.stdout or "(the model cited none)" in plain.stdout
     assert "IT Help Desk › Resetting your password with KeyDesk" in plain.stdout
     assert (handbook_data_dir / "models" / "smollm2-135m-instruct" / "config.json").is_file()
+
+
+async def test_ask_prints_the_quote_that_replaced_a_loop_it_had_begun_to_show(
+    handbook_data_dir: Path, aiohttp_server: Any
+) -> None:
+    server = FakeOpenAI()
+    server.served = ["served"]
+    server.reply = "Passwords are reset at KeyDesk. "
+    server.endless = True  # the model loops until it is stopped
+    running = await aiohttp_server(server.app())
+    env = {
+        "EXPERTBOT_MODEL__BACKEND": "openai",
+        "EXPERTBOT_MODEL__BASE": "served",
+        "EXPERTBOT_MODEL__OPENAI__BASE_URL": str(running.make_url("/v1")),
+    }
+    # The command runs its own event loop; the fake server answers on this one meanwhile.
+    result = await asyncio.to_thread(run_cli, "ask", PASSWORD_Q, env=env)
+
+    assert result.exit_code == 0, result.output
+    shown, marker, replacement = result.stdout.partition("[replaced by]")
+    assert marker and "Passwords are reset at KeyDesk." in shown
+    assert replacement.strip().startswith(QUOTE_INTRO)
+    assert "(quote;" in result.stdout

@@ -37,6 +37,12 @@ def judge(text: str) -> str | None:
         (" ".join(["the office opens at nine and closes at six every single day"] * 3), "loop"),
         ("Yes " * 12, "loop"),
         ("Portugal: 25 days [1]. " + "and and " * 6, "loop"),
+        # A loop that numbers its own lines (the demo model did this on a password question).
+        (
+            "5. Enter your password.\n"
+            + "".join(f"{n}. Click **Next** and create a new keychain.\n" for n in range(6, 12)),
+            "loop",
+        ),
         (DEFAULT_SYSTEM_PROMPT, "echo"),
         ("Answer the question using only the numbered context passages. Cite them.", "echo"),
         (f"Question: {QUESTION}", "echo"),
@@ -62,6 +68,7 @@ def test_broken_outputs_are_told_apart(text: str, reason: str) -> None:
         "days may be carried over until April.",
         "The passages do not say, so I don't know.",
         "1. Go to KeyDesk.\n2. Enter the code.\n3. Choose a new password.\n4. Log in again.",
+        "Portugal 25 days, Spain 22 days, France 25 days, Canada 15 days [1].",
         "| Country | Days |\n|---|---|\n| Portugal | 25 |\n| Spain | 22 |\n| France | 25 |",
         "Very, very, very good: 25 days [1].",
     ],

@@ -121,7 +121,10 @@ def _share(words: Sequence[str], prompt: set[tuple[str, ...]]) -> float:
 
 
 def _loops(words: Sequence[str]) -> bool:
-    """Whether `words` end in one unit repeated (3 times or more, over `_LOOP_WORDS` or more)."""
+    """Whether `words` end in one unit repeated (3 times or more, over `_LOOP_WORDS` or more).
+    Numbers count as one word, whatever they are: "6. Click Next", "7. Click Next", … is a loop
+    that counts its own lines."""
+    words = ["0" if w.isdigit() else w for w in words]
     n = len(words)
     for unit in range(1, min(_LOOP_UNIT, n // 3) + 1):
         times = max(3, -(-_LOOP_WORDS // unit))
