@@ -85,6 +85,8 @@ class KnowledgeSearch:
         if mode != "hybrid":
             return await self.index.search(self._query(query, vector, k, filters, mode, alpha))
         k = k or self.config.k
+        if k < 1:
+            raise QueryError("k must be at least 1")
         nearest, keyword = await self._candidates(query, vector, k, filters)
         weight = self.config.alpha if alpha is None else alpha
         return fusion.fuse(nearest, keyword, fusion=self.config.fusion, alpha=weight)[:k]
@@ -116,7 +118,7 @@ class KnowledgeSearch:
         """The passages for `text` as serving uses them: hybrid candidates, reranked when a
         reranker is configured, at most `per_document` chunks of one document; with the
         answerability signals. The query is embedded once (or not at all when `vector` is
-        given); the three searches run together. `pool`: how many hybrid candidates to rank
+        given); both searches and the vocabulary lookup run together. `pool`: how many candidates to rank
         (default: enough for the cap and the reranker)."""
         query = _normalise(text)
         k = k or self.config.k
