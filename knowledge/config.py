@@ -98,6 +98,13 @@ class RerankConfig(_Strict):
     depth: int = Field(
         default=20, ge=2, le=200, description="How many fused candidates are scored."
     )
+    scoring: Literal["query-likelihood", "yes-no"] = Field(
+        default="query-likelihood",
+        description="How the generator judge scores a passage: the mean log-probability of the "
+        "question given it (ranked better with the demo model), or the log-odds of its "
+        "answering yes to 'does the passage contain the answer?' (what answer.abstention = "
+        "generator reads).",
+    )
     batch_size: int = Field(default=16, ge=1, le=1024, description="Cross-encoder batch size.")
     device: str = Field(
         default="auto", description="Cross-encoder device: auto, cpu, cuda, cuda:0, mps …"

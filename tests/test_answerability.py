@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ from knowledge.answerability import (
     content_terms,
 )
 from knowledge.config import SourceConfig
-from knowledge.models import AccessScope, DocKey
+from knowledge.models import AccessScope, DocKey, Hit
+from knowledge.search import Retrieval
 from knowledge.vocabulary import Vocabulary
 from tests.helpers import EXPERT, HANDBOOK, run_cli, settings_for, stored_answer
 from training.feedback.records import AnswerRecord, CitedSource, RatingKind, StoredSource
@@ -129,14 +131,24 @@ def test_a_broken_model_file_is_a_clear_error_at_start(
     assert "Traceback" not in result.output
 
 
-def test_the_generator_rule_needs_the_generator_judge(tmp_path: Path) -> None:
+def test_the_generator_rule_answers_on_the_judges_yes(tmp_path: Path) -> None:
+    config = AnswerConfig(abstention="generator", min_judge_score=0.5)
     with pytest.raises(ConfigError, match=r"rerank\.kind"):
+        abstention_rule(config, data_dir=tmp_path, embedder="e", reranker=None)
+    with pytest.raises(ConfigError, match=r"rerank\.scoring"):
         abstention_rule(
-            AnswerConfig(abstention="generator"),
-            data_dir=tmp_path,
-            embedder="all-MiniLM-L6-v2",
-            reranker=None,
+            config, data_dir=tmp_path, embedder="e", reranker="generator:m:query-likelihood"
         )
+    rule = abstention_rule(config, data_dir=tmp_path, embedder="e", reranker="generator:m:yes-no")
+
+    def retrieval(judged: float | None) -> Retrieval:
+        hit = Hit("c1", "s", "d.md", "D", "file:///d.md", "", "text", 0.9, "public")
+        signals = _signals(dict.fromkeys(FEATURES, 0.9) | {"rerank": judged})
+        return Retrieval([hit], 0.9, signals, [hit], vocabulary_documents=1)
+
+    assert rule.decide(retrieval(1.2)).answer
+    assert not rule.decide(retrieval(0.1)).answer  # similar, but the judge says no
+    assert not rule.decide(retrieval(None)).answer
 
 
 def record(store: FeedbackStore, signals: dict[str, float], *, abstained: bool, cited: bool) -> str:
@@ -220,8 +232,8 @@ def test_retraining_learns_from_what_experts_answered_and_rejected(
     assert retrained.version in run_cli("status").stdout
 
 
-def _signals(values: dict[str, float]) -> Signals:
-    return Signals(**values)
+def _signals(values: Mapping[str, float | None]) -> Signals:
+    return Signals(**values)  # type: ignore[arg-type]
 
 
 def test_fitting_is_deterministic_and_round_trips(tmp_path: Path) -> None:

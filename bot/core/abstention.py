@@ -4,8 +4,9 @@
   retrieval's signals. It is used only with the embedding model and reranker it was trained
   with; with any other the similarity rule serves instead, and `status` says why.
 - "similarity": the best chunk's cosine similarity must reach `answer.min_similarity`.
-- "generator": the generator judge's score of the best passage (knowledge.rerank.kind =
-  "generator") must reach `answer.min_judge_score`: for a capable generator, its own reading.
+- "generator": the generator judge's yes / no log-odds for the best passage (knowledge.rerank
+  kind "generator", scoring "yes-no") must reach `answer.min_judge_score`: for a capable
+  generator, its own reading of whether the passages hold the answer.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def reranker_name(settings: Settings) -> str | None:
     if rerank.kind == "cross-encoder":
         return f"cross-encoder:{rerank.model}"
     model = DEMO_NAME if settings.model.base == DEMO_MODEL else settings.model.base
-    return judge_name(model)
+    return judge_name(model, rerank.scoring)
 
 
 def model_path(config: AnswerConfig, data_dir: Path) -> Path:
@@ -117,6 +118,11 @@ def abstention_rule(
             raise ConfigError(
                 'answer.abstention = "generator" needs the generator judge: set '
                 'knowledge.rerank.kind = "generator"'
+            )
+        if not reranker.endswith(":yes-no"):
+            raise ConfigError(
+                'answer.abstention = "generator" reads the judge\'s yes / no: set '
+                'knowledge.rerank.scoring = "yes-no"'
             )
         return AbstentionRule("generator", config)
     path = model_path(config, data_dir)

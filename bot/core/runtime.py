@@ -63,7 +63,8 @@ class Core:
         store = FeedbackStore(engine)
         if settings.knowledge.rerank.kind == "generator":
             knowledge.search.reranker = make_reranker(
-                settings.knowledge.rerank, judge=GeneratorJudge(generator)
+                settings.knowledge.rerank,
+                judge=GeneratorJudge(generator, scoring=settings.knowledge.rerank.scoring),
             )
         answerer = Answerer(
             search=knowledge.search,
