@@ -20,7 +20,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,22 +127,14 @@ def compute_signals(
     other = next((c.score for c in nearest if nearest and c.doc_id != nearest[0].doc_id), None)
     spread = top - float(np.mean([c.score for c in nearest[:10]])) if nearest else 0.0
     terms = content_terms(question)
-
-    def coverage(texts: Iterable[str]) -> float:
-        if not terms:
-            return 0.0
-        found: set[str] = set()
-        for text in texts:
-            found |= content_terms(text) & terms
-        return len(found) / len(terms)
+    # The question's words each passage holds, best passage first.
+    found = [content_terms(passage.text) & terms for passage in passages]
+    in_passages: set[str] = set().union(*found)
 
     vector_docs = list(dict.fromkeys(c.doc_id for c in nearest))
     agreement = 0.0
     if keyword and keyword[0].doc_id in vector_docs:
         agreement = 1.0 / (vector_docs.index(keyword[0].doc_id) + 1)
-    in_passages: set[str] = set()
-    for passage in passages:
-        in_passages |= content_terms(passage.text) & terms
     # IDF on a 0..1 scale: 1 for a word no document holds, near 0 for one that all do.
     n = frequencies.documents
     idf = {t: math.log((n + 1) / (frequencies[t] + 0.5)) / math.log(2 * n + 2) for t in terms}
@@ -152,8 +144,8 @@ def compute_signals(
         top_cosine=top,
         cosine_gap=top - other if other is not None else 0.0,
         cosine_spread=spread,
-        coverage_best=coverage(c.text for c in passages[:1]),
-        coverage_top=coverage(c.text for c in passages),
+        coverage_best=len(found[0]) / len(terms) if terms and found else 0.0,
+        coverage_top=len(in_passages) / len(terms) if terms else 0.0,
         agreement=agreement,
         known_terms=sum(1 for t in terms if frequencies[t]) / len(terms) if terms else 0.0,
         rarest_missing=max(missing, default=0.0),

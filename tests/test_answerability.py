@@ -194,24 +194,15 @@ def test_retraining_learns_from_what_experts_answered_and_rejected(
         )
     # An unsupported answer rated 👎 by an expert, and feedback that says nothing about it.
     high = dict.fromkeys(FEATURES, 0.9)
-    down = record(store, high, abstained=False, cited=False)
-    store.rate(
-        answer_id=down,
-        user_id=EXPERT,
-        platform="slack",
-        kind=RatingKind.DOWN,
-        source="reaction",
-        expert=True,
-    )
-    cited = record(store, high, abstained=False, cited=True)
-    store.rate(
-        answer_id=cited,
-        user_id=EXPERT,
-        platform="slack",
-        kind=RatingKind.DOWN,
-        source="reaction",
-        expert=True,
-    )
+    for cited in (False, True):
+        store.rate(
+            answer_id=record(store, high, abstained=False, cited=cited),
+            user_id=EXPERT,
+            platform="slack",
+            kind=RatingKind.DOWN,
+            source="reaction",
+            expert=True,
+        )
     engine.dispose()
 
     result = run_cli("answerability", "train", "--json")

@@ -21,8 +21,7 @@ from bot.core.config import AnswerConfig
 from bot.settings import Settings
 from knowledge.answerability import DEFAULT_MODEL, AnswerabilityModel
 from knowledge.search import Retrieval
-from training.config import DEMO_MODEL
-from training.serving.demo import DEMO_NAME
+from training.serving.demo import served_name
 from training.serving.judge import judge_name
 
 log = structlog.get_logger("expertbot.abstention")
@@ -91,8 +90,7 @@ def reranker_name(settings: Settings) -> str | None:
         return None
     if rerank.kind == "cross-encoder":
         return f"cross-encoder:{rerank.model}"
-    model = DEMO_NAME if settings.model.base == DEMO_MODEL else settings.model.base
-    return judge_name(model, rerank.scoring)
+    return judge_name(served_name(settings.model.base), rerank.scoring)
 
 
 def model_path(config: AnswerConfig, data_dir: Path) -> Path:

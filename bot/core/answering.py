@@ -14,7 +14,6 @@ import time
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
 
 import structlog
 
@@ -135,7 +134,7 @@ class Answerer:
                 )
                 decision = self.rule.decide(retrieval)
             retrieved_at = time.perf_counter()
-            if retrieval and decision and decision.answer:
+            if retrieval and decision is not None and decision.answer:
                 prompt = self.builder.build(text, merge_passages(retrieval.hits), question.history)
             prompted_at = time.perf_counter()
 
@@ -148,8 +147,7 @@ class Answerer:
             return
         assert retrieval is not None and decision is not None
         if prompt is None:
-            answer = self._abstain(answer_id, text, started, retrieved_at - started)
-            answer = replace(answer, answerability=decision.score)
+            answer = self._abstain(answer_id, text, started, retrieved_at - started, decision.score)
             yield answer.text
             await self._record(question, answer, retrieval=retrieval)
             bound.info(
@@ -210,8 +208,7 @@ class Answerer:
             # What the model wrote is no answer: the best passage, quoted
             # and cited, replaces it; where some of it was shown, the final Answer replaces that.
             passage = prompt.passages[0]
-            answer = self._quote(answer_id, text, passage, prompt.passages, timings)
-            answer = replace(answer, answerability=decision.score)
+            answer = self._quote(answer_id, text, passage, prompt.passages, timings, decision.score)
             if not guard.released:
                 yield answer.text
             await self._record(question, answer, retrieval=retrieval)
@@ -278,7 +275,9 @@ class Answerer:
         previous = [t.text for t in question.history if t.role == "user"]
         return f"{previous[-1]} {text}" if previous else text
 
-    def _abstain(self, answer_id: str, text: str, started: float, retrieval_s: float) -> Answer:
+    def _abstain(
+        self, answer_id: str, text: str, started: float, retrieval_s: float, answerability: float
+    ) -> Answer:
         message = self.config.abstain_message.strip()
         if self.config.where_to_ask.strip():
             message = f"{message} {self.config.where_to_ask.strip()}"
@@ -292,6 +291,7 @@ class Answerer:
             model=self.generator.model_name,
             adapter=self.generator.adapter,
             timings=Timings(retrieval_s=retrieval_s, total_s=time.perf_counter() - started),
+            answerability=answerability,
         )
 
     def _quote(
@@ -301,6 +301,7 @@ class Answerer:
         passage: Passage,
         passages: tuple[Passage, ...],
         timings: Timings,
+        answerability: float,
     ) -> Answer:
         quoted = "\n".join(f"> {line}".rstrip() for line in excerpt(passage.text).splitlines())
         return Answer(
@@ -314,6 +315,7 @@ class Answerer:
             adapter=None,
             timings=timings,
             passages=passages,
+            answerability=answerability,
         )
 
     def _curated(self, answer_id: str, text: str, curated: CuratedAnswer, started: float) -> Answer:

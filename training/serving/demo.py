@@ -28,8 +28,13 @@ def resolve_base(base: str, data_dir: Path) -> tuple[str, str]:
     """What to load for `model.base`, and its name: the demo model's folder (prepared on first
     use) for "demo", else `base` itself (a hub id or a folder)."""
     if base == DEMO_MODEL:
-        return str(prepare_demo_model(data_dir)), DEMO_NAME
-    return base, base
+        return str(prepare_demo_model(data_dir)), served_name(base)
+    return base, served_name(base)
+
+
+def served_name(base: str) -> str:
+    """The name the model of `model.base` is served (and recorded) under, without loading it."""
+    return DEMO_NAME if base == DEMO_MODEL else base
 
 
 def demo_model_path(data_dir: Path) -> Path:
