@@ -1,22 +1,32 @@
-"""Does the loop learn? Facts the base model cannot know, half of them taught through the loop.
+"""Does the loop teach truth or style? Made-up facts taught through the loop, two recipes.
 
 50 made-up facts about a made-up company (Quillfeather Labs: who leads each team, its room,
 its project's codename, its standup time, its incident channel) that are in no document and in
-no model. Half of them (every template in both halves) are taught the way experts teach in
-production: the bot's answer is recorded, an expert corrects it in the thread, then the real
-`Ops.train` runs the whole pipeline — training set (with re-retrieved handbook context), a
-QLoRA run of the demo model in the worker process, the eval gate, the registry.
+no model. Half of them (every kind of fact in both halves) are taught the way experts teach in
+production: the bot abstains, an expert corrects it in the thread (`Feedback.correct`, which
+makes the correction an expert answer), and `expertbot sync` indexes the expert answers. Then
+the real `Ops.train` runs the whole pipeline twice on the same feedback, once per recipe —
+training set → QLoRA of the demo model in the worker process → the eval gate — each compared
+with the base model:
 
-Then both the base model and the new adapter answer all 50 questions (greedy, the serving
-prompt with what retrieval finds — nothing relevant, the facts are in no document), and the
-table compares, per group:
+    grounded   the default: each example shows its gold passage (its expert answer) among
+               retrieved distractors and cites it; a share shows the distractors alone with the
+               abstention as the target; the serving model's own good answers mixed in
+    retrieved  the earlier recipe: the passages as retrieved (its own expert answer left out)
+               and the expert's answer as the target: the model is taught to state values that
+               no passage shows it
 
-    taught        corrected by an expert and in the train split
-    gate's share  corrected by an expert but held out for the gate (never trained on)
-    never taught  the other 25
+Then the base model and both adapters answer every question through the real answering core —
+retrieval (handbook + expert answers), the abstention rule, the model — in a public channel:
 
-    fact recalled  the share of answers containing the fact's key value (a name, a room …)
-    F1             token F1 of the answer against the expert's answer
+    taught        the taught facts of the train split, asked in new words
+    gate's share  taught facts the dataset held out for the gate, asked in new words
+    never taught  the other 25, never corrected: nothing anywhere holds them
+
+    recalled   key-fact recall of the answer against the expert's answer (training.scoring)
+    abstained  the share of answers that say the bot does not know
+    invented   the share of answers carrying a key fact that neither the passages it was shown
+               nor the question hold
 
     python bench/learning_loop.py [--work .bench/learning] [--epochs 8] [--lr 1e-3] [--json]
 """
@@ -42,6 +52,7 @@ LEADS = ["Odalys Brenner", "Taavi Koskinen", "Mirela Voss", "Ingmar Castell", "P
 CODENAMES = ["Bramblewick", "Tessellate", "Marigold", "Quokka", "Fernhollow", "Obsidian",
              "Larkspur", "Cinderbox", "Pemberly", "Wavecrest"]  # fmt: skip
 TIMES = ["9:10", "9:25", "9:40", "10:05", "10:20", "10:35", "11:15", "13:45", "14:10", "15:30"]
+RECIPES = ("grounded", "retrieved")
 
 
 def facts() -> list[dict[str, Any]]:
@@ -49,36 +60,44 @@ def facts() -> list[dict[str, Any]]:
     for t, team in enumerate(TEAMS):
         room, channel = f"{4 + t}{17 + 3 * t}", f"inc-{team}-{CODENAMES[(t + 3) % 10].lower()}"
         rows = [
-            (f"Who leads the {team} team at Quillfeather?", f"{LEADS[t]} leads the {team} team.", LEADS[t]),
-            (f"Which room does the {team} team sit in?", f"The {team} team sits in room {room}.", room),
-            (f"What is the codename of the {team} team's project?", f"The project is called {CODENAMES[t]}.", CODENAMES[t]),
-            (f"When is the {team} team's daily standup?", f"The {team} standup is at {TIMES[t]} every weekday.", TIMES[t]),
-            (f"Which Slack channel does the {team} team use for incidents?", f"Incidents go to #{channel}.", channel),
+            (f"Who leads the {team} team at Quillfeather?", f"Who is in charge of the {team} team?",
+             f"{LEADS[t]} leads the {team} team."),
+            (f"Which room does the {team} team sit in?", f"Where do the {team} people have their desks?",
+             f"The {team} team sits in room {room}."),
+            (f"What is the codename of the {team} team's project?", f"What is the {team} project called internally?",
+             f"The project is called {CODENAMES[t]}."),
+            (f"When is the {team} team's daily standup?", f"What time does the {team} team meet every morning?",
+             f"The {team} standup is at {TIMES[t]} every weekday."),
+            (f"Which Slack channel does the {team} team use for incidents?", f"Where do I report a {team} incident?",
+             f"Incidents go to #{channel}."),
         ]  # fmt: skip
-        for k, (question, answer, key) in enumerate(rows):
+        for k, (question, reworded, answer) in enumerate(rows):
             out.append(
-                {"question": question, "answer": answer, "key": key, "taught": (t + k) % 2 == 0}
+                {
+                    "question": question,
+                    "reworded": reworded,
+                    "answer": answer,
+                    "taught": (t + k) % 2 == 0,
+                }
             )
     return out
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from base.database import make_engine
+    from bot.core.feedback import Feedback
+    from bot.core.runtime import Core
     from bot.ops import Ops
     from bot.settings import load_settings
     from knowledge.config import SourceConfig
-    from knowledge.runtime import Knowledge
     from training.feedback.records import AnswerRecord
-    from training.feedback.store import FeedbackStore
     from training.learning.dataset import split_of
-    from training.registry import AdapterRegistry
 
     if args.work.exists():
         shutil.rmtree(args.work)
     settings = load_settings(
         overrides={
             "data_dir": args.work,
-            "model": {"base": "demo"},
+            "model": {"base": "demo", "max_new_tokens": 48},
             "dataset": {"dedupe_similarity": 0.99},
             "training": {
                 "epochs": args.epochs,
@@ -86,7 +105,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "batch_size": 4,
                 "gradient_accumulation": 1,  # 4 examples a step: enough steps on 20 examples
                 "min_examples": 4,
-                "min_new_examples": 1,
+                "min_new_examples": 0,
                 "gate": {"max_new_tokens": 48},
             },
         }
@@ -94,99 +113,97 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     settings.knowledge.sources = [
         SourceConfig(path=ROOT / "examples" / "knowledge", name="handbook")
     ]
-    engine = make_engine(settings.resolved_database_url)
-    knowledge = Knowledge.build(settings.knowledge, data_dir=args.work, engine=engine)
-    await knowledge.open()
-    await knowledge.syncer.run(trigger="bench")
-    store = FeedbackStore(engine)  # knowledge.open() migrated the database
-    ops = Ops(settings, knowledge, store, AdapterRegistry(settings.adapter_registry))
-    all_facts = facts()
-    for fact in all_facts:
-        if fact["taught"]:
+    core = Core.build(settings)
+    await core.start()
+    try:
+        ops = Ops(settings, core.knowledge, core.store, core.registry)
+        feedback = Feedback(core.store, core.knowledge.search)
+        all_facts = facts()
+        for fact in all_facts:
+            if not fact["taught"]:
+                fact["group"] = "never taught"
+                continue
             answer_id = str(uuid.uuid4())
-            store.record(AnswerRecord(
+            core.store.record(AnswerRecord(
                 id=answer_id, question=fact["question"], asker="UEMPLOYEE", platform="slack",
                 where_kind="public", channel="CGENERAL", thread="1",
-                answer="I couldn't find this in our knowledge base.", abstained=True, model="demo",
+                answer=settings.answer.abstention_reply, abstained=True, model="demo",
             ))  # fmt: skip
-            store.add_correction(
-                answer_id=answer_id, user_id="UEXPERT", platform="slack", text=fact["answer"],
-                approved=True,
-            )  # fmt: skip
-            fact["group"] = (
-                "gate's share" if split_of(fact["question"], settings.dataset.heldout_fraction)
-                == "heldout" else "taught"
-            )  # fmt: skip
-        else:
-            fact["group"] = "never taught"
-        fact["passages"] = await ops._passages_for(fact["question"], None)
+            await feedback.correct(
+                answer_id, "UEXPERT", fact["answer"], platform="slack", expert=True
+            )
+            held = split_of(fact["question"], settings.dataset.heldout_fraction) == "heldout"
+            fact["group"] = "gate's share" if held else "taught"
+        await ops.sync(trigger="bench")
 
-    started = time.perf_counter()
-    try:
-        result = await ops.train(trigger="bench")
+        runs: dict[str, Any] = {}
+        for recipe in RECIPES:
+            settings.dataset.context = recipe  # type: ignore[assignment]
+            started = time.perf_counter()
+            result = await ops.train(trigger="bench")
+            details = result.details
+            runs[recipe] = {
+                "status": details.get("status"),
+                "version": details.get("version"),
+                "summary": result.summary,
+                "reasons": details.get("reasons"),
+                "before": details.get("before"),
+                "after": details.get("after"),
+                "train": details.get("train"),
+                "dataset": details.get("plan"),
+                "pipeline_s": round(time.perf_counter() - started, 1),
+            }
+            if details.get("status") == "promoted":  # the next recipe is compared with the base
+                await ops.rollback(None, trigger="bench")
+        models: list[tuple[str, str | None]] = [("base", None)] + [
+            (recipe, runs[recipe]["version"]) for recipe in RECIPES if runs[recipe]["version"]
+        ]
+        groups = await _answer_all(core, models, all_facts)
     finally:
-        await knowledge.close()
-    train_s = time.perf_counter() - started
-    details = result.details
-    version = details.get("version")
-    if version is None:
-        return {"error": result.summary}
-    scores = await asyncio.to_thread(_score, ops, version, all_facts)
+        await core.close()
     return {
-        "outcome": result.summary,
-        "gate": {"before": details["before"], "after": details["after"]},
-        "train": details["train"],
-        "dataset": details["plan"],
-        "pipeline_s": round(train_s, 1),
-        "groups": scores,
+        "runs": runs,
+        "groups": groups,
         "machine": machine(),
         "commit": git_rev(),
+        "examples": [
+            {k: f.get(k) for k in ("group", "reworded", "answer")}
+            | {label: f.get(f"{label}_answer") for label, _ in models}
+            for f in all_facts
+        ],
     }
 
 
-def _score(ops: Any, version: str, all_facts: list[dict[str, Any]]) -> dict[str, Any]:
-    from peft import PeftModel
+async def _answer_all(
+    core: Any, models: list[tuple[str, str | None]], all_facts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    from bot.core.question import Question, Where
+    from training.scoring import is_abstention, key_fact_recall, ungrounded_facts
 
-    from training.learning.finetune import (
-        ChatFormat,
-        TrainExample,
-        generate_answer,
-        load_base,
-        resolve_device,
-    )
-    from training.scoring import token_f1
-    from training.serving.demo import prepare_demo_model
-    from training.serving.local import stop_token_ids
-
-    config = ops.settings.training
-    tokenizer, model = load_base(
-        str(prepare_demo_model(ops.settings.data_dir)), config, resolve_device("cpu")
-    )
-    model = PeftModel.from_pretrained(model, str(ops.registry.path(version)))
-    model.eval()
-    fmt = ChatFormat(
-        tokenizer, ops.settings.prompt, max_seq_len=config.max_seq_len, max_new_tokens=48
-    )
-    stops = stop_token_ids(tokenizer, model)
+    reply = core.settings.answer.abstention_reply
     rows: dict[str, dict[str, list[float]]] = {}
-    for fact in all_facts:
-        example = TrainExample(
-            "f", fact["question"], fact["answer"], tuple(fact["passages"]), "eval"
-        )
-        for label in ("base", "adapter"):
-            if label == "base":
-                with model.disable_adapter():
-                    text, _, _ = generate_answer(model, fmt, example, 48, stops)
-            else:
-                text, _, _ = generate_answer(model, fmt, example, 48, stops)
-            group = rows.setdefault(fact["group"], {})
-            group.setdefault(f"{label}_recall", []).append(
-                float(fact["key"].lower() in text.lower())
+    for label, version in models:
+        await core.generator.use_adapter(version)
+        for fact in all_facts:
+            answer = await core.answerer.answer(
+                Question(fact["reworded"], asker="UBENCH", where=Where(channel="CGENERAL"))
             )
-            group.setdefault(f"{label}_f1", []).append(token_f1(text, fact["answer"]))
-            fact[f"{label}_answer"] = text
+            abstained = answer.abstained or is_abstention(answer.text, reply)
+            shown = [f"{p.label}\n{p.text}" for p in answer.passages]
+            if answer.curated:  # an expert's answer served as is: its facts are the expert's
+                shown.append(answer.text)
+            invented = not abstained and bool(
+                ungrounded_facts(answer.text, [*shown, fact["reworded"]])
+            )
+            group = rows.setdefault(fact["group"], {})
+            group.setdefault(f"{label}_recalled", []).append(
+                0.0 if abstained else key_fact_recall(answer.text, fact["answer"]) or 0.0
+            )
+            group.setdefault(f"{label}_abstained", []).append(float(abstained))
+            group.setdefault(f"{label}_invented", []).append(float(invented))
+            fact[f"{label}_answer"] = answer.text
     return {
-        name: {"questions": len(v["base_f1"])}
+        name: {"questions": len(v["base_recalled"])}
         | {k: round(statistics.fmean(x), 3) for k, x in v.items()}
         for name, v in rows.items()
     }
@@ -200,18 +217,22 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(run(args))
-    if args.json or "error" in result:
+    if args.json:
         print(json.dumps(result, indent=2, default=str))
         return
-    print(f"outcome: {result['outcome']}  (pipeline {result['pipeline_s']} s)")
-    print(f"{'group':<14} {'n':>3}  {'recalled: base → adapter':>26}  {'F1: base → adapter':>20}")
+    for recipe, outcome in result["runs"].items():
+        print(f"{recipe}: {outcome['summary']}  (pipeline {outcome['pipeline_s']} s)")
+    labels = ["base", *[r for r in RECIPES if result["runs"][r]["version"]]]
+    print(f"{'group':<14} {'n':>3}  " + "  ".join(f"{m:>28}" for m in labels))
+    print(" " * 19 + "  ".join(f"{'recalled abstained invented':>28}" for _ in labels))
     for name in ("taught", "gate's share", "never taught"):
         g = result["groups"].get(name)
         if g:
-            print(
-                f"{name:<14} {g['questions']:>3}  {g['base_recall']:>12.2f} → {g['adapter_recall']:<11.2f}"
-                f"  {g['base_f1']:>8.3f} → {g['adapter_f1']:<8.3f}"
-            )
+            cells = [
+                f"{g[f'{m}_recalled']:>8.2f} {g[f'{m}_abstained']:>9.2f} {g[f'{m}_invented']:>9.2f}"
+                for m in labels
+            ]
+            print(f"{name:<14} {g['questions']:>3}  " + "  ".join(f"{c:>28}" for c in cells))
     print(f"machine: {result['machine']}, commit {result['commit']}")
 
 

@@ -36,7 +36,14 @@ from knowledge.runtime import Knowledge
 from training.feedback.records import AnswerRecord, CuratedKind
 from training.feedback.store import FeedbackStore
 from training.learning.answerability import retrain
-from training.learning.dataset import TrainingSet, build_training_set, read_import
+from training.feedback.expert_answers import (
+    EXPERT_SOURCE,
+    ExpertAnswer,
+    expert_answer_text,
+    expert_answer_title,
+    expert_answer_uri,
+)
+from training.learning.dataset import Context, TrainingSet, build_training_set, read_import
 from training.learning.pipeline import LearningLoop
 from training.registry import AdapterRegistry
 from training.serving.prompting import Passage
@@ -218,6 +225,7 @@ class Ops:
                 self.settings.model.base,
                 self.settings.data_dir,
                 on_start=self._worker_started,
+                abstention=self.settings.answer.abstention_reply,
             )
             try:
                 outcome = await loop.run(dataset, trigger=trigger, dry_run=dry_run, on_event=event)
@@ -344,12 +352,32 @@ class Ops:
         """The training set as the feedback store stands now (see training/learning/dataset.py)."""
         candidates = await asyncio.to_thread(self.store.training_candidates)
         imported = await asyncio.to_thread(self.store.imported_examples)
+        experts = await asyncio.to_thread(self.store.expert_answers)
+        vectors = await self._embed([e.question for e in experts]) if experts else None
+
+        async def context(question: str, asked: AnswerRecord | None) -> Context:
+            own: list[ExpertAnswer] = []
+            if experts and vectors is not None:
+                similar = await self._embed([question])
+                sims = vectors @ similar[0] / (
+                    np.linalg.norm(vectors, axis=1) * np.linalg.norm(similar[0]) + 1e-12
+                )
+                own = [
+                    e
+                    for e, sim in zip(experts, sims, strict=True)
+                    if (asked is not None and e.answer_id == asked.id)
+                    or sim >= self.settings.dataset.dedupe_similarity
+                ]
+                own.sort(key=lambda e: e.created_at, reverse=True)
+            return await self._context_for(question, asked, own)
+
         return await build_training_set(
             candidates,
             imported,
             config=self.settings.dataset,
-            retrieve=self._passages_for,
+            retrieve=context,
             embed=self._embed,
+            abstention=self.settings.answer.abstention_reply,
         )
 
     async def export_dataset(self) -> tuple[Path, TrainingSet]:
@@ -357,9 +385,12 @@ class Ops:
         path = await asyncio.to_thread(dataset.export, self.settings.data_dir / "datasets")
         return path, dataset
 
-    async def _passages_for(self, question: str, asked: AnswerRecord | None) -> list[Passage]:
-        """What the question retrieves today, where it was asked (imported ones: as if in a
-        public channel), as the prompt shows passages."""
+    async def _context_for(
+        self, question: str, asked: AnswerRecord | None, own: Sequence[ExpertAnswer] = ()
+    ) -> Context:
+        """What the question retrieves today where it was asked (imported ones: as if in a
+        public channel), as the prompt shows passages, with its own expert answers (`own`)
+        left out of the retrieval and given apart as its gold passages."""
         if asked is None:
             where = Where()
             asker = "import"
@@ -367,10 +398,27 @@ class Ops:
             where = Where(WhereKind(asked.where_kind), asked.channel, asked.platform)
             asker = asked.asker
         scope = scope_for(Question(question, asker=asker, where=where), self.settings.answer)
+        k = self.settings.answer.passages
+        left_out = {e.id for e in own}
         retrieval = await self.knowledge.search.retrieve(
-            question, k=self.settings.answer.passages, filters=SearchFilters(scope=scope)
+            question, k=k + len(left_out), filters=SearchFilters(scope=scope)
         )
-        return merge_passages(retrieval.hits)
+        hits = [
+            h for h in retrieval.hits if not (h.source == EXPERT_SOURCE and h.doc_id in left_out)
+        ]
+        return Context(
+            tuple(merge_passages(hits[:k])),
+            tuple(
+                Passage(
+                    title=expert_answer_title(e),
+                    heading="",
+                    uri=expert_answer_uri(e),
+                    text=expert_answer_text(e),
+                    doc_id=e.id,
+                )
+                for e in own
+            ),
+        )
 
     async def _embed(self, texts: Sequence[str]) -> np.ndarray:
         """Question embeddings as answering computes them (so imported curated answers match)."""

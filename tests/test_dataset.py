@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 import pytest
 
@@ -16,11 +21,13 @@ from bot.ops import Ops
 from bot.settings import load_settings
 from knowledge.runtime import Knowledge
 from tests.helpers import PASSWORD_Q, run_cli
-from training.feedback.records import AnswerRecord, RatingKind
+from training.config import DatasetConfig
+from training.feedback.records import AnswerRecord, ImportedExample, RatingKind
 from training.feedback.store import FeedbackStore
-from training.learning.dataset import Example, split_of
+from training.learning.dataset import Context, Example, build_training_set, split_of
 from training.registry import AdapterRegistry
 from training.serving.degeneration import QUOTE_MODEL
+from training.serving.prompting import Passage
 
 
 @pytest.fixture
@@ -87,7 +94,8 @@ def correct(ops: Ops, answer_id: str, text: str, *, expert: bool = True) -> None
 
 
 def by_question(examples: list[Example]) -> dict[str, Example]:
-    return {e.question: e for e in examples}
+    """The example of each question that shows its passages (not its gold-absent copy)."""
+    return {e.question: e for e in examples if e.gold is not False}
 
 
 async def test_targets_come_from_corrections_approvals_and_good_ratings_only(ops: Ops) -> None:
@@ -288,3 +296,74 @@ def test_dataset_commands_import_export_and_bad_files(
     summary = json.loads(result.stdout)
     assert summary["examples"] == 1 and summary["kinds"] == {"imported": 1}
     assert Path(summary["path"]).is_file()
+
+
+ABSTAIN = "I couldn't find this in our knowledge base, so I won't guess. Ask #it-help."
+
+
+def passage(title: str, text: str) -> Passage:
+    return Passage(title, "", f"https://wiki.example.com/{title.lower().replace(' ', '-')}", text)
+
+
+async def test_grounded_examples_read_the_gold_among_distractors_or_abstain(embedder) -> None:
+    """Each training question shows its own expert answer among the retrieved distractors and
+    its target cites it; for about a quarter of them a second example shows the distractors
+    alone, and its target is the abstention. Held-out questions are shown what retrieval finds
+    without their own expert answer."""
+    questions = [f"Which room does team {n} sit in?" for n in range(40)]
+    expert = {q: f"Team {n} sits in room {400 + n}." for n, q in enumerate(questions)}
+    distractors = (
+        passage("Lisbon office", "The Lisbon office is on floor 3; rooms 301 to 340."),
+        passage("Meeting rooms", "Book meeting rooms in the calendar, up to two weeks ahead."),
+        passage("Desk booking", "Hot desks are booked in the Deskly app."),
+        passage("Team rooms", "Every team has a room; ask the office manager which."),
+    )
+
+    async def retrieve(question: str, asked: AnswerRecord | None) -> Context:
+        own = passage(f"Expert answer: {question}", f"Question: {question}\nAnswer: {expert[question]}")
+        return Context(distractors, (own,))
+
+    imported = [
+        ImportedExample(q, expert[q], "UEXPERT", datetime(2026, 11, n % 28 + 1, tzinfo=UTC))
+        for n, q in enumerate(questions)
+    ]
+    config = DatasetConfig(heldout_fraction=0.2, dedupe_similarity=0.995)
+    dataset = await build_training_set(
+        [], imported, config=config, retrieve=retrieve, embed=embed_with(embedder), abstention=ABSTAIN
+    )
+    train = dataset.split("train")
+    shown = [e for e in train if e.gold]
+    absent = [e for e in train if e.gold is False]
+    assert len(shown) + len(dataset.split("heldout")) == len(questions)
+    for example in shown:
+        gold = next(n for n, p in enumerate(example.passages, 1) if p.title.startswith("Expert"))
+        assert len(example.passages) == len(distractors)  # the gold took a distractor's place
+        assert example.answer == expert[example.question][:-1] + f" [{gold}]."
+    assert len({next(n for n, p in enumerate(e.passages) if p.title.startswith("Expert")) for e in shown}) > 2
+    # About a fifth of the examples teach the abstention, with nothing that holds the answer.
+    assert 0.1 < len(absent) / len(train) < 0.3
+    for example in absent:
+        assert example.answer == ABSTAIN and example.id.endswith("-absent")
+        assert example.passages == distractors
+        assert any(e.question == example.question for e in shown)
+    for example in dataset.split("heldout"):
+        assert example.passages == distractors and example.gold is None
+        assert example.answer == expert[example.question]
+    assert dataset.summary()["gold_absent"] == len(absent)
+    # Facts no document holds are said: the adapter can only learn to read them.
+    assert dataset.only_in_expert_answers == sorted(e.question for e in shown)
+
+    # The earlier recipe: passages as retrieved, targets as given, no abstention examples.
+    config.context = "retrieved"
+    earlier = await build_training_set(
+        [], imported, config=config, retrieve=retrieve, embed=embed_with(embedder), abstention=ABSTAIN
+    )
+    assert all(e.passages == distractors and e.gold is None for e in earlier.examples)
+    assert {e.answer for e in earlier.examples} == set(expert.values())
+
+
+def embed_with(embedder: Any) -> Any:
+    async def embed(texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(embedder.embed_documents(list(texts)))
+
+    return embed

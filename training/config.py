@@ -151,6 +151,21 @@ class DatasetConfig(_Strict):
     max_answer_chars: int = Field(
         default=4000, ge=100, description="Longer targets are left out (and counted)."
     )
+    context: Literal["grounded", "retrieved"] = Field(
+        default="grounded",
+        description="grounded: each training example shows its gold passage (the question's "
+        "own expert answer) among retrieved distractors and cites it, and some show the "
+        "distractors alone with the abstention as the target; retrieved: the passages as "
+        "retrieved and the target as given (the earlier recipe, which teaches the model to state "
+        "values no passage holds; for comparison only).",
+    )
+    gold_share: float = Field(
+        default=0.8,
+        ge=0.5,
+        le=1.0,
+        description="Share of the grounded training examples that show the gold passage; the "
+        "rest leave it out and teach the abstention.",
+    )
 
 
 class GateConfig(_Strict):
@@ -224,6 +239,27 @@ class TrainingConfig(_Strict):
     )
     seed: int = 42
     threads: int | None = Field(default=None, ge=1, description="CPU threads for training.")
+    validation_fraction: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=0.5,
+        description="Share of the training questions kept aside to stop training early when "
+        "their loss stops falling (not the gate's held-out questions); 0 trains every epoch.",
+    )
+    early_stopping_patience: int = Field(
+        default=2,
+        ge=1,
+        description="Evaluations on the validation split (one per epoch) without a better loss "
+        "before training stops; the best checkpoint is kept.",
+    )
+    replay_share: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="Extra training examples, as a share of the training set, that are the "
+        "serving model's own answers where it already answers well (all the reference's key "
+        "facts, none invented, valid citations): they keep its style from drifting.",
+    )
     min_examples: int = Field(
         default=8, ge=1, description="Fewer training examples than this: the run is skipped."
     )

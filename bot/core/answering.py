@@ -278,13 +278,10 @@ class Answerer:
     def _abstain(
         self, answer_id: str, text: str, started: float, retrieval_s: float, answerability: float
     ) -> Answer:
-        message = self.config.abstain_message.strip()
-        if self.config.where_to_ask.strip():
-            message = f"{message} {self.config.where_to_ask.strip()}"
         return Answer(
             id=answer_id,
             question=text,
-            text=message,
+            text=self.config.abstention_reply,
             sources=(),
             abstained=True,
             curated=False,

@@ -81,3 +81,8 @@ class AnswerConfig(BaseModel):
     )
     max_question_chars: int = Field(default=4000, ge=16)
     record: bool = Field(default=True, description="Keep every answer in the feedback store.")
+
+    @property
+    def abstention_reply(self) -> str:
+        """What the bot says when it will not answer: the message, then where to ask."""
+        return " ".join(p for p in (self.abstain_message.strip(), self.where_to_ask.strip()) if p)

@@ -9,11 +9,28 @@ Targets, by strength of the decision behind them:
 
 Negatively rated answers are never targets (a correction of one is: its target is the
 correction). Retracted ratings do not count. Near-duplicate questions are one question: an
-expert's decision beats the crowd's, and among those the latest wins. Each example carries the
-context it is to be answered from — the passages retrieved for its question where it was asked
-(re-retrieved now, so the model learns to answer from today's documents, with citations) — and
-lands in a stable split by question: `train`, or `heldout` for the eval gate. The export is
-versioned by its content hash.
+expert's decision beats the crowd's, and among those the latest wins. Each example lands in a
+stable split by question: `train`, or `heldout` for the eval gate. The export is versioned by its
+content hash.
+
+Facts live in the documents, and experts' answers are documents too (the `expert-answers`
+source): the adapter is to learn to *read* the passages it is shown — the company's terms,
+format, citations, and when to say it does not know — not to memorise values. So each example
+carries the context it is to be answered from, as serving would show it (re-retrieved now,
+where it was asked, with the question's own expert answer left out of the retrieval):
+
+- **grounded** (the default recipe, after RAFT): a training example shows its gold passage —
+  the question's own expert answer as the index holds it — among the retrieved distractors, at
+  a stable position, and its target cites the passages that hold its facts with `[n]`. For a
+  share of the questions (`1 - dataset.gold_share` of all examples) a second example shows the
+  distractors only, without any passage that holds the answer's facts, and its target is the
+  abstention sentence: where the answer is absent, the model learns to say so.
+- **retrieved** (the previous recipe, kept for comparison): the passages as retrieved, own
+  expert answer left out, and the target as given — which teaches the model to state values no
+  passage holds.
+
+Held-out examples are never rearranged: the gate shows them what retrieval finds without their
+own expert answer, so it measures reading, not recall of the training targets.
 """
 
 from __future__ import annotations
@@ -42,8 +59,10 @@ from training.feedback.records import (
     RatingKind,
     TrainingCandidate,
 )
+from training.scoring import fact_in, key_facts
+from training.serving.citations import cited_numbers
 from training.serving.degeneration import QUOTE_MODEL
-from training.serving.prompting import Passage
+from training.serving.prompting import Passage, strip_citations
 
 
 class ExampleKind(StrEnum):
@@ -63,8 +82,20 @@ KIND_STRENGTH = {
     ExampleKind.RATED: 1,
 }
 
-# Passages for a question asked where a recorded answer was asked (None: an imported example).
-Retrieve = Callable[[str, AnswerRecord | None], Awaitable[list[Passage]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a question retrieves for its example where it was asked: the passages as serving
+    would show them, the question's own expert answers left out, and those expert answers as the
+    index holds them (its gold passages)."""
+
+    passages: tuple[Passage, ...]
+    own: tuple[Passage, ...] = ()
+
+
+# The context of a question asked where a recorded answer was asked (None: an imported example).
+Retrieve = Callable[[str, AnswerRecord | None], Awaitable[Context]]
 Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]
 
 
@@ -79,6 +110,9 @@ class Example:
     answer_id: str | None = None
     passages: tuple[Passage, ...] = ()
     split: str = "train"
+    # Grounded training examples: True shows the gold passage, False leaves it out (the target
+    # is the abstention); None: shown as retrieved (held-out examples, the retrieved recipe).
+    gold: bool | None = None
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -94,6 +128,9 @@ class Example:
 class TrainingSet:
     examples: list[Example]
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    # Training questions whose answer's facts no document passage holds: the adapter can only
+    # learn to read them in their expert answer (served from the expert-answers source).
+    only_in_expert_answers: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> list[Example]:
         return [e for e in self.examples if e.split == name]
@@ -115,6 +152,8 @@ class TrainingSet:
             "train": len(self.split("train")),
             "heldout": len(self.split("heldout")),
             "kinds": kinds,
+            "gold_absent": sum(1 for e in self.examples if e.gold is False),
+            "only_in_expert_answers": len(self.only_in_expert_answers),
             "skipped": dict(self.skipped),
             "hash": self.content_hash,
         }
@@ -140,9 +179,11 @@ async def build_training_set(
     config: DatasetConfig,
     retrieve: Retrieve,
     embed: Embed,
+    abstention: str,
 ) -> TrainingSet:
     """`candidates`: the store's `training_candidates()` (answers with their ratings in force and
-    corrections); `imported`: its `imported_examples()`."""
+    corrections); `imported`: its `imported_examples()`; `abstention`: what serving says when
+    the passages do not hold the answer (the gold-absent examples' target)."""
     skipped: dict[str, int] = {}
 
     def skip(reason: str) -> None:
@@ -183,17 +224,93 @@ async def build_training_set(
 
     kept = await _dedupe(cleaned, embed, config.dedupe_similarity, skip)
     examples: list[Example] = []
+    only_in_expert_answers: list[str] = []
     for example, asked in kept:
-        passages = tuple(await retrieve(example.question, asked))
-        examples.append(
+        context = await retrieve(example.question, asked)
+        split = split_of(example.question, config.heldout_fraction)
+        if split == "heldout" or config.context == "retrieved":
+            examples.append(replace(example, passages=context.passages, split=split))
+            continue
+        facts = key_facts(example.answer)
+        if facts and not any(_holds(p, facts) for p in context.passages):
+            only_in_expert_answers.append(example.question)
+        examples.extend(grounded(example, context, facts, config.gold_share, abstention))
+    examples.sort(key=lambda e: e.id)
+    return TrainingSet(examples, skipped, sorted(only_in_expert_answers))
+
+
+def grounded(
+    example: Example,
+    context: Context,
+    facts: Sequence[str],
+    gold_share: float,
+    abstention: str,
+) -> list[Example]:
+    """The training examples of one question (see the module's docstring): its gold passage
+    among the distractors, with a cited target; and for a stable share of questions, the
+    distractors alone with the abstention as the target."""
+    shown = max(len(context.passages), 1)
+    out: list[Example] = []
+    if context.own:
+        distractors = [p for p in context.passages if p not in context.own][: shown - 1]
+        at = _bucket(example.id, "gold-position", shown)
+        passages = (*distractors[:at], context.own[0], *distractors[at:])
+        gold_at = at + 1
+    else:  # an answer the bot wrote and people rated up: it was written from what it retrieved
+        passages, gold_at = context.passages, None
+    out.append(
+        replace(
+            example,
+            passages=passages,
+            answer=cite(example.answer, passages, facts, gold_at),
+            gold=True,
+        )
+    )
+    # Copies without the gold: (1 - share) of all examples, so a share/(1 - share) of questions.
+    absent = (1.0 - gold_share) / gold_share
+    if absent > 0 and _bucket(example.id, "gold-absent", 10_000) < absent * 10_000:
+        without = tuple(
+            p
+            for p in context.passages
+            if p not in context.own and not (facts and _holds(p, facts))
+        )
+        out.append(
             replace(
                 example,
-                passages=passages,
-                split=split_of(example.question, config.heldout_fraction),
+                id=f"{example.id}-absent",
+                passages=without,
+                answer=abstention,
+                gold=False,
             )
         )
-    examples.sort(key=lambda e: e.id)
-    return TrainingSet(examples, skipped)
+    return out
+
+
+def cite(answer: str, passages: Sequence[Passage], facts: Sequence[str], gold_at: int | None) -> str:
+    """The target citing, as served answers do, the shown passages that hold its facts (else
+    its gold passage): `[n]` before the final full stop. An answer without facts or gold keeps
+    the citations it has when they still point at shown passages."""
+    numbers = [n for n, p in enumerate(passages, 1) if facts and _holds(p, facts)]
+    if not numbers and gold_at is not None:
+        numbers = [gold_at]
+    if not numbers:
+        valid = all(1 <= n <= len(passages) for n in cited_numbers(answer))
+        return answer if valid else strip_citations(answer)
+    text = strip_citations(answer).rstrip()
+    marker = "[" + ", ".join(str(n) for n in numbers) + "]"
+    if text and text[-1] in ".!?":
+        return f"{text[:-1]} {marker}{text[-1]}"
+    return f"{text} {marker}"
+
+
+def _holds(passage: Passage, facts: Sequence[str]) -> bool:
+    """Whether a passage states any of the facts."""
+    text = f"{passage.label}\n{passage.text}"
+    return any(fact_in(fact, text) for fact in facts)
+
+
+def _bucket(key: str, salt: str, size: int) -> int:
+    return int(_digest(f"{salt}\0{key}")[:8], 16) % size
 
 
 def _decide(

@@ -16,18 +16,28 @@ This module runs inside the training worker process (`training/learning/worker.p
   does not have, and its own rendering would not fold the system prompt the way serving does.
   What remains — the loop, accumulation, checkpointing, the optimizer — is transformers'
   `Trainer`, which needs no extra dependency.
-- **Comparison.** `evaluate` scores an adapter on held-out examples: mean loss on the answer
-  tokens, token F1 of its greedy answer against the reference, the share of answers whose
-  citations are valid, and the share of unanswerable probes (a held-out question shown another
-  example's passages) on which it says it does not know.
+- **Early stopping.** A share of the training questions (`training.validation_fraction`, by a
+  stable hash, never the gate's held-out ones) is kept aside; its answer-token loss is measured
+  once an epoch and training stops when it has not improved for `early_stopping_patience`
+  evaluations, keeping the best checkpoint.
+- **Replay.** Before training, the serving model answers some training questions from their
+  gold passages; where it already answers well (every key fact of the reference, nothing
+  invented, valid citations) its own answer joins the training set (`training.replay_share`),
+  so the adapter's style does not drift from what already works.
+- **Comparison.** `evaluate` scores an adapter on held-out examples as the gate reads them
+  (`training.scoring.score_cases`): key-fact recall against the reference, grounding (the
+  share of the answer's key facts found in its passages) and answers with invented values,
+  citation validity, the answer rate, and abstention on probes — held-out questions whose
+  passages do not hold the answer, and each held-out question shown another example's
+  passages. Token F1 and the answer-token loss are reported, not deciding.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import resource
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,8 +48,17 @@ from base.errors import InputFileError
 from training.config import PromptConfig, TrainingConfig
 from training.devices import nf4_kwargs
 from training.devices import resolve_device as _resolve_device
-from training.scoring import says_it_does_not_know, token_f1
-from training.serving.citations import CitationRewriter, cited_numbers
+from training.scoring import (
+    Case,
+    case_facts,
+    fact_in,
+    is_abstention,
+    key_fact_recall,
+    key_facts,
+    score_cases,
+    ungrounded_facts,
+)
+from training.serving.citations import CitationRewriter
 from training.serving.generation import Message
 from training.serving.local import cut_at_stop
 from training.serving.prompting import Passage, Prompt, PromptBuilder
@@ -55,6 +74,7 @@ class TrainExample:
     answer: str
     passages: tuple[Passage, ...]
     split: str
+    gold: bool | None = None  # see training.learning.dataset.Example
 
 
 def load_examples(path: Path) -> list[TrainExample]:
@@ -71,7 +91,12 @@ def load_examples(path: Path) -> list[TrainExample]:
             )
             examples.append(
                 TrainExample(
-                    str(data["id"]), data["question"], data["answer"], passages, data["split"]
+                    str(data["id"]),
+                    data["question"],
+                    data["answer"],
+                    passages,
+                    data["split"],
+                    data.get("gold"),
                 )
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -235,6 +260,31 @@ class TrainStats:
     quantization: str
     trainable_params: int
     losses: list[dict[str, float]] = field(default_factory=list)  # {"step", "loss", "epoch"}
+    planned_steps: int = 0  # `steps` is fewer when training stopped early
+    validation_examples: int = 0
+    validation_losses: list[dict[str, float]] = field(default_factory=list)  # {"step", "loss"}
+    best_step: int | None = None  # the checkpoint kept (None: the last step)
+    replayed: int = 0  # the serving model's own answers mixed in
+
+
+def validation_split(
+    examples: Sequence[TrainExample], fraction: float
+) -> tuple[list[TrainExample], list[TrainExample]]:
+    """(train, validation): a stable share of the training questions (all examples of a
+    question together) for early stopping; none when fewer than two questions would be kept."""
+    if fraction <= 0:
+        return list(examples), []
+
+    def held(example: TrainExample) -> bool:
+        key = " ".join(example.question.casefold().split())
+        return int(hashlib.sha256(f"validation\0{key}".encode()).hexdigest()[:8], 16) < (
+            fraction * 0xFFFFFFFF
+        )
+
+    validation = [e for e in examples if held(e)]
+    if len({e.question for e in validation}) < 2 or len(validation) == len(examples):
+        return list(examples), []
+    return [e for e in examples if not held(e)], validation
 
 
 def plan_steps(examples: int, config: TrainingConfig) -> int:
@@ -250,10 +300,13 @@ def train(
     config: TrainingConfig,
     work: Path,
     emit: Emit,
+    validation: Sequence[Encoded] = (),
 ) -> TrainStats:
-    """Train the LoRA weights of `model` (a PeftModel) on `encoded`; emits step events."""
+    """Train the LoRA weights of `model` (a PeftModel) on `encoded`; emits step events. With a
+    `validation` split, its loss is measured once an epoch, training stops early when it stops
+    improving, and the best checkpoint is what remains."""
     import torch
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
     device = next(model.parameters()).device
@@ -262,6 +315,7 @@ def train(
     if optimizer == "auto":
         optimizer = "paged_adamw_8bit" if device.type == "cuda" else "adamw_torch"
     losses: list[dict[str, float]] = []
+    validation_losses: list[dict[str, float]] = []
     started = time.perf_counter()
 
     class Progress(TrainerCallback):
@@ -274,12 +328,33 @@ def train(
                 }
                 losses.append(point)
                 emit({"event": "step", "total": steps, **point})
+            if logs and "eval_loss" in logs:
+                point = {"step": int(state.global_step), "loss": float(logs["eval_loss"])}
+                validation_losses.append(point)
+                emit({"event": "validation", "total": steps, **point})
 
     per_device, accumulation = config.batch_size, config.gradient_accumulation
     if device.type == "cpu":
         # The same effective batch one example at a time: on the CPU as fast, and a third of
         # the memory (bench/train_throughput.py: 1.9 GB instead of 6.1 GB on the demo model).
         per_device, accumulation = 1, config.batch_size * config.gradient_accumulation
+    # One evaluation (and checkpoint of the adapter) an epoch when there is a validation split.
+    per_epoch = plan_steps(len(encoded), config.model_copy(update={"epochs": 1.0}))
+    checking: dict[str, Any] = (
+        {
+            "eval_strategy": "steps",
+            "eval_steps": per_epoch,
+            "save_strategy": "steps",
+            "save_steps": per_epoch,
+            "save_total_limit": 2,
+            "load_best_model_at_end": True,
+            "metric_for_best_model": "eval_loss",
+            "greater_is_better": False,
+            "per_device_eval_batch_size": 1,
+        }
+        if validation and steps > per_epoch
+        else {"save_strategy": "no"}
+    )
     args = TrainingArguments(
         output_dir=str(work / "checkpoints"),
         per_device_train_batch_size=per_device,
@@ -289,7 +364,7 @@ def train(
         lr_scheduler_type="cosine",
         warmup_steps=int(steps * config.warmup_ratio),
         logging_steps=1,
-        save_strategy="no",
+        **checking,
         report_to=[],
         optim=optimizer,
         bf16=device.type == "cuda",
@@ -304,23 +379,31 @@ def train(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model.train()
+    callbacks: list[Any] = [Progress()]
+    if "eval_strategy" in checking:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=encoded,
+        eval_dataset=list(validation) if "eval_strategy" in checking else None,
         data_collator=collate(tokenizer.pad_token_id),
-        callbacks=[Progress()],
+        callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # progress goes out as events, not prints
     emit({"event": "training", "total": steps, "examples": len(encoded)})
     trainer.train()
+    done = int(trainer.state.global_step)
     seconds = time.perf_counter() - started
-    seen = min(
-        steps * config.batch_size * config.gradient_accumulation, len(encoded) * config.epochs
-    )
+    seen = min(done * config.batch_size * config.gradient_accumulation, len(encoded) * config.epochs)
+    best = trainer.state.best_model_checkpoint
     return TrainStats(
         examples=len(encoded),
-        steps=steps,
+        steps=done,
+        planned_steps=steps,
+        validation_examples=len(validation),
+        validation_losses=validation_losses,
+        best_step=int(best.rsplit("-", 1)[-1]) if best else None,
         epochs=config.epochs,
         seconds=round(seconds, 2),
         examples_per_s=round(seen / seconds, 3) if seconds else 0.0,
@@ -346,23 +429,12 @@ def peak_memory_mb(device: Any) -> float:
 
 
 @dataclass
-class Scores:
-    """An adapter's scores on the held-out split (None where nothing was measured)."""
+class Evaluation:
+    """An adapter's scores on the held-out split (`score_cases`' metrics and the answer-token
+    loss) and every case, for the run's report."""
 
-    loss: float | None
-    f1: float | None
-    citation_validity: float | None
-    abstention: float | None  # share of unanswerable probes abstained on
-    answered: float | None  # share of held-out (answerable) questions answered
-    questions: int
-    probes: int
+    metrics: dict[str, Any]
     cases: list[dict[str, Any]] = field(default_factory=list)
-
-    def metrics(self) -> dict[str, float | None]:
-        keys = ("loss", "f1", "citation_validity", "abstention", "answered")
-        return {
-            k: (None if v is None else round(v, 4)) for k, v in asdict(self).items() if k in keys
-        }
 
 
 def probes_for(examples: Sequence[TrainExample]) -> list[TrainExample]:
@@ -381,6 +453,18 @@ def probes_for(examples: Sequence[TrainExample]) -> list[TrainExample]:
     return probes
 
 
+def passage_texts(passages: Sequence[Passage]) -> tuple[str, ...]:
+    """The passages as the model reads them (label and text)."""
+    return tuple(f"{p.label}\n{p.text}" for p in passages)
+
+
+def holds_answer(example: TrainExample) -> bool:
+    """Whether the example's passages hold its reference's key facts (all of them; a
+    reference without key facts counts as held)."""
+    texts = "\n".join(passage_texts(example.passages))
+    return all(fact_in(fact, texts) for fact in key_facts(example.answer))
+
+
 def evaluate(
     model: Any,
     fmt: ChatFormat,
@@ -388,76 +472,90 @@ def evaluate(
     *,
     max_new_tokens: int,
     stop_ids: Sequence[int],
+    abstention: str = "",
     emit: Emit | None = None,
     label: str = "",
-) -> Scores:
+) -> Evaluation:
     """Score the model as it stands (its active adapter) on `examples` and their probes."""
     import torch
 
     model.eval()
     device = next(model.parameters()).device
     losses: list[tuple[float, int]] = []
-    cases: list[dict[str, Any]] = []
-    f1s: list[float] = []
-    validity: list[bool] = []
-    answered: list[bool] = []
-    probes = probes_for(examples)
-    total = len(examples) + len(probes)
+    cases: list[Case] = []
+    rows: list[dict[str, Any]] = []
+    answerable = [(e, not holds_answer(e)) for e in examples]
+    todo = answerable + [(p, True) for p in probes_for(examples)]
     with torch.no_grad():
-        for n, example in enumerate(examples, 1):
-            encoded = fmt.encode(example)
-            if encoded.answer_tokens:
-                out = model(
-                    input_ids=torch.tensor([encoded.input_ids], device=device),
-                    labels=torch.tensor([encoded.labels], device=device),
-                )
-                losses.append((float(out.loss), encoded.answer_tokens))
+        for n, (example, probe) in enumerate(todo, 1):
+            if not probe and example.answer:
+                encoded = fmt.encode(example)
+                if encoded.answer_tokens:
+                    out = model(
+                        input_ids=torch.tensor([encoded.input_ids], device=device),
+                        labels=torch.tensor([encoded.labels], device=device),
+                    )
+                    losses.append((float(out.loss), encoded.answer_tokens))
             text, cited, invalid = generate_answer(model, fmt, example, max_new_tokens, stop_ids)
-            abstained = not cited and says_it_does_not_know(text)
-            f1 = token_f1(text, example.answer)
-            f1s.append(f1)
-            answered.append(not abstained)
-            if not abstained:
-                wants_citation = bool(example.passages) and bool(cited_numbers(example.answer))
-                validity.append(invalid == 0 and (bool(cited) or not wants_citation))
-            cases.append(
-                {
-                    "id": example.id,
-                    "question": example.question,
-                    "answer": text,
-                    "f1": round(f1, 4),
-                    "abstained": abstained,
-                    "invalid_citations": invalid,
-                }
+            case = Case(
+                question=example.question,
+                reference="" if example.split == "probe" else example.answer,
+                passages=passage_texts(example.passages),
+                answer=text,
+                cited=tuple(cited),
+                invalid_citations=invalid,
+                probe=probe,
+                abstained=not cited and is_abstention(text, abstention),
             )
+            cases.append(case)
+            rows.append({"id": example.id, "question": example.question} | case_facts(case))
             if emit:
-                emit({"event": "eval", "adapter": label, "done": n, "total": total})
-        abstentions = []
-        for n, probe in enumerate(probes, len(examples) + 1):
-            text, cited, _ = generate_answer(model, fmt, probe, max_new_tokens, stop_ids)
-            abstentions.append(not cited and says_it_does_not_know(text))
-            cases.append(
-                {
-                    "id": probe.id,
-                    "question": probe.question,
-                    "answer": text,
-                    "probe": True,
-                    "abstained": abstentions[-1],
-                }
-            )
-            if emit:
-                emit({"event": "eval", "adapter": label, "done": n, "total": total})
+                emit({"event": "eval", "adapter": label, "done": n, "total": len(todo)})
     weight = sum(w for _, w in losses)
-    return Scores(
-        loss=sum(v * w for v, w in losses) / weight if weight else None,
-        f1=statistics.fmean(f1s) if f1s else None,
-        citation_validity=_share(validity),
-        abstention=_share(abstentions),
-        answered=_share(answered),
-        questions=len(examples),
-        probes=len(probes),
-        cases=cases,
+    metrics = dict(score_cases(cases)) | {
+        "loss": round(sum(v * w for v, w in losses) / weight, 4) if weight else None
+    }
+    return Evaluation(metrics, rows)
+
+
+def replay(
+    model: Any,
+    fmt: ChatFormat,
+    examples: Sequence[TrainExample],
+    *,
+    share: float,
+    max_new_tokens: int,
+    stop_ids: Sequence[int],
+    abstention: str = "",
+) -> list[TrainExample]:
+    """The model's own answers to training questions it already answers well from their gold
+    passages — every key fact of the reference, none that its passages and question do not
+    hold, valid citations — as extra examples (`share` of `examples` at most, trying twice as
+    many questions at most)."""
+    wanted = int(share * len(examples))
+    candidates = sorted(
+        (e for e in examples if e.gold is not False and e.passages and key_facts(e.answer)),
+        key=lambda e: hashlib.sha256(e.id.encode()).hexdigest(),
     )
+    chosen: list[TrainExample] = []
+    for example in candidates[: 2 * wanted]:
+        if len(chosen) >= wanted:
+            break
+        text, cited, invalid = generate_answer(model, fmt, example, max_new_tokens, stop_ids)
+        sources = (*passage_texts(example.passages), example.question)
+        if (
+            cited
+            and not invalid
+            and not is_abstention(text, abstention)
+            and key_fact_recall(text, example.answer) == 1.0
+            and not ungrounded_facts(text, sources)
+        ):
+            chosen.append(
+                TrainExample(
+                    f"{example.id}-own", example.question, text, example.passages, "train", True
+                )
+            )
+    return chosen
 
 
 def generate_answer(
@@ -485,7 +583,3 @@ def generate_answer(
     rewriter = CitationRewriter(len(prompt.passages))
     text = rewriter.rewrite(raw).strip()
     return text, list(rewriter.order), rewriter.invalid
-
-
-def _share(flags: Sequence[bool]) -> float | None:
-    return sum(flags) / len(flags) if flags else None

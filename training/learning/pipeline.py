@@ -281,6 +281,7 @@ class LearningLoop:
     base: str  # model.base as configured (recorded with every version)
     data_dir: Path
     on_start: Callable[[int], None] | None = None  # gets the worker's pid
+    abstention: str = ""  # what serving says when it will not answer
 
     def plan(self, dataset: TrainingSet) -> Plan:
         serving = self.registry.active()
@@ -334,6 +335,7 @@ class LearningLoop:
                 serving=str(self.registry.path(plan.serving)) if plan.serving else None,
                 training=self.training.model_dump(mode="json"),
                 prompt=self.prompt.model_dump(mode="json"),
+                abstention=self.abstention,
             )
             result = await run_worker(
                 spec,

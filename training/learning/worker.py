@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import traceback
 from dataclasses import asdict, dataclass
@@ -31,6 +32,7 @@ class WorkerSpec:
     serving: str | None  # the serving adapter's folder (None: the base model serves)
     training: dict[str, Any]  # TrainingConfig
     prompt: dict[str, Any]  # PromptConfig
+    abstention: str = ""  # what serving says when it will not answer (read as an abstention)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
@@ -54,8 +56,10 @@ def run(spec: WorkerSpec, run_dir: Path) -> dict[str, Any]:
         evaluate,
         load_base,
         load_examples,
+        replay,
         resolve_device,
         train,
+        validation_split,
         with_lora,
     )
     from training.serving.local import stop_token_ids
@@ -65,8 +69,10 @@ def run(spec: WorkerSpec, run_dir: Path) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     examples = load_examples(Path(spec.dataset))
-    train_split = [e for e in examples if e.split == "train"]
     heldout = [e for e in examples if e.split == "heldout"]
+    train_split, validation = validation_split(
+        [e for e in examples if e.split == "train"], config.validation_fraction
+    )
     device = resolve_device(config.device)
     emit({"event": "loading", "base": spec.base, "device": str(device)})
     tokenizer, model = load_base(spec.base, config, device)
@@ -79,11 +85,40 @@ def run(spec: WorkerSpec, run_dir: Path) -> dict[str, Any]:
         max_new_tokens=config.gate.max_new_tokens,
     )
     stops = stop_token_ids(tokenizer, model)
-    encoded = [fmt.encode(e) for e in train_split]
+    replayed: list[Any] = []
+    if config.replay_share > 0:
+        emit({"event": "replay", "examples": len(train_split)})
+        serving = model
+        if spec.serving:
+            from peft import PeftModel
+
+            serving = PeftModel.from_pretrained(model, spec.serving, is_trainable=False)
+        replayed = replay(
+            serving,
+            fmt,
+            train_split,
+            share=config.replay_share,
+            max_new_tokens=config.gate.max_new_tokens,
+            stop_ids=stops,
+            abstention=spec.abstention,
+        )
+        if spec.serving:
+            model = serving.unload()  # the base again, for the candidate's own LoRA
+    encoded = [fmt.encode(e) for e in [*train_split, *replayed]]
     model = with_lora(model, config)
-    stats = train(model, tokenizer, encoded, config, run_dir, emit)
+    stats = train(
+        model,
+        tokenizer,
+        encoded,
+        config,
+        run_dir,
+        emit,
+        validation=[fmt.encode(e) for e in validation],
+    )
+    stats.replayed = len(replayed)
     output = Path(spec.output)
     model.save_pretrained(output)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     emit({"event": "saved", "path": str(output)})
 
     def score(label: str) -> Any:
@@ -93,6 +128,7 @@ def run(spec: WorkerSpec, run_dir: Path) -> dict[str, Any]:
             heldout,
             max_new_tokens=config.gate.max_new_tokens,
             stop_ids=stops,
+            abstention=spec.abstention,
             emit=emit,
             label=label,
         )
@@ -107,8 +143,8 @@ def run(spec: WorkerSpec, run_dir: Path) -> dict[str, Any]:
             before = score("serving")
     return {
         "train": asdict(stats),
-        "before": before.metrics() | {"questions": before.questions, "probes": before.probes},
-        "after": after.metrics() | {"questions": after.questions, "probes": after.probes},
+        "before": before.metrics,
+        "after": after.metrics,
         "cases": {"before": before.cases, "after": after.cases},
     }
 
