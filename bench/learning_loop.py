@@ -64,10 +64,10 @@ def facts() -> list[dict[str, Any]]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from base.database import make_engine
+    from bot.core.knowledge import knowledge_for
     from bot.ops import Ops
     from bot.settings import load_settings
     from knowledge.config import SourceConfig
-    from knowledge.runtime import Knowledge
     from training.feedback.records import AnswerRecord
     from training.feedback.store import FeedbackStore
     from training.learning.dataset import split_of
@@ -95,7 +95,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         SourceConfig(path=ROOT / "examples" / "knowledge", name="handbook")
     ]
     engine = make_engine(settings.resolved_database_url)
-    knowledge = Knowledge.build(settings.knowledge, data_dir=args.work, engine=engine)
+    knowledge = knowledge_for(settings, engine=engine)
     await knowledge.open()
     await knowledge.syncer.run(trigger="bench")
     store = FeedbackStore(engine)  # knowledge.open() migrated the database
