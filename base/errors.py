@@ -16,7 +16,8 @@
     │   ├── GenerationError         the generator failed while answering (backend error, bad reply)
     │   ├── GenerationTimeout       an answer took longer than model.timeout_s; it was cancelled
     │   └── OverloadedError         too many questions are waiting; try again shortly
-    └── AdapterError                an adapter version is unknown, incomplete or for another base
+    ├── AdapterError                an adapter version is unknown, incomplete or for another base
+    └── NotFoundError               a record named by its id (an expert answer …) does not exist
 
 The CLI turns these into a one-line message and an exit code; anything else is a bug
 and is logged with its traceback.
@@ -103,3 +104,7 @@ class OverloadedError(ModelError):
 
 class AdapterError(ExpertbotError):
     """An adapter version is unknown, incomplete, or was trained for another base model."""
+
+
+class NotFoundError(ExpertbotError):
+    """A record named by its id (an expert answer …) does not exist."""

@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from base.database import make_engine, redact_url
+from base.database import redact_url
 from base.errors import AlreadyRunningError, ConfigError, ExpertbotError
+from bot.core.knowledge import knowledge_for
 from bot.core.question import Answer, Question, Where, WhereKind
 from bot.logging import configure_logging
 from bot.settings import Settings, load_settings
@@ -142,11 +143,7 @@ def _write_crash_log(data_dir: Path) -> Path:
 
 
 def _knowledge(settings: Settings) -> Knowledge:
-    return Knowledge.build(
-        settings.knowledge,
-        data_dir=settings.data_dir,
-        engine=make_engine(settings.resolved_database_url),
-    )
+    return knowledge_for(settings)
 
 
 def _sources_for(paths: list[Path], settings: Settings) -> list[SourceConfig] | None:
@@ -544,15 +541,109 @@ async def _with_ops(settings: Settings, job: Callable[[Any], Coroutine[Any, Any,
 
 @dataset_app.command("import")
 def dataset_import(
-    file: Path = typer.Argument(..., help='JSONL lines {"question", "answer", "approved_by"}.'),
+    file: Path = typer.Argument(
+        ...,
+        help='JSONL lines {"question", "answer", "approved_by"}, optionally "access" (public, '
+        'restricted, private) and "allowed" (channel / group ids, for restricted).',
+    ),
 ) -> None:
-    """Add expert-approved answers (e.g. an FAQ): served as curated answers, and trained on."""
+    """Add expert-approved answers (e.g. an FAQ): served as curated answers, indexed as the
+    `expert-answers` source at the next sync (public unless a line says otherwise), and trained
+    on."""
 
     async def work(settings: Settings) -> int:
         return await _with_ops(settings, lambda ops: ops.import_examples(file))
 
     count = _run(work)
     out.print(f"imported {count} expert-approved examples from {escape(str(file))}")
+
+
+@dataset_app.command("list")
+def dataset_list(
+    show_all: bool = typer.Option(False, "--all", help="Withdrawn expert answers too."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """The experts' answers (approvals, corrections, imports), newest first, with who may find
+    each in the index, or why it is not indexed (served to near-identical questions only)."""
+    from training.feedback.expert_answers import index_plan
+
+    async def work(settings: Settings) -> list[dict[str, Any]]:
+        answers = await _with_ops(
+            settings,
+            lambda ops: asyncio.to_thread(ops.store.expert_answers, include_withdrawn=show_all),
+        )
+        why = {answer.id: reason for answer, reason in index_plan(answers)}
+        return [
+            {
+                "id": a.id,
+                "kind": a.kind.value,
+                "by": a.approved_by,
+                "created_at": a.created_at.isoformat(sep=" ", timespec="seconds"),
+                "active": a.active,
+                "access": a.access,
+                "allowed": list(a.allowed),
+                "not_indexed": why.get(a.id) if a.active else "withdrawn",
+                "question": a.question,
+                "answer": a.answer,
+            }
+            for a in answers
+        ]
+
+    rows = _run(work)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print(
+            "no expert answers yet (approve or correct an answer, or `expertbot dataset import`)"
+        )
+        return
+    table = Table(show_edge=False)
+    for column in ("id", "kind", "by", "when (UTC)", "index", "question"):
+        # The id in full: it is what `dataset withdraw` takes.
+        table.add_column(column, no_wrap=column == "id", min_width=36 if column == "id" else None)
+    for row in rows:
+        if row["not_indexed"]:
+            index = f"not indexed: {row['not_indexed']}"
+        elif row["access"] == Access.RESTRICTED:
+            index = f"restricted to {', '.join(row['allowed'])}"
+        else:
+            index = str(row["access"])
+        question = row["question"]
+        table.add_row(
+            row["id"],
+            row["kind"],
+            row["by"],
+            row["created_at"],
+            index,
+            question if len(question) <= 60 else question[:59] + "…",
+        )
+    out.print(table)
+
+
+@dataset_app.command("withdraw")
+def dataset_withdraw(
+    curated_id: str = typer.Argument(
+        ..., help="The expert answer's id (`expertbot dataset list`)."
+    ),
+) -> None:
+    """Withdraw an expert answer: served no more at once, out of the index at the next sync,
+    and out of the training set."""
+
+    async def work(settings: Settings) -> Any:
+        return await _with_ops(settings, lambda ops: ops.withdraw_expert_answer(curated_id))
+
+    answer, withdrawn = _run(work)
+    question = answer.question if len(answer.question) <= 60 else answer.question[:59] + "…"
+    if not withdrawn:
+        out.print(
+            f"the {answer.kind.value} answer {answer.id} to {question!r} was already withdrawn"
+        )
+        return
+    out.print(
+        f"withdrew the {answer.kind.value} answer {answer.id} to {question!r} (by "
+        f"{answer.approved_by}): no longer served; it leaves the index at the next sync"
+    )
 
 
 @answerability_app.command("train")

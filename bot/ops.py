@@ -21,7 +21,7 @@ import numpy as np
 import structlog
 
 from base.database import redact_url
-from base.errors import AdapterError, AlreadyRunningError, ConfigError
+from base.errors import AdapterError, AlreadyRunningError, ConfigError, NotFoundError
 from base.locks import JobLock
 from bot import metrics
 from bot.core.abstention import RETRAINED, abstention_rule, reranker_name
@@ -33,7 +33,7 @@ from bot.settings import Settings
 from knowledge.answerability import DEFAULT_MODEL, AnswerabilityModel
 from knowledge.models import SearchFilters
 from knowledge.runtime import Knowledge
-from training.feedback.records import AnswerRecord, CuratedKind
+from training.feedback.records import AnswerAccess, AnswerRecord, CuratedKind, ExpertAnswer
 from training.feedback.store import FeedbackStore
 from training.learning.answerability import retrain
 from training.feedback.expert_answers import (
@@ -333,7 +333,8 @@ class Ops:
 
     async def import_examples(self, path: Path) -> int:
         """Add expert-approved question/answer pairs from a JSONL file (seeding the loop from an
-        FAQ): each becomes a curated answer and a training example. Returns how many."""
+        FAQ): each becomes a curated answer, a training example and, at the next sync, a
+        document of the index with the line's access (default public). Returns how many."""
         rows = await asyncio.to_thread(read_import, path)
         vectors = await self._embed([r["question"] for r in rows])
         for row, vector in zip(rows, vectors, strict=True):
@@ -344,9 +345,22 @@ class Ops:
                 answer=row["answer"],
                 approved_by=row["approved_by"],
                 kind=CuratedKind.IMPORTED,
+                access=AnswerAccess(row["access"], tuple(row["allowed"])),
             )
         log.info("ops.dataset_imported", path=str(path), examples=len(rows))
         return len(rows)
+
+    async def withdraw_expert_answer(self, curated_id: str) -> tuple[ExpertAnswer, bool]:
+        """Withdraw the expert answer `curated_id`: served no more at once, out of the index at
+        the next sync. Returns it and whether it was active (NotFoundError if there is none)."""
+        found = await asyncio.to_thread(self.store.expert_answer, curated_id)
+        if found is None:
+            raise NotFoundError(
+                f"no expert answer {curated_id} (see `expertbot dataset list --all`)"
+            )
+        withdrawn = await asyncio.to_thread(self.store.withdraw_expert_answer, curated_id)
+        log.info("ops.expert_answer_withdrawn", curated_id=curated_id, was_active=withdrawn)
+        return found, withdrawn
 
     async def training_set(self) -> TrainingSet:
         """The training set as the feedback store stands now (see training/learning/dataset.py)."""

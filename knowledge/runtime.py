@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from knowledge.models import IndexStats
 from knowledge.reports import SyncReport, SyncRunStore
 from knowledge.reranking import make_reranker
 from knowledge.search import KnowledgeSearch
-from knowledge.sync import Syncer
+from knowledge.sync import DocumentFeed, Syncer
 from knowledge.vocabulary import Vocabulary
 
 
@@ -52,7 +53,9 @@ class Knowledge:
         engine: Engine,
         index: KnowledgeIndex | None = None,
         embedder: Embedder | None = None,
+        feeds: Sequence[DocumentFeed] = (),
     ) -> Knowledge:
+        """`feeds`: documents that are not files, synced with the folders (`DocumentFeed`)."""
         index = index or make_index(config, data_dir)
         embedder = embedder or SentenceTransformerEmbedder(config.embedding)
         search = KnowledgeSearch(
@@ -72,7 +75,9 @@ class Knowledge:
             index=index,
             embedder=embedder,
             search=search,
-            syncer=Syncer(index=index, embedder=embedder, engine=engine, config=config),
+            syncer=Syncer(
+                index=index, embedder=embedder, engine=engine, config=config, feeds=feeds
+            ),
         )
 
     async def open(self, *, index: bool = True) -> None:

@@ -10,7 +10,10 @@ The index itself is the record of what was synced: every chunk carries its docum
    vector of any chunk whose text was embedded before, and replaces each batch of documents in
    one atomic write;
 4. deletes the chunks of documents that disappeared from the synced sources;
-5. brings the full-text and ANN indices up to date, and records the report in the SQL store.
+5. does the same for every document feed (`DocumentFeed`: documents that are not files, such
+   as the experts' answers, already parsed): what a feed no longer lists leaves the index, and
+   a feed that fails is reported and keeps its documents as they were;
+6. brings the full-text and ANN indices up to date, and records the report in the SQL store.
 
 Killed at any point, the index holds each document either whole in its old state or whole in
 its new one; the next run sees what is stale or missing and finishes the job.
@@ -21,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 from sqlalchemy.engine import Engine
@@ -58,6 +62,27 @@ KEPT = "; the previous version stays in the index"
 Progress = Callable[[int, int, str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class FeedListing:
+    """What a feed holds now: its documents (already parsed), and those it keeps out of the
+    index with why (doc id → reason; reported as skipped)."""
+
+    documents: list[Document]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class DocumentFeed(Protocol):
+    """Documents that are not files of a folder, indexed as the source `name`. Each sync asks
+    for the whole listing: new and changed documents are indexed, unchanged ones (same
+    `content_hash`, which covers their text and access) skipped, and indexed documents of the
+    source that the listing lacks are deleted."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def listing(self) -> FeedListing: ...
+
+
 @dataclass(slots=True)
 class _Pending:
     doc: Document
@@ -77,6 +102,7 @@ class Syncer:
         config: KnowledgeConfig,
         batch_chunks: int = 512,
         batch_docs: int = 64,
+        feeds: Sequence[DocumentFeed] = (),
     ) -> None:
         self.index = index
         self.embedder = embedder
@@ -87,6 +113,7 @@ class Syncer:
         self.batch_chunks = batch_chunks
         self.batch_docs = batch_docs
         self.vocabulary = Vocabulary(engine)
+        self.feeds: list[DocumentFeed] = list(feeds)
         # What an indexed document's chunks depend on besides its bytes: a change re-indexes
         # every document on the next sync (unchanged chunk texts keep their stored vectors).
         self.fingerprint = sha256_hex(
@@ -103,13 +130,20 @@ class Syncer:
         rebuild: bool = False,
         progress: Progress | None = None,
     ) -> SyncReport:
-        """Sync `sources` (default: the configured ones). Raises AlreadyRunningError, SourceError."""
+        """Sync `sources` (default: the configured ones) and every feed. Raises
+        AlreadyRunningError, SourceError."""
         sources = list(self.config.sources if sources is None else sources)
-        if not sources:
+        if not sources and not self.feeds:
             raise ConfigError(
                 "no document sources: pass folders to `expertbot sync` or set knowledge.sources"
             )
         check_sources(sources)
+        for feed in self.feeds:
+            if any(s.source_name == feed.name for s in sources):
+                raise ConfigError(
+                    f"a source folder is named {feed.name!r}, the name of a built-in source; "
+                    "give it another `name`"
+                )
         lock = JobLock(self.engine, SYNC_LOCK)
         async with lock.held(wait=wait):
             if lock.previous_holder:
@@ -117,7 +151,8 @@ class Syncer:
             report = SyncReport(
                 trigger=trigger,
                 store=self.index.name,
-                sources=[{"name": s.source_name, "path": str(s.path)} for s in sources],
+                sources=[{"name": s.source_name, "path": str(s.path)} for s in sources]
+                + [{"name": feed.name, "path": ""} for feed in self.feeds],
             )
             await asyncio.to_thread(self.runs.start, report, lock.holder)
             log.info("sync.started", run_id=report.run_id, trigger=trigger, sources=len(sources))
@@ -165,16 +200,24 @@ class Syncer:
             await asyncio.to_thread(self.vocabulary.clear)
         manifest = await self.index.manifest()
         files = await asyncio.to_thread(lambda: [f for source in sources for f in scan(source)])
+        listings = await self._list_feeds(report)
+        fed = [doc for listing in listings.values() for doc in listing.documents]
+        total = len(files) + len(fed)
         seen: set[DocKey] = set()
         pending: dict[DocKey, _Pending] = {}
         pending_chunks = 0
         removals: list[DocKey] = []
 
-        for done, file in enumerate(files, start=1):
-            key = DocKey(file.source.source_name, file.doc_id)
+        items: list[SourceFile | Document] = [*files, *fed]
+        for done, item in enumerate(items, start=1):
+            key = (
+                DocKey(item.source.source_name, item.doc_id)
+                if isinstance(item, SourceFile)
+                else item.key
+            )
             seen.add(key)
             state = manifest.get(key)
-            outcome = await asyncio.to_thread(self._prepare, file, state)
+            outcome = await asyncio.to_thread(self._prepare_any, item, state)
             if isinstance(outcome, _Pending):
                 pending[key] = outcome
                 pending_chunks += len(outcome.chunks)
@@ -191,17 +234,55 @@ class Syncer:
                     if action != "unchanged":
                         log.info("sync.document_" + action, doc=str(key), reason=reason)
             if progress:
-                progress(done, len(files), file.doc_id)
+                progress(done, total, item.doc_id)
         if pending:
             await self._flush(pending, report)
+        for name, listing in listings.items():
+            for doc_id, reason in sorted(listing.skipped.items()):
+                report.record(name, doc_id, "skipped", reason)
 
-        synced = {s.source_name for s in sources}
+        # A feed that failed lists nothing: its documents stay as they were.
+        synced = {s.source_name for s in sources} | set(listings)
         gone = sorted(k for k in manifest if k.source in synced and k not in seen)
         await self.index.delete_documents(gone + removals)
         await asyncio.to_thread(self.vocabulary.update, {}, gone + removals)
         for key in gone:
             report.record(key.source, key.doc_id, "deleted")
         await self.index.optimize()
+
+    async def _list_feeds(self, report: SyncReport) -> dict[str, FeedListing]:
+        """Every feed's listing; a feed that fails is reported and left out of this sync."""
+        listings: dict[str, FeedListing] = {}
+        for feed in self.feeds:
+            try:
+                listings[feed.name] = await feed.listing()
+            except Exception as exc:
+                log.exception("sync.feed_failed", source=feed.name)
+                reason = f"could not be listed ({exc.__class__.__name__}: {exc}){KEPT}"
+                report.record(feed.name, "*", "failed", reason)
+        return listings
+
+    def _prepare_any(
+        self, item: SourceFile | Document, state: DocState | None
+    ) -> _Pending | tuple[str, str | None]:
+        if isinstance(item, SourceFile):
+            return self._prepare(item, state)
+        return self._prepare_fed(item, state)
+
+    def _prepare_fed(
+        self, doc: Document, state: DocState | None
+    ) -> _Pending | tuple[str, str | None]:
+        """A feed's document: unchanged, or chunked to be indexed."""
+        index_hash = sha256_hex(
+            f"{self.fingerprint}|{doc.content_hash}|{doc.access.value}|{','.join(doc.allowed)}|"
+            f"{doc.uri}|{doc.title}"
+        )
+        if state and state.index_hash == index_hash and state.complete:
+            return "unchanged", None
+        chunks = self.chunker.chunk(doc.sections)
+        if not chunks:
+            return "remove", "no text (removed from the index)"
+        return _Pending(doc, chunks, "updated" if state else "added", state is not None, index_hash)
 
     def _index_hash(self, file: SourceFile, content_hash: str) -> str:
         src = file.source

@@ -338,7 +338,11 @@ def test_m002_adds_nothing_where_m001_made_the_guards_column(
     # m002 comes first of what the training namespace applies (later ones follow it).
     assert next(m for m in applied if m.startswith("training/")) == "training/m002_feedback"
 
-    assert rows_of(engine)["curated_answers"] == guards
+    # Its columns and values as they were (later migrations may add columns).
+    kept = [
+        {column: row[column] for column in guards[0]} for row in rows_of(engine)["curated_answers"]
+    ]
+    assert kept == guards
     fresh = make_engine(another_database())
     migrate_all(fresh)
     try:

@@ -113,8 +113,28 @@ def _m003_answer_signals(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE answers ADD COLUMN signals TEXT"))
 
 
+def _m004_expert_answers(conn: Connection) -> None:
+    # Who may find an expert answer in the index (public | restricted | private, with its
+    # allowed channels / groups as JSON), or why no one label fits; and the chat message holding
+    # a correction, so that deleting the message withdraws it.
+    added = (
+        ("curated_answers", sa.Column("access", sa.String(16))),
+        ("curated_answers", sa.Column("allowed", sa.Text)),
+        ("curated_answers", sa.Column("unindexed", sa.Text)),
+        ("corrections", sa.Column("message_id", sa.String(256))),
+        ("corrections", sa.Column("withdrawn_at", sa.DateTime)),
+    )
+    for table, column in added:
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}"))
+    conn.execute(
+        sa.text("CREATE INDEX ix_corrections_message ON corrections (platform, message_id)")
+    )
+
+
 MIGRATIONS = (
     Migration("m001_answers_and_curated", _m001_answers_and_curated),
     Migration("m002_feedback", _m002_feedback),
     Migration("m003_answer_signals", _m003_answer_signals),
+    Migration("m004_expert_answers", _m004_expert_answers),
 )

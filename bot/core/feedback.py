@@ -8,7 +8,10 @@ who counts as an expert is theirs to decide (platform user ids and groups). Effe
 - an expert's approval is a rating *and* a curated answer, served as is to the next
   near-identical question; withdrawing it withdraws the curated answer;
 - an expert's correction is an approved training target and a curated answer; anyone else's
-  is kept as a comment only.
+  is kept as a comment only; deleting the message that holds it withdraws it.
+
+Curated answers are served at once to near-identical questions, and indexed as documents of the
+`expert-answers` source at the next sync (training/feedback/expert_answers.py).
 """
 
 from __future__ import annotations
@@ -112,9 +115,17 @@ class Feedback:
         return retracted
 
     async def correct(
-        self, answer_id: str, user: str, text: str, *, platform: str, expert: bool
+        self,
+        answer_id: str,
+        user: str,
+        text: str,
+        *,
+        platform: str,
+        expert: bool,
+        message_id: str | None = None,
     ) -> Correction:
-        """Keep a correction; an expert's becomes the curated answer to that question."""
+        """Keep a correction; an expert's becomes the curated answer to that question.
+        `message_id`: the chat message holding it (deleting that message withdraws it)."""
         text = text.strip()
         if not text:
             raise ValueError("an empty correction")
@@ -131,10 +142,23 @@ class Feedback:
             text=text,
             approved=expert,
             curated_id=curated_id,
+            message_id=message_id,
         )
         metrics.FEEDBACK.labels(kind="correction" if expert else "comment").inc()
         log.info("feedback.corrected", answer_id=answer_id, approved=expert, curated_id=curated_id)
         return Correction(correction_id, expert, curated_id)
+
+    async def withdraw_correction(
+        self, platform: str, message_id: str, *, conversation: str | None = None
+    ) -> bool:
+        """The message holding a correction was deleted: withdraw the correction and its
+        curated answer (no longer served; out of the index at the next sync)."""
+        withdrawn = await asyncio.to_thread(
+            self.store.withdraw_correction, platform, message_id, conversation=conversation
+        )
+        if withdrawn:
+            log.info("feedback.correction_withdrawn", message_id=message_id)
+        return withdrawn
 
     async def _curate(
         self, answer_id: str, expert: str, *, kind: CuratedKind, text: str | None = None

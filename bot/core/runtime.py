@@ -16,6 +16,7 @@ from base.database import make_engine
 from base.errors import AdapterError, ModelLoadError
 from bot.core.abstention import abstention_rule, reranker_name
 from bot.core.answering import Answerer
+from bot.core.knowledge import knowledge_for
 from bot.settings import Settings
 from knowledge.embedding import Embedder
 from knowledge.index.base import KnowledgeIndex
@@ -49,13 +50,7 @@ class Core:
         index: KnowledgeIndex | None = None,
     ) -> Core:
         engine = make_engine(settings.resolved_database_url)
-        knowledge = Knowledge.build(
-            settings.knowledge,
-            data_dir=settings.data_dir,
-            engine=engine,
-            index=index,
-            embedder=embedder,
-        )
+        knowledge = knowledge_for(settings, engine=engine, index=index, embedder=embedder)
         registry = AdapterRegistry(settings.adapter_registry)
         generator = generator or make_generator(
             settings.model, data_dir=settings.data_dir, adapter_dir=registry.path

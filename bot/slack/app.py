@@ -9,7 +9,7 @@ Listeners:
   question while it is answered; the answer goes through `bot.delivery.deliver` into the thread
   (`bot/slack/delivery.py`: streamed, or posted and updated), ending with its sources, the
   expert-approved mark of a curated answer, and 👍 / 👎 buttons. A thread reply starting with
-  `slack.correction_prefix` is a correction instead.
+  `slack.correction_prefix` is a correction instead; deleting that reply withdraws it.
 - `reaction_added` / `reaction_removed`: 👍 / 👎 on an answer are ratings; the approval reaction
   counts from experts only.
 - The 👍 / 👎 buttons (`block_actions`): one vote per person, thanked in an ephemeral message.
@@ -175,6 +175,9 @@ class SlackBot:
         await self._answer_event(event, text, team=context.get("team_id"))
 
     async def _on_message(self, event: dict[str, Any], context: dict[str, Any]) -> None:
+        if event.get("subtype") == "message_deleted":
+            await self._on_deleted(event)
+            return
         if event.get("bot_id") or event.get("subtype") not in _HUMAN_SUBTYPES:
             return
         user, channel = event.get("user"), event.get("channel")
@@ -205,6 +208,13 @@ class SlackBot:
                 await self._answer_event(
                     event, text.strip(), team=context.get("team_id"), earlier=earlier
                 )
+
+    async def _on_deleted(self, event: dict[str, Any]) -> None:
+        """A deleted message: if it held a correction, the correction is withdrawn."""
+        previous = event.get("previous_message") or {}
+        ts, channel = previous.get("ts") or event.get("deleted_ts"), event.get("channel")
+        if ts and channel:
+            await self.feedback.withdraw_correction(PLATFORM, str(ts), conversation=channel)
 
     def _channel_allowed(self, channel: str, channel_type: str | None) -> bool:
         if channel_type == "im" or channel.startswith("D") or not self.config.channels:
@@ -366,13 +376,22 @@ class SlackBot:
                 "A correction needs the right answer after the prefix.",
             )
             return
-        await self._correct(answers[-1].id, user, body, channel, thread)
+        await self._correct(answers[-1].id, user, body, channel, thread, message_id=event["ts"])
 
     async def _correct(
-        self, answer_id: str, user: str, text: str, channel: str, thread: str | None
+        self,
+        answer_id: str,
+        user: str,
+        text: str,
+        channel: str,
+        thread: str | None,
+        *,
+        message_id: str | None = None,
     ) -> None:
         expert = await self.permissions.is_expert(user)
-        await self.feedback.correct(answer_id, user, text, platform=PLATFORM, expert=expert)
+        await self.feedback.correct(
+            answer_id, user, text, platform=PLATFORM, expert=expert, message_id=message_id
+        )
         reply = correction_thanks(expert, f"<@{user}>")
         if thread:
             await post(self.client, channel, thread, reply)

@@ -4,16 +4,20 @@
 `AnswerRecord` is one answer given, as the answering core records it and as readers get it back;
 `RatingRecord` and `CorrectionRecord` are what people said about it; `TrainingCandidate` and
 `ImportedExample` are what the training set is built from; `CuratedAnswer` is an expert's answer
-served as is, with the access (`StoredSource`) of everything it was written from.
+served as is, with the access (`StoredSource`) of everything it was written from; `ExpertAnswer`
+is the same answer as the index shows it, with the one access label (`AnswerAccess`) it may carry
+there: `combined_access` and `channel_access` decide it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+import numpy as np
 
 from base.database import utcnow
 from knowledge.models import Access, AccessScope
@@ -188,12 +192,13 @@ class TrainingCandidate:
 
 @dataclass(frozen=True, slots=True)
 class ImportedExample:
-    """An expert's question and answer imported from a file."""
+    """An expert's question and answer imported from a file; `id` is its curated answer's."""
 
     question: str
     answer: str
     approved_by: str
     created_at: datetime
+    id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,3 +215,98 @@ class CuratedAnswer:
     created_at: datetime
     similarity: float = 1.0
     guards: tuple[StoredSource, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerAccess:
+    """Who may find an expert answer in the index: one access label and its allowed channels /
+    groups, or, where no one label says it without widening, `unindexable`: why it stays out of
+    the index (the fast path, which checks every passage exactly, still serves it)."""
+
+    access: str | None
+    allowed: tuple[str, ...] = ()
+    unindexable: str | None = None
+
+    @classmethod
+    def not_indexed(cls, reason: str) -> AnswerAccess:
+        return cls(None, (), reason)
+
+    def describe(self) -> str:
+        """`public`, `restricted to C1, C2`, `private` or `not indexed: <why>`."""
+        if self.access is None:
+            return f"not indexed: {self.unindexable}"
+        if self.access == Access.RESTRICTED:
+            return f"restricted to {', '.join(self.allowed)}"
+        return self.access
+
+
+PUBLIC_ACCESS = AnswerAccess(Access.PUBLIC.value)
+
+
+def combined_access(passages: Iterable[StoredSource]) -> AnswerAccess | None:
+    """The access of an answer written from `passages`, never wider than any of them; None for
+    no passages (the caller then decides, e.g. by the channel it was given in).
+
+    All public: public. Public passages narrow nothing; of the others, all restricted: restricted
+    to the channels / groups every one of them allows; all private: private. An empty
+    intersection, or private and restricted passages together, cannot be one label without
+    widening: not indexed."""
+    passages = list(passages)
+    if not passages:
+        return None
+    guarded = [p for p in passages if p.access != Access.PUBLIC]
+    if not guarded:
+        return PUBLIC_ACCESS
+    kinds = {p.access for p in guarded}
+    if kinds == {Access.PRIVATE.value}:
+        return AnswerAccess(Access.PRIVATE.value)
+    if kinds != {Access.RESTRICTED.value}:
+        return AnswerAccess.not_indexed(
+            "written from both private and restricted passages (no one label covers them)"
+        )
+    shared = set(guarded[0].allowed).intersection(*(p.allowed for p in guarded[1:]))
+    if not shared:
+        return AnswerAccess.not_indexed(
+            "written from restricted passages that no one channel or group may all see"
+        )
+    return AnswerAccess(Access.RESTRICTED.value, tuple(sorted(shared)))
+
+
+def channel_access(where_kind: str, channel: str | None, asker: str) -> AnswerAccess:
+    """The scope of the conversation an answer was given in: a public channel is public; a
+    private channel or group chat restricted to it; a DM restricted to its asker and to it."""
+    if where_kind == "public":
+        return PUBLIC_ACCESS
+    if where_kind == "private":
+        if not channel:
+            return AnswerAccess.not_indexed("given in a private conversation of unknown id")
+        return AnswerAccess(Access.RESTRICTED.value, (channel,))
+    principals = tuple(dict.fromkeys(p for p in (asker, channel) if p))
+    if not principals:
+        return AnswerAccess.not_indexed("given in a direct message of unknown id")
+    return AnswerAccess(Access.RESTRICTED.value, principals)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertAnswer:
+    """An expert's answer (approved, corrected or imported) as the index and `expertbot dataset
+    list` show it. `access` / `allowed` say who may find it; `unindexable`, when set, why no one
+    may (it is then served by the fast path only). `embedding` is its question's (normalised),
+    telling near-identical questions apart."""
+
+    id: str
+    question: str
+    answer: str
+    approved_by: str
+    kind: CuratedKind
+    created_at: datetime
+    answer_id: str | None
+    access: str | None
+    allowed: tuple[str, ...]
+    unindexable: str | None
+    active: bool
+    embedding: np.ndarray = field(repr=False, compare=False)
+
+    @property
+    def scope(self) -> AnswerAccess:
+        return AnswerAccess(self.access, self.allowed, self.unindexable)

@@ -10,7 +10,9 @@ is the `training` namespace in base/migrations/. It holds:
   training set reads back: `training_candidates`, `imported_examples`, `feedback_counts`;
 - `add_curated(...)` stores an expert-approved or corrected answer with its question's
   embedding; `find_curated(...)` returns the one whose question is near-identical to a new
-  question (cosine ≥ threshold), if the asker may see every source it cites.
+  question (cosine ≥ threshold), if the asker may see every source it cites;
+- `expert_answers()` lists the curated answers as the index shows them (with the one access
+  label each may carry there), `withdraw_expert_answer` / `withdraw_correction` take one back.
 
 What goes in and comes out are the typed records of `training/feedback/records.py`.
 """
@@ -31,17 +33,22 @@ from base.database import connection, transaction, utcnow
 from base.errors import DatabaseError
 from knowledge.models import Access, AccessScope
 from training.feedback.records import (
+    PUBLIC_ACCESS,
+    AnswerAccess,
     AnswerRecord,
     CitedSource,
     CorrectionRecord,
     CuratedAnswer,
     CuratedKind,
+    ExpertAnswer,
     ImportedExample,
     RatingKind,
     RatingRecord,
     RetrievedChunk,
     StoredSource,
     TrainingCandidate,
+    channel_access,
+    combined_access,
 )
 
 # The live tables, as the methods below query them; a change here needs a migration in
@@ -88,6 +95,12 @@ curated_answers = sa.Table(
     sa.Column("active", sa.Boolean, nullable=False, default=True),
     # JSON [{access, allowed}]: the access of every passage it was written from (m002)
     sa.Column("guards", sa.Text),
+    # Who may find it in the index (m004): public | restricted | private, with the allowed
+    # channels / groups as JSON; or NULL with `unindexed` saying why no one label fits. Rows of
+    # before m004 have neither: it is worked out from their sources and guards when read.
+    sa.Column("access", sa.String(16)),
+    sa.Column("allowed", sa.Text),
+    sa.Column("unindexed", sa.Text),
     sa.Index("ix_curated_active", "active"),
 )
 
@@ -136,7 +149,12 @@ corrections = sa.Table(
     sa.Column("approved", sa.Boolean, nullable=False),  # an expert's: a training target
     sa.Column("curated_id", sa.String(36)),
     sa.Column("created_at", sa.DateTime, nullable=False),
+    # The chat message holding the correction (a thread reply; m004), so that deleting it
+    # withdraws it; and when it was withdrawn.
+    sa.Column("message_id", sa.String(256)),
+    sa.Column("withdrawn_at", sa.DateTime),
     sa.Index("ix_corrections_answer", "answer_id"),
+    sa.Index("ix_corrections_message", "platform", "message_id"),
 )
 
 
@@ -169,11 +187,12 @@ class FeedbackStore:
         kind: CuratedKind = CuratedKind.APPROVED,
         answer_id: str | None = None,
         guards: Sequence[StoredSource] = (),
+        access: AnswerAccess = PUBLIC_ACCESS,
     ) -> str:
         """Store an expert-approved (or corrected, or imported) answer; returns its id. Among
         near-identical questions the newest wins (see find_curated). `guards`: the access of
         passages it was written from beyond its cited sources; it is only served where they are
-        visible too."""
+        visible too. `access`: who may find it in the index."""
         curated_id = str(uuid.uuid4())
         vector = np.asarray(embedding, dtype=np.float32)
         vector = vector / (np.linalg.norm(vector) or 1.0)
@@ -190,6 +209,9 @@ class FeedbackStore:
                 answer_id=answer_id,
                 active=True,
                 guards=json.dumps([g.as_json() for g in guards], ensure_ascii=False),
+                access=access.access,
+                allowed=json.dumps(list(access.allowed)),
+                unindexed=access.unindexable,
             ),
             doing="storing the curated answer",
         )
@@ -233,7 +255,8 @@ class FeedbackStore:
         text: str | None = None,
     ) -> str:
         """Make a recorded answer (approved as is, or with `text` as its correction) a curated
-        answer. It keeps the access of everything the answer was written from."""
+        answer. It keeps the access of everything the answer was written from; in the index it
+        is found where all of that is visible or, written from nothing, where it was given."""
         row = self.get_answer(answer_id)
         if row is None:
             raise DatabaseError(f"no answer {answer_id} in the feedback store")
@@ -243,11 +266,24 @@ class FeedbackStore:
             for chunk in row.retrieved
             if chunk.access != Access.PUBLIC
         }
+        passages = [
+            *sources,
+            *(StoredSource("", "", "", c.access, c.allowed) for c in row.retrieved),
+        ]
+        served_access: AnswerAccess | None = None
         if row.curated_id:
             served = self._curated(row.curated_id, 1.0)
             if served is not None:
                 sources = list(served.sources)
                 guards.update(served.guards)
+                passages += [*served.sources, *served.guards]
+            served_answer = self._expert_answer(row.curated_id)
+            if served_answer is not None:
+                served_access = served_answer.scope
+        access = combined_access(passages) or channel_access(row.where_kind, row.channel, row.asker)
+        if served_access is not None:
+            # What it was written from includes the expert answer served: never wider than it.
+            access = _narrowest(access, served_access)
         return self.add_curated(
             question=row.question,
             embedding=embedding,
@@ -257,6 +293,7 @@ class FeedbackStore:
             kind=kind,
             answer_id=answer_id,
             guards=[StoredSource("", "", "", g.access, g.allowed) for g in guards],
+            access=access,
         )
 
     def deactivate_curated(self, *, answer_id: str, approved_by: str, kind: CuratedKind) -> int:
@@ -274,6 +311,102 @@ class FeedbackStore:
                 .values(active=False)
             )
         return int(result.rowcount or 0)
+
+    def expert_answers(self, *, include_withdrawn: bool = False) -> list[ExpertAnswer]:
+        """The experts' answers, newest first: the active ones (and the withdrawn with
+        `include_withdrawn`), each with who may find it in the index."""
+        query = _expert_answer_query().order_by(
+            curated_answers.c.created_at.desc(), curated_answers.c.id.desc()
+        )
+        if not include_withdrawn:
+            query = query.where(curated_answers.c.active.is_(True))
+        with connection(self.engine, "loading the expert answers") as conn:
+            rows = conn.execute(query).all()
+        return [_expert_answer(row) for row in rows]
+
+    def expert_answer(self, curated_id: str) -> ExpertAnswer | None:
+        """One expert answer, active or withdrawn, by its id."""
+        return self._expert_answer(curated_id)
+
+    def withdraw_expert_answer(self, curated_id: str) -> bool:
+        """Take an expert answer back: it is served no more, leaves the index at the next sync
+        and the training set at the next build (the correction or approval it came from is
+        withdrawn with it). True if it was active."""
+        now = utcnow()
+        with transaction(self.engine, "withdrawing the expert answer") as conn:
+            row = conn.execute(
+                sa.select(
+                    curated_answers.c.kind,
+                    curated_answers.c.answer_id,
+                    curated_answers.c.approved_by,
+                ).where(curated_answers.c.id == curated_id, curated_answers.c.active.is_(True))
+            ).first()
+            if row is None:
+                return False
+            conn.execute(
+                curated_answers.update()
+                .where(curated_answers.c.id == curated_id)
+                .values(active=False)
+            )
+            conn.execute(
+                corrections.update()
+                .where(corrections.c.curated_id == curated_id, corrections.c.withdrawn_at.is_(None))
+                .values(withdrawn_at=now)
+            )
+            if row.kind == CuratedKind.APPROVED.value and row.answer_id:
+                conn.execute(
+                    ratings.update()
+                    .where(
+                        ratings.c.answer_id == row.answer_id,
+                        ratings.c.user_id == row.approved_by,
+                        ratings.c.kind == RatingKind.APPROVED.value,
+                        ratings.c.retracted_at.is_(None),
+                    )
+                    .values(retracted_at=now, updated_at=now)
+                )
+        return True
+
+    def withdraw_correction(
+        self, platform: str, message_id: str, *, conversation: str | None = None
+    ) -> bool:
+        """Withdraw the correction held by chat message `message_id` (it was deleted), and the
+        expert answer made of it. `conversation`: only a correction of an answer given there.
+        True if one was in force."""
+        query = sa.select(corrections.c.id, corrections.c.curated_id).where(
+            corrections.c.platform == platform,
+            corrections.c.message_id == message_id,
+            corrections.c.withdrawn_at.is_(None),
+        )
+        if conversation is not None:
+            query = query.where(
+                corrections.c.answer_id.in_(
+                    sa.select(answers.c.id).where(answers.c.channel == conversation)
+                )
+            )
+        with transaction(self.engine, "withdrawing the correction") as conn:
+            found = conn.execute(query).all()
+            if not found:
+                return False
+            conn.execute(
+                corrections.update()
+                .where(corrections.c.id.in_([r.id for r in found]))
+                .values(withdrawn_at=utcnow())
+            )
+            curated = [r.curated_id for r in found if r.curated_id]
+            if curated:
+                conn.execute(
+                    curated_answers.update()
+                    .where(curated_answers.c.id.in_(curated))
+                    .values(active=False)
+                )
+        return True
+
+    def _expert_answer(self, curated_id: str) -> ExpertAnswer | None:
+        with connection(self.engine, "loading the expert answer") as conn:
+            row = conn.execute(
+                _expert_answer_query().where(curated_answers.c.id == curated_id)
+            ).first()
+        return None if row is None else _expert_answer(row)
 
     # -- which chat message shows which answer -------------------------------------------------
 
@@ -423,7 +556,9 @@ class FeedbackStore:
         text: str,
         approved: bool,
         curated_id: str | None = None,
+        message_id: str | None = None,
     ) -> str:
+        """Keep a correction; `message_id`: the chat message holding it, if it has its own."""
         correction_id = str(uuid.uuid4())
         self._execute(
             corrections.insert().values(
@@ -435,6 +570,7 @@ class FeedbackStore:
                 approved=approved,
                 curated_id=curated_id,
                 created_at=utcnow(),
+                message_id=message_id,
             ),
             doing="recording the correction",
         )
@@ -450,11 +586,12 @@ class FeedbackStore:
         return [_correction(r) for r in rows]
 
     def training_candidates(self) -> list[TrainingCandidate]:
-        """Every answer with a rating in force or a correction, with its ratings in force and its
-        corrections, for the training-set builder."""
+        """Every answer with a rating in force or a correction (not withdrawn), with its ratings
+        in force and its corrections, for the training-set builder."""
+        in_force = corrections.c.withdrawn_at.is_(None)
         with connection(self.engine, "loading the training candidates") as conn:
             rated = sa.select(ratings.c.answer_id).where(ratings.c.retracted_at.is_(None))
-            corrected = sa.select(corrections.c.answer_id)
+            corrected = sa.select(corrections.c.answer_id).where(in_force)
             ids = sa.union(rated, corrected).subquery()
             rows = conn.execute(
                 sa.select(answers).where(answers.c.id.in_(sa.select(ids.c.answer_id)))
@@ -466,7 +603,7 @@ class FeedbackStore:
                 )
             ).all()
             fixes = conn.execute(
-                sa.select(corrections).where(corrections.c.answer_id.in_(found))
+                sa.select(corrections).where(corrections.c.answer_id.in_(found), in_force)
             ).all()
         votes_by_id: dict[str, list[RatingRecord]] = {}
         for vote in votes:
@@ -488,6 +625,7 @@ class FeedbackStore:
         with connection(self.engine, "loading the imported examples") as conn:
             rows = conn.execute(
                 sa.select(
+                    curated_answers.c.id,
                     curated_answers.c.question,
                     curated_answers.c.answer,
                     curated_answers.c.approved_by,
@@ -497,7 +635,10 @@ class FeedbackStore:
                     curated_answers.c.active.is_(True),
                 )
             ).all()
-        return [ImportedExample(r.question, r.answer, r.approved_by, r.created_at) for r in rows]
+        return [
+            ImportedExample(r.question, r.answer, r.approved_by, r.created_at, id=r.id)
+            for r in rows
+        ]
 
     def feedback_counts(self) -> dict[str, int]:
         """Ratings in force by kind, expert corrections, non-expert comments, answers given."""
@@ -511,9 +652,9 @@ class FeedbackStore:
             )
             by_approval: dict[bool, int] = dict(
                 conn.execute(
-                    sa.select(corrections.c.approved, sa.func.count()).group_by(
-                        corrections.c.approved
-                    )
+                    sa.select(corrections.c.approved, sa.func.count())
+                    .where(corrections.c.withdrawn_at.is_(None))
+                    .group_by(corrections.c.approved)
                 ).all()
             )
             total = conn.execute(sa.select(sa.func.count()).select_from(answers)).scalar()
@@ -546,6 +687,68 @@ class FeedbackStore:
     def _execute(self, statement: Any, *, doing: str) -> None:
         with transaction(self.engine, doing) as conn:
             conn.execute(statement)
+
+
+def _expert_answer_query() -> sa.Select[Any]:
+    """Curated answers with where the answer they came from was given (for rows of before m004,
+    whose access is worked out when read)."""
+    return sa.select(
+        curated_answers,
+        answers.c.where_kind,
+        answers.c.channel,
+        answers.c.asker,
+    ).select_from(curated_answers.outerjoin(answers, curated_answers.c.answer_id == answers.c.id))
+
+
+def _expert_answer(row: sa.Row[Any]) -> ExpertAnswer:
+    scope = _stored_access(row)
+    return ExpertAnswer(
+        id=row.id,
+        question=row.question,
+        answer=row.answer,
+        approved_by=row.approved_by,
+        kind=CuratedKind(row.kind),
+        created_at=row.created_at,
+        answer_id=row.answer_id,
+        access=scope.access,
+        allowed=scope.allowed,
+        unindexable=scope.unindexable,
+        active=bool(row.active),
+        embedding=np.frombuffer(row.embedding, dtype=np.float32),
+    )
+
+
+def _stored_access(row: sa.Row[Any]) -> AnswerAccess:
+    """Who may find a curated answer in the index: as stored, or, for a row of before m004,
+    from what it was written from (its sources and non-public guards), else where it was given;
+    not indexed when neither is known."""
+    if row.access is not None:
+        return AnswerAccess(row.access, tuple(json.loads(row.allowed or "[]")))
+    if row.unindexed is not None:
+        return AnswerAccess.not_indexed(row.unindexed)
+    passages = [
+        StoredSource.from_json(s)
+        for s in (*json.loads(row.sources), *json.loads(row.guards or "[]"))
+    ]
+    found = combined_access(passages)
+    if found is not None:
+        return found
+    if row.kind == CuratedKind.IMPORTED.value:
+        return PUBLIC_ACCESS  # imports were public before their lines could say otherwise
+    if row.where_kind is not None:
+        return channel_access(row.where_kind, row.channel, row.asker)
+    return AnswerAccess.not_indexed(
+        "recorded before access was kept, from no passages, in an unknown conversation"
+    )
+
+
+def _narrowest(*scopes: AnswerAccess) -> AnswerAccess:
+    """The access that every one of `scopes` allows (not indexed if one is not)."""
+    for scope in scopes:
+        if scope.access is None:
+            return scope
+    passages = [StoredSource("", "", "", s.access or "", s.allowed) for s in scopes]
+    return combined_access(passages) or PUBLIC_ACCESS
 
 
 def _answer_values(answer: AnswerRecord) -> dict[str, Any]:

@@ -413,9 +413,11 @@ def scrub(text: str) -> str:
     )
 
 
-def read_import(path: Path) -> list[dict[str, str]]:
-    """Lines `{"question", "answer", "approved_by"}`; any bad line is an error naming it."""
-    rows: list[dict[str, str]] = []
+def read_import(path: Path) -> list[dict[str, Any]]:
+    """Lines `{"question", "answer", "approved_by"}`, optionally with `"access"` (public,
+    restricted or private: who may find the answer in the index; default public) and, for
+    restricted, `"allowed"` (the channel / group ids); any bad line is an error naming it."""
+    rows: list[dict[str, Any]] = []
     keys = ("question", "answer", "approved_by")
     for number, data in read_jsonl(
         path, expected='an object {"question", "answer", "approved_by"}'
@@ -423,10 +425,28 @@ def read_import(path: Path) -> list[dict[str, str]]:
         missing = [k for k in keys if not str(data.get(k) or "").strip()]
         if missing:
             raise InputFileError(f"{path}:{number}: missing {', '.join(missing)}")
-        rows.append({k: str(data[k]).strip() for k in keys})
+        row: dict[str, Any] = {k: str(data[k]).strip() for k in keys}
+        row["access"], row["allowed"] = _import_access(data, f"{path}:{number}")
+        rows.append(row)
     if not rows:
         raise InputFileError(f"{path} has no examples")
     return rows
+
+
+def _import_access(data: dict[str, Any], where: str) -> tuple[str, list[str]]:
+    access = str(data.get("access") or "public").strip().lower()
+    if access not in ("public", "restricted", "private"):
+        raise InputFileError(f"{where}: access must be public, restricted or private")
+    allowed = data.get("allowed")
+    if allowed is None:
+        allowed = []
+    if not isinstance(allowed, list) or not all(isinstance(a, str) and a.strip() for a in allowed):
+        raise InputFileError(f"{where}: allowed must be a list of channel or group ids")
+    if access == "restricted" and not allowed:
+        raise InputFileError(f"{where}: access restricted needs allowed (channel or group ids)")
+    if access != "restricted" and allowed:
+        raise InputFileError(f"{where}: allowed applies to access restricted only")
+    return access, [a.strip() for a in allowed]
 
 
 def _normalise(text: str) -> str:
