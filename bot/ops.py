@@ -38,7 +38,6 @@ from training.feedback.store import FeedbackStore
 from training.learning.answerability import retrain
 from training.feedback.expert_answers import (
     EXPERT_SOURCE,
-    ExpertAnswer,
     expert_answer_text,
     expert_answer_title,
     expert_answer_uri,
@@ -367,15 +366,16 @@ class Ops:
         candidates = await asyncio.to_thread(self.store.training_candidates)
         imported = await asyncio.to_thread(self.store.imported_examples)
         experts = await asyncio.to_thread(self.store.expert_answers)
-        vectors = await self._embed([e.question for e in experts]) if experts else None
+        stored = np.stack([e.embedding for e in experts]) if experts else None
 
         async def context(question: str, asked: AnswerRecord | None) -> Context:
+            # Its own expert answers: of the answer it was asked as, or of the same question
+            # (stored embeddings are normalised; a question's own expert answer is left out of
+            # its retrieval, so the gate measures reading, not the answer served back).
             own: list[ExpertAnswer] = []
-            if experts and vectors is not None:
-                similar = await self._embed([question])
-                sims = vectors @ similar[0] / (
-                    np.linalg.norm(vectors, axis=1) * np.linalg.norm(similar[0]) + 1e-12
-                )
+            if stored is not None:
+                vector = (await self._embed([question]))[0]
+                sims = stored @ (vector / (np.linalg.norm(vector) or 1.0))
                 own = [
                     e
                     for e, sim in zip(experts, sims, strict=True)
@@ -426,7 +426,7 @@ class Ops:
                 Passage(
                     title=expert_answer_title(e),
                     heading="",
-                    uri=expert_answer_uri(e),
+                    uri=expert_answer_uri(e.id),
                     text=expert_answer_text(e),
                     doc_id=e.id,
                 )

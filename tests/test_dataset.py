@@ -24,7 +24,13 @@ from tests.helpers import PASSWORD_Q, run_cli
 from training.config import DatasetConfig
 from training.feedback.records import AnswerRecord, ImportedExample, RatingKind
 from training.feedback.store import FeedbackStore
-from training.learning.dataset import Context, Example, build_training_set, split_of
+from training.learning.dataset import (
+    Context,
+    Example,
+    TrainingSet,
+    build_training_set,
+    split_of,
+)
 from training.registry import AdapterRegistry
 from training.serving.degeneration import QUOTE_MODEL
 from training.serving.prompting import Passage
@@ -93,6 +99,11 @@ def correct(ops: Ops, answer_id: str, text: str, *, expert: bool = True) -> None
     )
 
 
+def shown(dataset: TrainingSet) -> list[Example]:
+    """The examples that show their passages (not the gold-absent copies)."""
+    return [e for e in dataset.examples if e.gold is not False]
+
+
 def by_question(examples: list[Example]) -> dict[str, Example]:
     """The example of each question that shows its passages (not its gold-absent copy)."""
     return {e.question: e for e in examples if e.gold is not False}
@@ -147,7 +158,7 @@ async def test_a_quoted_passage_is_taught_only_through_a_correction(ops: Ops) ->
     correct(ops, corrected, "Your manager approves them [1].")
 
     dataset = await ops.training_set()
-    assert {e.question: e.answer for e in dataset.examples} == {
+    assert {e.question: e.answer for e in shown(dataset)} == {
         "Who approves travel expenses?": "Your manager approves them [1]."
     }
     assert dataset.skipped == {"a quoted passage, not a written answer": 1}
@@ -162,14 +173,14 @@ async def test_near_duplicate_questions_keep_the_latest_expert_decision(ops: Ops
     vote(ops, crowd, "U2", RatingKind.UP)
     vote(ops, crowd, "U3", RatingKind.UP)  # newer, but only the crowd's
     dataset = await ops.training_set()
-    password = [e for e in dataset.examples if "password" in e.question.lower()]
+    password = [e for e in shown(dataset) if "password" in e.question.lower()]
     assert len(password) == 1
     assert password[0].answer == "Use https://id.example.com, then 'Forgot password' [1]."
     assert dataset.skipped["near-duplicate question"] == 2
     # An expert approving the first answer again, later, is now the latest decision.
     ops.store.retract(answer_id=first, user_id="UEXPERT", kind=RatingKind.APPROVED)
     vote(ops, first, "UEXPERT", RatingKind.APPROVED, expert=True)
-    again = [e for e in (await ops.training_set()).examples if "password" in e.question.lower()]
+    again = [e for e in shown(await ops.training_set()) if "password" in e.question.lower()]
     assert [e.answer for e in again] == ["Ask IT."]
 
 
@@ -187,7 +198,7 @@ async def test_empty_and_huge_answers_are_left_out_and_secrets_scrubbed(ops: Ops
     )
     dataset = await ops.training_set()
     assert dataset.skipped == {"empty": 1, "too long": 1}
-    [example] = dataset.examples
+    [example] = shown(dataset)
     assert example.answer == "Mail [email] or call [phone]; token: [secret] [1]."
     assert "payroll@" not in dataset.jsonl() and "xoxb" not in dataset.jsonl()
 
@@ -324,10 +335,10 @@ async def test_grounded_examples_read_the_gold_among_distractors_or_abstain(embe
         return Context(distractors, (own,))
 
     imported = [
-        ImportedExample(q, expert[q], "UEXPERT", datetime(2026, 11, n % 28 + 1, tzinfo=UTC))
+        ImportedExample(q, expert[q], "UEXPERT", datetime(2026, 11, n % 28 + 1, tzinfo=UTC), f"c{n}")
         for n, q in enumerate(questions)
     ]
-    config = DatasetConfig(heldout_fraction=0.2, dedupe_similarity=0.995)
+    config = DatasetConfig(heldout_fraction=0.2, dedupe_similarity=1.0)
     dataset = await build_training_set(
         [], imported, config=config, retrieve=retrieve, embed=embed_with(embedder), abstention=ABSTAIN
     )
