@@ -15,7 +15,8 @@ table compares, per group:
     gate's share  corrected by an expert but held out for the gate (never trained on)
     never taught  the other 25
 
-    fact recalled  the share of answers containing the fact's key value (a name, a room …)
+    fact recalled  the share of answers containing the fact's key value (a name, a room …;
+                   `training.scoring.fact_in`, as the gate compares facts)
     F1             token F1 of the answer against the expert's answer
 
     python bench/learning_loop.py [--work .bench/learning] [--epochs 8] [--lr 1e-3] [--json]
@@ -154,7 +155,7 @@ def _score(ops: Any, version: str, all_facts: list[dict[str, Any]]) -> dict[str,
         load_base,
         resolve_device,
     )
-    from training.scoring import token_f1
+    from training.scoring import fact_in, token_f1
     from training.serving.demo import prepare_demo_model
     from training.serving.local import stop_token_ids
 
@@ -180,9 +181,7 @@ def _score(ops: Any, version: str, all_facts: list[dict[str, Any]]) -> dict[str,
             else:
                 text, _, _ = generate_answer(model, fmt, example, 48, stops)
             group = rows.setdefault(fact["group"], {})
-            group.setdefault(f"{label}_recall", []).append(
-                float(fact["key"].lower() in text.lower())
-            )
+            group.setdefault(f"{label}_recall", []).append(float(fact_in(fact["key"], text)))
             group.setdefault(f"{label}_f1", []).append(token_f1(text, fact["answer"]))
             fact[f"{label}_answer"] = text
     return {
