@@ -108,7 +108,7 @@ async def run_admin_job(ops: Ops, job: str, arg: str, *, trigger: str, report: R
 class Announcement:
     """A training run's outcome as the admin channel sees it."""
 
-    headline: str  # "✅ retrain: v0001 promoted: F1 0.000 → 0.944 …"
+    headline: str  # "✅ retrain: v0001 promoted: key-fact recall 0.20 → 0.85, grounding …"
     table: str | None  # the before/after metrics (a Markdown table)
     version: str | None
     loss_curve: Path | None  # the PNG, where the run got that far

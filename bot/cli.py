@@ -765,7 +765,8 @@ def train(
 
 @adapters_app.command("list")
 def adapters_list(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """Every adapter version with its gate verdict and metrics; * marks the one serving."""
+    """Every adapter version with its gate verdict and held-out scores (key-fact recall,
+    grounding, abstention); * marks the one serving."""
     from training.registry import AdapterRegistry
 
     async def work(settings: Settings) -> list[dict[str, Any]]:
@@ -793,7 +794,7 @@ def adapters_list(as_json: bool = typer.Option(False, "--json", help="Print as J
         out.print("no adapter versions yet: the base model serves (run `expertbot train`)")
         return
     table = Table(show_edge=False)
-    for column in ("", "version", "created", "parent", "gate", "F1", "abstention"):
+    for column in ("", "version", "created", "parent", "gate", "recall", "grounding", "abstention"):
         table.add_column(column)
     for v in versions:
         gate = {True: "passed", False: "rejected", None: "-"}[v["gate"]]
@@ -804,7 +805,8 @@ def adapters_list(as_json: bool = typer.Option(False, "--json", help="Print as J
             v["created_at"] or "",
             v["parent"] or "base",
             gate,
-            _fmt(metrics.get("f1")),
+            _fmt(metrics.get("key_fact_recall")),
+            _fmt(metrics.get("grounding")),
             _fmt(metrics.get("abstention")),
         )
     out.print(table)
@@ -846,7 +848,7 @@ def adapters_rollback(
 
 
 def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    return f"{value:.3f}" if isinstance(value, int | float) else "-"
 
 
 @eval_app.command("answers")

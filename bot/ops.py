@@ -44,6 +44,7 @@ from training.feedback.expert_answers import (
 )
 from training.learning.dataset import Context, TrainingSet, build_training_set, read_import
 from training.learning.pipeline import LearningLoop
+from training.learning.report import DECIDING
 from training.registry import AdapterRegistry
 from training.serving.prompting import Passage
 
@@ -53,13 +54,9 @@ Report = Callable[[str], Awaitable[None]]
 
 ADMIN_JOBS = ("sync", "retrain", "rollback")
 RETRAIN_LOCK = "training.retrain"
-# The held-out scores of the serving adapter, as the status shows them.
-SCORE_LABELS = (
-    ("f1", "F1"),
-    ("loss", "loss"),
-    ("citation_validity", "valid citations"),
-    ("abstention", "abstention"),
-)
+# The held-out scores that decide the gate, as the status shows them for the serving adapter:
+# before (what served when it was trained) → after (itself).
+SCORE_LABELS = DECIDING
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +121,8 @@ class Ops:
         self.history = JobHistory(self.store.engine)
 
     async def status(self) -> dict[str, Any]:
-        """Index size and last sync, the serving adapter and its metrics, feedback counts."""
+        """Index size and last sync, the serving adapter and its metrics (and those of what served
+        before it, its `baseline`), feedback counts."""
         stats, last = await self.knowledge.status()
         active = await asyncio.to_thread(self.registry.active)
         adapter: dict[str, Any] | None = None
@@ -137,6 +135,7 @@ class Ops:
                 "version": active,
                 "created_at": meta.get("created_at"),
                 "metrics": meta.get("metrics", {}),
+                "baseline": meta.get("baseline", {}),
             }
         feedback = await asyncio.to_thread(self.store.feedback_counts)
         runs = await asyncio.to_thread(self.registry.runs)
@@ -490,17 +489,18 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         lines.append("Last sync: never")
     adapter = status.get("adapter")
     if adapter:
-        scores = adapter["metrics"]
-        metrics = (
-            ", ".join(
-                f"{label} {scores[key]:.3f}"
-                for key, label in SCORE_LABELS
-                if isinstance(scores.get(key), int | float)
-            )
-            or "none"
-        )
+        scores, baseline = adapter["metrics"], adapter.get("baseline") or {}
+        shown = [
+            f"{label} {baseline[key]:.2f} → {scores[key]:.2f}"
+            if isinstance(baseline.get(key), int | float)
+            else f"{label} {scores[key]:.2f}"
+            for key, label in SCORE_LABELS
+            if isinstance(scores.get(key), int | float)
+        ]
+        compared = ", before → after" if any("→" in score for score in shown) else ""
         lines.append(
-            f"Model: {status['model']} + adapter {adapter['version']} (metrics: {metrics})"
+            f"Model: {status['model']} + adapter {adapter['version']} (held-out scores{compared}: "
+            f"{', '.join(shown) or 'none'})"
         )
     else:
         lines.append(f"Model: {status['model']} (no adapter serving)")

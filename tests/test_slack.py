@@ -709,10 +709,13 @@ async def test_retrain_from_slack_promotes_and_posts_the_report_to_the_admin_cha
     replies = [c.body["text"] for c in await env.slack.wait_for(key, 5)]
     assert replies[0] == "retrain started: building the training set"
     assert any(r.startswith("training on ") for r in replies)
-    assert replies[-1].startswith("✅ retrain: v0001 promoted: F1 0.000 → ")
+    # The recorded run measured citations and abstention (no key facts in its answers).
+    assert replies[-1].startswith("✅ retrain: v0001 promoted: abstention 0.00 → 0.00, valid ")
+    assert "valid citations 0.00 → 0.50 on 2 held-out questions" in replies[-1]
     [post] = env.slack.calls_to("chat.postMessage")
     assert post.body["channel"] == "CADMIN" and "v0001 promoted" in post.body["text"]
-    assert "| answer F1 vs reference |" in post.body["text"]
+    assert "| answers with valid citations | 0.000 | 0.500 | +0.500 ✓ |" in post.body["text"]
+    assert "| answer F1 vs reference (not deciding) |" in post.body["text"]
     assert upload.body["channel_id"] == "CADMIN" and upload.body["files"][0]["title"] == (
         "v0001: training loss"
     )

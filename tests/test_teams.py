@@ -537,11 +537,11 @@ async def test_retrain_from_teams_promotes_and_posts_the_report_to_the_admin_con
     texts = await texts_after(env, env.activity("retrain", user=ADMIN), 4)
     assert texts[0] == "Starting `retrain` …"
     assert texts[1] == "retrain started: building the training set"
-    assert texts[-1].startswith("✅ retrain: v0001 promoted: F1 0.000 → ")
+    assert texts[-1].startswith("✅ retrain: v0001 promoted: abstention 0.00 → 0.00, valid ")
     [report] = [s for s in env.connector.messages(ADMIN_CHAT) if s.body.get("attachments")]
     assert report.path == f"/v3/conversations/{ADMIN_CHAT}/activities"  # a new post
     card = json.dumps(card_of(report))
-    assert "v0001 promoted" in card and "answer F1 vs reference" in card
+    assert "v0001 promoted" in card and "key-fact recall vs the experts' answers" in card
     assert env.core.registry.active() == "v0001"
 
 

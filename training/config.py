@@ -169,14 +169,43 @@ class DatasetConfig(_Strict):
 
 
 class GateConfig(_Strict):
-    """When a candidate adapter may replace the serving one (compared on the held-out split)."""
+    """When a candidate adapter may replace the serving one (compared on the held-out split and
+    its unanswerable probes): its key-fact recall is not worse, it wins on grounding, abstention
+    or valid citations, and loses on none of them nor on the share answered. Token F1 is
+    reported, not deciding: it rewards the experts' phrasing filled with invented values."""
 
-    min_gain: float = Field(
+    recall_tolerance: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="How much the candidate's key-fact recall against the experts' answers may "
+        "fall below the serving adapter's (0: it must not get worse).",
+    )
+    grounding_gain: float = Field(
         default=0.02,
         ge=0.0,
         le=1.0,
-        description="The candidate's mean token F1 against the reference answers must beat the "
-        "serving adapter's by at least this much.",
+        description="A win: the share of the key facts in its answers that the passages shown "
+        "(or the question) hold rises by at least this much.",
+    )
+    abstention_gain: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="A win: the share of abstentions on unanswerable probes rises by at least "
+        "this much.",
+    )
+    citation_gain: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="A win: the share of answers with valid citations rises by at least this much.",
+    )
+    grounding_tolerance: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="How much grounding may drop.",
     )
     abstention_tolerance: float = Field(
         default=0.0,
@@ -190,6 +219,13 @@ class GateConfig(_Strict):
         ge=0.0,
         le=1.0,
         description="How much the share of answers with valid citations may drop.",
+    )
+    answered_tolerance: float = Field(
+        default=0.10,
+        ge=0.0,
+        le=1.0,
+        description="How much the share of answerable questions answered (not abstained on) may "
+        "drop.",
     )
     min_heldout: int = Field(
         default=2, ge=1, description="Fewer held-out questions than this: no run (no fair gate)."

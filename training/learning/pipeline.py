@@ -31,7 +31,7 @@ from base.errors import ExpertbotError
 from training.config import GateConfig, PromptConfig, TrainingConfig
 from training.learning.dataset import TrainingSet
 from training.learning.finetune import plan_steps
-from training.learning.report import fmt_score, write_report
+from training.learning.report import deciding_scores, write_report
 from training.learning.worker import EVENT_PREFIX, RESULT, WorkerSpec
 from training.registry import AdapterRegistry
 
@@ -122,35 +122,56 @@ class Decision:
     reasons: tuple[str, ...]  # why not (or, when promoted, what it won)
 
 
+_EPSILON = 1e-9  # 0.62 - 0.60 is a gain of 0.02
+
+
 def judge(before: dict[str, Any], after: dict[str, Any], gate: GateConfig) -> Decision:
-    """Promote only if the candidate's answer F1 beats the serving adapter's by `min_gain`,
-    abstention on unanswerable probes is not worse (beyond `abstention_tolerance`), and the
-    share of answers with valid citations does not drop by more than `citation_tolerance`."""
+    """Promote only if the candidate's key-fact recall is not worse (beyond `recall_tolerance`),
+    it wins on grounding, abstention on unanswerable probes or valid citations (by
+    `grounding_gain`, `abstention_gain`, `citation_gain`), and none of those nor the share of
+    questions answered falls past its tolerance. A score missing on either side is not compared.
+    Token F1 does not decide: it rewards answers in the experts' phrasing with invented values."""
     problems: list[str] = []
-    f1_before, f1_after = before.get("f1"), after.get("f1")
-    if f1_after is None or f1_before is None:
-        problems.append("no answer score to compare")
-    elif f1_after - f1_before < gate.min_gain:
+    wins: list[str] = []
+    notes: list[str] = []
+    recall_before, recall_after = before.get("key_fact_recall"), after.get("key_fact_recall")
+    if recall_before is None or recall_after is None:
+        notes.append("key-fact recall not compared (not measured on both sides)")
+    elif recall_after < recall_before - gate.recall_tolerance - _EPSILON:
+        problems.append(f"key-fact recall fell from {recall_before:.2f} to {recall_after:.2f}")
+    else:
+        notes.append(f"key-fact recall {recall_before:.2f} → {recall_after:.2f}")
+    checks = (
+        ("grounding", "grounding", gate.grounding_gain, gate.grounding_tolerance),
+        ("abstention", "abstention", gate.abstention_gain, gate.abstention_tolerance),
+        ("citation_validity", "valid citations", gate.citation_gain, gate.citation_tolerance),
+        ("answered", "answered", None, gate.answered_tolerance),
+    )
+    for key, label, gain, tolerance in checks:
+        b, a = before.get(key), after.get(key)
+        if b is None or a is None:
+            continue
+        if a < b - tolerance - _EPSILON:
+            problems.append(f"{label} fell from {b:.2f} to {a:.2f}{_invented(before, after, key)}")
+        elif gain is not None and a - b >= gain - _EPSILON:
+            wins.append(f"{label} {b:.2f} → {a:.2f}")
+    if not wins:
         problems.append(
-            f"answer F1 {f1_after:.3f} does not beat {f1_before:.3f} by {gate.min_gain:.3f}"
+            f"no gain in grounding (by {gate.grounding_gain:.2f}), abstention on unanswerable "
+            f"questions (by {gate.abstention_gain:.2f}) or valid citations "
+            f"(by {gate.citation_gain:.2f}){_invented(before, after, 'grounding')}"
         )
-    ab_before, ab_after = before.get("abstention"), after.get("abstention")
-    if ab_before is not None and (
-        ab_after is None or ab_after < ab_before - gate.abstention_tolerance
-    ):
-        problems.append(
-            f"abstention on unanswerable questions fell from {ab_before:.2f} to {ab_after or 0:.2f}"
-        )
-    cv_before, cv_after = before.get("citation_validity"), after.get("citation_validity")
-    if (
-        cv_before is not None
-        and cv_after is not None
-        and cv_after < cv_before - gate.citation_tolerance
-    ):
-        problems.append(f"valid citations fell from {cv_before:.2f} to {cv_after:.2f}")
     if problems:
-        return Decision(False, tuple(problems))
-    return Decision(True, (f"answer F1 {f1_before:.3f} → {f1_after:.3f}",))
+        return Decision(False, (*problems, *notes))
+    return Decision(True, (*notes, *wins))
+
+
+def _invented(before: dict[str, Any], after: dict[str, Any], key: str) -> str:
+    """Where grounding is the reason: how the share of answers with invented values moved."""
+    b, a = before.get("invented"), after.get("invented")
+    if key != "grounding" or b is None or a is None or a <= b:
+        return ""
+    return f"; answers with invented values {b:.2f} → {a:.2f}"
 
 
 # -- the worker ------------------------------------------------------------------------------
@@ -413,9 +434,9 @@ class LearningLoop:
         )
         serving = version if decision.promote else plan.serving
         log.info("training.finished", run=run_dir.name, status=status, version=version)
-        f1 = f"F1 {fmt_score(before.get('f1'))} → {fmt_score(after.get('f1'))}"
+        scores = deciding_scores(before, after) or "no deciding score measured"
         summary = (
-            f"{version} promoted: {f1} on {plan.heldout} held-out questions"
+            f"{version} promoted: {scores} on {plan.heldout} held-out questions"
             if decision.promote
             else f"{version} not promoted ({'; '.join(decision.reasons)}); "
             f"{plan.serving or 'the base model'} still serves"
