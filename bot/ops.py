@@ -33,15 +33,15 @@ from bot.settings import Settings
 from knowledge.answerability import DEFAULT_MODEL, AnswerabilityModel
 from knowledge.models import SearchFilters
 from knowledge.runtime import Knowledge
-from training.feedback.records import AnswerAccess, AnswerRecord, CuratedKind, ExpertAnswer
-from training.feedback.store import FeedbackStore
-from training.learning.answerability import retrain
 from training.feedback.expert_answers import (
     EXPERT_SOURCE,
     expert_answer_text,
     expert_answer_title,
     expert_answer_uri,
 )
+from training.feedback.records import AnswerAccess, AnswerRecord, CuratedKind, ExpertAnswer
+from training.feedback.store import FeedbackStore
+from training.learning.answerability import retrain
 from training.learning.dataset import Context, TrainingSet, build_training_set, read_import
 from training.learning.pipeline import LearningLoop
 from training.learning.report import DECIDING

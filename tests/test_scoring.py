@@ -57,7 +57,8 @@ from training.scoring import (
             "Order A17 or SKU-1234 with v2.3.1, see inc-42.",
             ["a17", "sku-1234", "v2.3.1", "inc-42"],
         ),
-        ("Use the VPN with SSO before taking PTO.", ["vpn", "sso", "pto"]),
+        # all-caps codes keep their case: "IT" is not the word "it"
+        ("Use the VPN with SSO before taking PTO.", ["VPN", "SSO", "PTO"]),
         (
             "Incidents go to #inc-billing-obsidian, page @oncall.",
             ["#inc-billing-obsidian", "@oncall"],
@@ -100,13 +101,18 @@ def test_facts_are_normalised_deduplicated_and_in_order_of_appearance() -> None:
         "brenner",  # "Odalys" starts the sentence
         "odalys brenner",
         "taavi koskinen",
-        "room",  # an all-caps token
-        "vpn",
+        "ROOM",  # an all-caps token
+        "VPN",
         "https://vpn.acme.example",
     ]
 
 
 # -- fact_in, recall, grounding ---------------------------------------------------------------
+
+
+def test_an_all_caps_code_is_found_in_capitals_only() -> None:
+    assert key_facts("Ask IT.") == ["IT"]
+    assert fact_in("IT", "the IT help desk") and not fact_in("IT", "Click it to reset")
 
 
 @pytest.mark.parametrize(

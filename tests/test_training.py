@@ -212,7 +212,7 @@ async def test_feedback_becomes_a_promoted_adapter_that_serves_and_rolls_back(
             render=generator.render,
             context_window=generator.context_window,
             max_new_tokens=20,
-        ).build(question, await ops._passages_for(question, None))
+        ).build(question, (await ops._context_for(question, None)).passages)
         request = GenerationRequest(prompt.messages, max_new_tokens=20, stop=prompt.stop)
         base_text = await generator.stream(request).text()
         assert await follower.check() and generator.adapter == "v0001"

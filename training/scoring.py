@@ -154,6 +154,7 @@ _FACT_PATTERNS = (
     ),
     re.compile(r"(?<![\w'’])[A-Z]{2,}(?![\w'’])"),
 )
+_ALL_CAPS = re.compile(r"[A-Z]{2,}")
 _NOT_CODES = frozenset([
     "OK", "AM", "PM", "FYI", "ASAP", "NB", "PS", "TLDR", "NOT", "NO", "DO", "DONT", "NEVER",
     "MUST", "ONLY", "ALL", "AND", "OR", "THE", "IMPORTANT", "NOTE", "WARNING",
@@ -228,7 +229,7 @@ def key_facts(text: str) -> list[str]:
     found += _names(prepared, taken)
     facts: list[str] = []
     for _, _, fact in sorted(found, key=lambda f: f[0]):
-        fact = " ".join(fact.casefold().split())
+        fact = " ".join(fact.split() if _cased(fact) else fact.casefold().split())
         if fact not in facts:
             facts.append(fact)
     return facts
@@ -293,11 +294,20 @@ def _overlaps(spans: Sequence[tuple[int, int]], start: int, end: int) -> bool:
     return any(s < end and start < e for s, e in spans)
 
 
-def _haystack(text: str) -> str:
-    return " ".join(_prepare(text).casefold().split())
+def _cased(fact: str) -> bool:
+    """An all-caps code ("IT", "VPN") keeps its case, and is found only in capitals: "it" is
+    another word."""
+    return bool(_ALL_CAPS.fullmatch(fact))
+
+
+def _haystack(text: str, *, cased: bool = False) -> str:
+    prepared = _prepare(text)
+    return " ".join((prepared if cased else prepared.casefold()).split())
 
 
 def _needle(fact: str) -> str:
+    if _cased(fact):
+        return fact
     needle = _haystack(fact)
     bare = needle.lstrip("#@")
     # "#inc-billing" is found where the answer says "the inc-billing channel"
@@ -332,7 +342,7 @@ def fact_in(fact: str, text: str) -> bool:
     """Whether `fact` appears in `text`, both normalised as `key_facts` normalises: "1,200" is
     "1200", "09:10" is "9:10", "#inc-billing" is "inc-billing"; a multi-word name needs its words
     in a row; a fact never matches inside a longer word or number ("3" is not in "3.5")."""
-    return _found(_needle(fact), _haystack(text))
+    return _found(_needle(fact), _haystack(text, cased=_cased(fact)))
 
 
 def key_fact_recall(answer: str, reference: str) -> float | None:
@@ -340,8 +350,7 @@ def key_fact_recall(answer: str, reference: str) -> float | None:
     facts = key_facts(reference)
     if not facts:
         return None
-    haystack = _haystack(answer)
-    return sum(_found(_needle(f), haystack) for f in facts) / len(facts)
+    return sum(fact_in(f, answer) for f in facts) / len(facts)
 
 
 def ungrounded_facts(answer: str, sources: Sequence[str]) -> list[str]:
@@ -351,8 +360,7 @@ def ungrounded_facts(answer: str, sources: Sequence[str]) -> list[str]:
 
 
 def _not_in(facts: Sequence[str], sources: Sequence[str]) -> list[str]:
-    haystacks = [_haystack(s) for s in sources]
-    return [f for f in facts if not any(_found(_needle(f), h) for h in haystacks)]
+    return [f for f in facts if not any(fact_in(f, source) for source in sources)]
 
 
 # -- scoring a set of answers ------------------------------------------------------------------

@@ -83,7 +83,6 @@ KIND_STRENGTH = {
 }
 
 
-
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a question retrieves for its example where it was asked: the passages as serving
@@ -270,9 +269,7 @@ def grounded(
     absent = (1.0 - gold_share) / gold_share
     if absent > 0 and _bucket(example.id, "gold-absent", 10_000) < absent * 10_000:
         without = tuple(
-            p
-            for p in context.passages
-            if p not in context.own and not (facts and _holds(p, facts))
+            p for p in context.passages if p not in context.own and not (facts and _holds(p, facts))
         )
         out.append(
             replace(
@@ -286,7 +283,9 @@ def grounded(
     return out
 
 
-def cite(answer: str, passages: Sequence[Passage], facts: Sequence[str], gold_at: int | None) -> str:
+def cite(
+    answer: str, passages: Sequence[Passage], facts: Sequence[str], gold_at: int | None
+) -> str:
     """The target citing, as served answers do, the shown passages that hold its facts (else
     its gold passage): `[n]` before the final full stop. An answer without facts or gold keeps
     the citations it has when they still point at shown passages."""

@@ -40,7 +40,7 @@ import math
 import resource
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -381,7 +381,9 @@ def train(
     model.train()
     callbacks: list[Any] = [Progress()]
     if "eval_strategy" in checking:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        callbacks.append(
+            EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)
+        )
     trainer = Trainer(
         model=model,
         args=args,
@@ -395,7 +397,9 @@ def train(
     trainer.train()
     done = int(trainer.state.global_step)
     seconds = time.perf_counter() - started
-    seen = min(done * config.batch_size * config.gradient_accumulation, len(encoded) * config.epochs)
+    seen = min(
+        done * config.batch_size * config.gradient_accumulation, len(encoded) * config.epochs
+    )
     best = trainer.state.best_model_checkpoint
     return TrainStats(
         examples=len(encoded),
