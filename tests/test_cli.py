@@ -27,7 +27,11 @@ def test_sync_json_report(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["status"] == "ok" and report["added"] == len(list(docs.iterdir()))
-    assert report["sources"] == [{"name": "kb", "path": str(docs)}]
+    # The folder given, and the experts' answers every sync indexes.
+    assert report["sources"] == [
+        {"name": "kb", "path": str(docs)},
+        {"name": "expert-answers", "path": ""},
+    ]
     again = run_cli("sync", str(docs))
     assert again.exit_code == 0
     assert "0 added, 0 updated, 0 deleted, 4 unchanged" in again.stdout

@@ -513,6 +513,49 @@ async def test_an_experts_thread_correction_becomes_the_curated_answer(env: Env)
     assert streamed_text(env.slack, again.body["ts"]).strip() == CORRECTION
 
 
+async def test_deleting_a_correction_message_withdraws_it(env: Env) -> None:
+    ts, stop = await env.ask(PASSWORD_Q)
+    answer_id = button_values(stop)[ids.FEEDBACK_UP]
+    reply_ts = env.slack.next_ts()
+    await env.event(
+        message(
+            f"Correction: {CORRECTION}",
+            channel="CPUBLIC",
+            user=EXPERT,
+            ts=reply_ts,
+            thread_ts=ts,
+        )
+    )
+    await env.slack.wait_for("chat.postMessage")
+    [row] = env.core.store.corrections_for(answer_id)
+    assert [a.id for a in env.core.store.expert_answers()] == [row.curated_id]
+
+    deleted = {
+        "type": "message",
+        "subtype": "message_deleted",
+        "hidden": True,
+        "channel": "CPUBLIC",
+        "channel_type": "channel",
+        "ts": env.slack.next_ts(),
+        "deleted_ts": reply_ts,
+        "event_ts": reply_ts,
+        "previous_message": {
+            "type": "message",
+            "user": EXPERT,
+            "text": f"Correction: {CORRECTION}",
+            "ts": reply_ts,
+            "thread_ts": ts,
+        },
+    }
+    assert (await env.event(deleted)).status == 200
+    await settle(env)
+
+    assert env.core.store.expert_answers() == []  # no longer served, nor indexed at the sync
+    assert env.core.store.feedback_counts()["corrections"] == 0
+    _, again = await env.ask(PASSWORD_Q)
+    assert stored_answer(env.core.store, button_values(again)[ids.FEEDBACK_UP]).curated_id is None
+
+
 async def test_a_non_experts_correction_is_only_a_comment(env: Env) -> None:
     ts, stop = await env.ask(PASSWORD_Q)
     answer_id = button_values(stop)[ids.FEEDBACK_UP]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -78,7 +79,7 @@ def expert_answer_document(answer: ExpertAnswer) -> Document:
         doc_id=answer.id,
         title=expert_answer_title(answer),
         uri=expert_answer_uri(answer.id),
-        modified=answer.created_at.timestamp(),
+        modified=answer.created_at.replace(tzinfo=UTC).timestamp(),  # stored as naive UTC
         content_hash=sha256_hex(f"{text}\x00{access.value}\x00{','.join(allowed)}"),
         access=access,
         allowed=tuple(allowed),
