@@ -265,12 +265,16 @@ def grounded(
             gold=True,
         )
     )
-    # Copies without the gold: (1 - share) of all examples, so a share/(1 - share) of questions.
+    # Copies without the gold: (1 - share) of all examples, so a share/(1 - share) of questions,
+    # among those whose gold is known (an expert answer, or passages stating the answer's facts).
+    holding = [p for p in context.passages if facts and _holds(p, facts)]
     absent = (1.0 - gold_share) / gold_share
-    if absent > 0 and _bucket(example.id, "gold-absent", 10_000) < absent * 10_000:
-        without = tuple(
-            p for p in context.passages if p not in context.own and not (facts and _holds(p, facts))
-        )
+    if (
+        (context.own or holding)
+        and absent > 0
+        and _bucket(example.id, "gold-absent", 10_000) < absent * 10_000
+    ):
+        without = tuple(p for p in context.passages if p not in context.own and p not in holding)
         out.append(
             replace(
                 example,
