@@ -718,6 +718,8 @@ def train(
                 kind = event.get("event")
                 if kind == "loading":
                     bar.update(task, description=f"loading {event['base']} on {event['device']}")
+                elif kind == "replay":
+                    bar.update(task, description="finding what the serving model already answers")
                 elif kind == "training":
                     bar.reset(task, total=event["total"], description="training")
                 elif kind == "step":

@@ -16,11 +16,13 @@ import pytest
 
 from base.database import make_engine
 from base.migrations import migrate_all
+from bot.core.feedback import Feedback
+from bot.core.knowledge import knowledge_for
 from bot.ops import Ops
 from bot.settings import load_settings
-from knowledge.runtime import Knowledge
 from tests.helpers import PASSWORD_Q, run_cli
 from training.config import DatasetConfig
+from training.feedback.expert_answers import expert_answer_uri
 from training.feedback.records import AnswerRecord, ImportedExample, RatingKind
 from training.feedback.store import FeedbackStore
 from training.learning.dataset import (
@@ -39,9 +41,7 @@ from training.serving.prompting import Passage, strip_citations
 async def ops(handbook_data_dir: Path, embedder):
     settings = load_settings(overrides={"data_dir": handbook_data_dir})
     engine = make_engine(settings.resolved_database_url)
-    knowledge = Knowledge.build(
-        settings.knowledge, data_dir=handbook_data_dir, engine=engine, embedder=embedder
-    )
+    knowledge = knowledge_for(settings, engine=engine, embedder=embedder)  # expert answers too
     await knowledge.open()
     store = FeedbackStore(engine)
     migrate_all(engine)
@@ -400,3 +400,42 @@ def embed_with(embedder: Any) -> Any:
         return np.asarray(embedder.embed_documents(list(texts)))
 
     return embed
+
+
+async def test_a_questions_own_expert_answer_is_its_gold_and_never_its_retrieved_context(
+    ops: Ops,
+) -> None:
+    """Corrections become expert answers in the index. A training question is shown its own
+    expert answer as its gold passage and cites it; a held-out question is shown what retrieval
+    finds without its own expert answer, so the gate measures reading, not the answer served
+    back; a fact no document holds is named for the run's report."""
+    feedback = Feedback(ops.store, ops.knowledge.search)
+    rooms = [f"Which room does the {team} team sit in?" for team in ("design", "billing", "data",
+             "legal", "sales", "mobile", "search", "support", "platform", "security")]  # fmt: skip
+    train_q = next(q for q in rooms if split_of(q, 0.2) == "train")
+    heldout_q = next(q for q in rooms if split_of(q, 0.2) == "heldout")
+    curated = {}
+    for question, room in ((train_q, "Room 417."), (heldout_q, "Room 523.")):
+        answer_id = answered(ops, question, "I couldn't find this in our knowledge base.")
+        correction = await feedback.correct(
+            answer_id, "UEXPERT", f"The team sits in {room}", platform="slack", expert=True
+        )
+        curated[question] = correction.curated_id
+    await ops.sync(trigger="test")
+    own = {q: expert_answer_uri(c) for q, c in curated.items()}
+    # Retrieval does find each expert answer for its question ...
+    for question, uri in own.items():
+        hits = await ops.knowledge.search.retrieve(question, k=5)
+        assert uri in {h.uri for h in hits.hits}
+
+    dataset = await ops.training_set()
+    [trained] = [e for e in shown(dataset) if e.question == train_q]
+    gold = [n for n, p in enumerate(trained.passages, 1) if p.uri == own[train_q]]
+    assert len(gold) == 1 and trained.gold is True
+    assert trained.answer == f"The team sits in Room 417 [{gold[0]}]."
+    assert "Room 417" in trained.passages[gold[0] - 1].text
+    # ... but a held-out question is never shown its own.
+    [heldout] = [e for e in dataset.split("heldout") if e.question == heldout_q]
+    assert heldout.passages and own[heldout_q] not in {p.uri for p in heldout.passages}
+    assert heldout.answer == "The team sits in Room 523."
+    assert train_q in dataset.only_in_expert_answers

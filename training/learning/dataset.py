@@ -231,7 +231,7 @@ async def build_training_set(
             examples.append(replace(example, passages=context.passages, split=split))
             continue
         facts = key_facts(example.answer)
-        if facts and not any(_holds(p, facts) for p in context.passages):
+        if facts and not any(_held(p, facts) == 1.0 for p in context.passages):
             only_in_expert_answers.append(example.question)
         examples.extend(grounded(example, context, facts, config.gold_share, abstention))
     examples.sort(key=lambda e: e.id)
@@ -267,10 +267,11 @@ def grounded(
     )
     # Copies without the gold: (1 - share) of all examples, so a share/(1 - share) of questions,
     # among those whose gold is known (an expert answer, or passages stating the answer's facts).
-    holding = [p for p in context.passages if facts and _holds(p, facts)]
+    # Left out of those: every passage that may hold the answer (half its facts or more).
+    holding = [p for p in context.passages if facts and _held(p, facts) >= 0.5]
     absent = (1.0 - gold_share) / gold_share
     if (
-        (context.own or holding)
+        (context.own or any(_held(p, facts) == 1.0 for p in holding))
         and absent > 0
         and _bucket(example.id, "gold-absent", 10_000) < absent * 10_000
     ):
@@ -290,12 +291,16 @@ def grounded(
 def cite(
     answer: str, passages: Sequence[Passage], facts: Sequence[str], gold_at: int | None
 ) -> str:
-    """The target citing, as served answers do, the shown passages that hold its facts (else
-    its gold passage): `[n]` before the final full stop. An answer without facts or gold keeps
-    the citations it has when they still point at shown passages."""
-    numbers = [n for n, p in enumerate(passages, 1) if facts and _holds(p, facts)]
-    if not numbers and gold_at is not None:
-        numbers = [gold_at]
+    """The target citing, as served answers do, `[n]` before the final full stop: its gold
+    passage and any other that states all its facts; without a gold, the passages that state
+    the most of its facts (half or more). An answer with nothing to cite keeps the citations it
+    has when they still point at shown passages."""
+    held = [_held(p, facts) if facts else 0.0 for p in passages]
+    if gold_at is not None:
+        numbers = [n for n, share in enumerate(held, 1) if n == gold_at or share == 1.0]
+    else:
+        best = max(held, default=0.0)
+        numbers = [n for n, share in enumerate(held, 1) if best >= 0.5 and share == best]
     if not numbers:
         valid = all(1 <= n <= len(passages) for n in cited_numbers(answer))
         return answer if valid else strip_citations(answer)
@@ -306,10 +311,10 @@ def cite(
     return f"{text} {marker}"
 
 
-def _holds(passage: Passage, facts: Sequence[str]) -> bool:
-    """Whether a passage states any of the facts."""
+def _held(passage: Passage, facts: Sequence[str]) -> float:
+    """The share of the facts a passage states."""
     text = f"{passage.label}\n{passage.text}"
-    return any(fact_in(fact, text) for fact in facts)
+    return sum(fact_in(fact, text) for fact in facts) / len(facts)
 
 
 def _bucket(key: str, salt: str, size: int) -> int:

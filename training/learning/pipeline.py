@@ -408,6 +408,8 @@ class LearningLoop:
             decision=decision,
             train=train,
             data_hash=dataset.content_hash,
+            dataset=dataset.summary(),
+            only_in_expert_answers=dataset.only_in_expert_answers,
         )
         added = self.registry.add(
             adapter_dir,

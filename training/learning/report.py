@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,8 +79,12 @@ def write_report(
     decision: Decision,
     train: dict[str, Any],
     data_hash: str,
+    dataset: dict[str, Any] | None = None,
+    only_in_expert_answers: Sequence[str] = (),
 ) -> tuple[Path, Path | None]:
-    """Write report.md and loss.png into `folder`; returns their paths (no PNG without losses)."""
+    """Write report.md and loss.png into `folder`; returns their paths (no PNG without losses).
+    `dataset`: the training set's summary; `only_in_expert_answers`: training questions whose
+    answer's facts no document holds."""
     folder.mkdir(parents=True, exist_ok=True)
     curve = plot_losses(train.get("losses") or [], folder / "loss.png", title=version)
     serving = parent or "base model"
@@ -103,12 +108,64 @@ def write_report(
         f"- {train.get('seconds')} s, {train.get('examples_per_s')} examples/s, peak memory "
         f"{train.get('peak_memory_mb')} MB on {train.get('device')} ({train.get('quantization')})",
         f"- trainable parameters: {train.get('trainable_params')}",
+        *_stopping(train),
+        *_training_set(dataset or {}, train, only_in_expert_answers),
     ]
     if curve:
         lines += ["", f"![loss]({curve.name})"]
     report = folder / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report, curve
+
+
+def _stopping(train: dict[str, Any]) -> list[str]:
+    if not train.get("validation_examples"):
+        return ["- no validation split (too few questions): every planned step ran"]
+    losses = ", ".join(f"{p['loss']:.3f}" for p in train.get("validation_losses") or [])
+    stopped = (
+        f"stopped early after {train.get('steps')} of {train.get('planned_steps')} steps"
+        if train.get("steps") != train.get("planned_steps")
+        else f"all {train.get('steps')} steps ran"
+    )
+    best = train.get("best_step")
+    kept = f", the checkpoint of step {best} kept" if best else ""
+    return [
+        f"- validation loss on {train['validation_examples']} examples set aside, once an epoch: "
+        f"{losses or 'n/a'}; {stopped}{kept}"
+    ]
+
+
+def _training_set(
+    dataset: dict[str, Any], train: dict[str, Any], only_in_expert_answers: Sequence[str]
+) -> list[str]:
+    lines = []
+    if dataset:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted((dataset.get("kinds") or {}).items()))
+        lines.append(
+            f"- training set: {dataset.get('train')} training and {dataset.get('heldout')} "
+            f"held-out examples ({kinds or 'none'}); {dataset.get('gold_absent', 0)} show no "
+            "passage holding the answer and teach the abstention"
+        )
+    if train.get("replayed"):
+        lines.append(
+            f"- {train['replayed']} of the serving model's own answers mixed in (it already "
+            "answered those questions well)"
+        )
+    if only_in_expert_answers:
+        lines += [
+            "",
+            "## Facts no document holds",
+            "",
+            f"{len(only_in_expert_answers)} expert answers state facts found in no document. "
+            "The adapter cannot learn them safely: it is taught to read them in the "
+            "expert-answers source, which serves them, not to recall them. Consider adding them "
+            "to the documents:",
+            "",
+            *[f"- {question}" for question in only_in_expert_answers[:50]],
+        ]
+        if len(only_in_expert_answers) > 50:
+            lines.append(f"- … and {len(only_in_expert_answers) - 50} more")
+    return lines
 
 
 def plot_losses(losses: list[dict[str, float]], path: Path, *, title: str) -> Path | None:
