@@ -216,6 +216,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    from bot.logging import configure_logging
+
+    configure_logging("info")  # progress on stderr; stdout keeps the figures
     result = asyncio.run(run(args))
     if args.json:
         print(json.dumps(result, indent=2, default=str))

@@ -680,6 +680,16 @@ def dataset_export(as_json: bool = typer.Option(False, "--json", help="Print as 
         f"{summary['examples']} examples ({summary['train']} train, {summary['heldout']} "
         f"held out; {kinds}) → {escape(str(path))}"
     )
+    if summary["gold_absent"]:
+        out.print(
+            f"  {summary['gold_absent']} show no passage that holds the answer: they teach the "
+            "abstention"
+        )
+    if summary["only_in_expert_answers"]:
+        out.print(
+            f"  {summary['only_in_expert_answers']} state facts no document holds: served from "
+            "the expert answers, not learned"
+        )
     for reason, n in sorted(summary["skipped"].items()):
         out.print(f"  left out: {n} {reason}")
 
