@@ -54,9 +54,10 @@ Report = Callable[[str], Awaitable[None]]
 
 ADMIN_JOBS = ("sync", "retrain", "rollback")
 RETRAIN_LOCK = "training.retrain"
-# The held-out scores that decide the gate, as the status shows them for the serving adapter:
+# The held-out scores of the serving adapter as the status shows them (the deciding ones, then
+# the answer rate and invented values):
 # before (what served when it was trained) → after (itself).
-SCORE_LABELS = DECIDING
+SCORE_LABELS = (*DECIDING, ("answered", "answered"), ("invented", "answers with invented values"))
 
 
 @dataclass(frozen=True, slots=True)

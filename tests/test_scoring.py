@@ -430,7 +430,8 @@ def test_the_status_shows_the_serving_adapters_deciding_scores_before_and_after(
     [model] = [line for line in status_lines(status) if line.startswith("Model:")]
     assert model == (
         "Model: demo + adapter v0002 (held-out scores, before → after: key-fact recall "
-        "0.50 → 1.00, grounding 1.00 → 1.00, abstention 0.25 → 1.00, valid citations 1.00 → 1.00)"
+        "0.50 → 1.00, grounding 1.00 → 1.00, abstention 0.25 → 1.00, valid citations 1.00 → 1.00, "
+        "answered 1.00 → 1.00, answers with invented values 0.00 → 0.00)"
     )
     # An adapter recorded before these scores existed: what it has, without a before.
     status["adapter"] = {"version": "v0001", "metrics": {"f1": 0.8, "abstention": 0.5}}

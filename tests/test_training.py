@@ -142,6 +142,61 @@ def test_a_qlora_step_trains_the_adapter_and_leaves_the_4bit_base_alone(
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 
+def test_training_stops_when_the_validation_loss_stops_falling_and_keeps_the_best(
+    tiny_phi3: Path, tmp_path: Path
+) -> None:
+    """The questions set aside are scored once an epoch; a run whose validation loss has not
+    improved for `early_stopping_patience` epochs stops, and what remains is the best
+    checkpoint: its validation loss is the lowest measured."""
+    import torch
+
+    from training.learning.finetune import (
+        load_base,
+        resolve_device,
+        train,
+        validation_split,
+        with_lora,
+    )
+
+    # A learning rate this high overfits the eight training answers within an epoch or two:
+    # the validation answers (other facts) get worse from then on.
+    config = TrainingConfig(
+        **(TRAINING | {"epochs": 12, "learning_rate": 5e-2, "early_stopping_patience": 2})
+    )
+    tokenizer, model = load_base(str(tiny_phi3), config, resolve_device("cpu"))
+    fmt = ChatFormat(tokenizer, PromptConfig(), max_seq_len=256, max_new_tokens=16)
+    passage = Passage("Office", "Hours", "office.md", "Office 1 opens at 7, office 2 at 8.")
+    examples = [
+        TrainExample(
+            str(i), f"When does office {i} open?", f"At {i % 5 + 5} [1].", (passage,), "train"
+        )
+        for i in range(20)
+    ]
+    kept, validation = validation_split(examples, 0.2)
+    assert validation and len(kept) + len(validation) == len(examples)
+    assert validation_split(examples, 0.2) == (kept, validation)  # stable
+    assert validation_split(examples[:3], 0.2)[1] == []  # too few questions: no early stopping
+    model = with_lora(model, config)
+    held = [fmt.encode(e) for e in validation]
+    stats = train(
+        model, tokenizer, [fmt.encode(e) for e in kept], config, tmp_path, lambda _: None, held
+    )
+
+    assert len(stats.validation_losses) >= 2 and stats.validation_examples == len(validation)
+    best = min(stats.validation_losses, key=lambda point: point["loss"])
+    assert stats.best_step == best["step"]
+    assert stats.steps < stats.planned_steps  # it stopped early
+    model.eval()
+    with torch.no_grad():
+        losses = [
+            float(
+                model(input_ids=torch.tensor([e.input_ids]), labels=torch.tensor([e.labels])).loss
+            )
+            for e in held
+        ]
+    assert abs(sum(losses) / len(losses) - best["loss"]) < 0.05 * best["loss"]
+
+
 # -- the whole loop (the gate's decisions: tests/test_scoring.py) ------------------------------- ----------------------------------------------------------------------------
 
 
