@@ -224,6 +224,7 @@ async def build_training_set(
     kept = await _dedupe(cleaned, embed, config.dedupe_similarity, skip)
     examples: list[Example] = []
     only_in_expert_answers: list[str] = []
+    absent: list[Example] = []
     for example, asked in kept:
         context = await retrieve(example.question, asked)
         split = split_of(example.question, config.heldout_fraction)
@@ -233,23 +234,29 @@ async def build_training_set(
         facts = key_facts(example.answer)
         if facts and not any(_held(p, facts) == 1.0 for p in context.passages):
             only_in_expert_answers.append(example.question)
-        examples.extend(grounded(example, context, facts, config.gold_share, abstention))
+        shown, without = grounded(example, context, facts, abstention)
+        examples.append(shown)
+        if without is not None:
+            absent.append(without)
+    # The gold-absent copies: (1 - gold_share) of the training examples, so (1 - share) / share
+    # of the questions, chosen by a stable hash among those whose gold is known.
+    wanted = round(
+        sum(1 for e in examples if e.gold) * (1.0 - config.gold_share) / config.gold_share
+    )
+    absent.sort(key=lambda e: _digest(f"gold-absent\0{e.id}"))
+    examples += absent[:wanted]
     examples.sort(key=lambda e: e.id)
     return TrainingSet(examples, skipped, sorted(only_in_expert_answers))
 
 
 def grounded(
-    example: Example,
-    context: Context,
-    facts: Sequence[str],
-    gold_share: float,
-    abstention: str,
-) -> list[Example]:
+    example: Example, context: Context, facts: Sequence[str], abstention: str
+) -> tuple[Example, Example | None]:
     """The training examples of one question (see the module's docstring): its gold passage
-    among the distractors, with a cited target; and for a stable share of questions, the
-    distractors alone with the abstention as the target."""
+    among the distractors, with a cited target; and, where its gold is known (an expert answer,
+    or passages stating all the answer's facts), the distractors alone — without any passage
+    stating half its facts or more — with the abstention as the target."""
     shown = max(len(context.passages), 1)
-    out: list[Example] = []
     if context.own:
         distractors = [p for p in context.passages if p not in context.own][: shown - 1]
         at = _bucket(example.id, "gold-position", shown)
@@ -257,35 +264,20 @@ def grounded(
         gold_at = at + 1
     else:  # an answer the bot wrote and people rated up: it was written from what it retrieved
         passages, gold_at = context.passages, None
-    out.append(
-        replace(
-            example,
-            passages=passages,
-            answer=cite(example.answer, passages, facts, gold_at),
-            gold=True,
-        )
+    with_gold = replace(
+        example, passages=passages, answer=cite(example.answer, passages, facts, gold_at), gold=True
     )
-    # Copies without the gold: (1 - share) of all examples, so a share/(1 - share) of questions,
-    # among those whose gold is known (an expert answer, or passages stating the answer's facts).
-    # Left out of those: every passage that may hold the answer (half its facts or more).
     holding = [p for p in context.passages if facts and _held(p, facts) >= 0.5]
-    absent = (1.0 - gold_share) / gold_share
-    if (
-        (context.own or any(_held(p, facts) == 1.0 for p in holding))
-        and absent > 0
-        and _bucket(example.id, "gold-absent", 10_000) < absent * 10_000
-    ):
-        without = tuple(p for p in context.passages if p not in context.own and p not in holding)
-        out.append(
-            replace(
-                example,
-                id=f"{example.id}-absent",
-                passages=without,
-                answer=abstention,
-                gold=False,
-            )
-        )
-    return out
+    if not (context.own or any(_held(p, facts) == 1.0 for p in holding)):
+        return with_gold, None
+    without = replace(
+        example,
+        id=f"{example.id}-absent",
+        passages=tuple(p for p in context.passages if p not in context.own and p not in holding),
+        answer=abstention,
+        gold=False,
+    )
+    return with_gold, without
 
 
 def cite(

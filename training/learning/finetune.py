@@ -512,7 +512,16 @@ def evaluate(
                 abstained=not cited and is_abstention(text, abstention),
             )
             cases.append(case)
-            rows.append({"id": example.id, "question": example.question} | case_facts(case))
+            rows.append(
+                {
+                    "id": example.id,
+                    "question": example.question,
+                    "answer": text,
+                    "probe": probe,
+                    "abstained": case.abstained,
+                }
+                | case_facts(case)
+            )
             if emit:
                 emit({"event": "eval", "adapter": label, "done": n, "total": len(todo)})
     weight = sum(w for _, w in losses)
