@@ -28,7 +28,8 @@ retrieval (handbook + expert answers), the abstention rule, the model — in a p
     invented   the share of answers carrying a key fact that neither the passages it was shown
                nor the question hold
 
-    python bench/learning_loop.py [--work .bench/learning] [--epochs 8] [--lr 1e-3] [--json]
+    python bench/learning_loop.py [--work .bench/learning] [--epochs 8] [--lr 1e-3]
+        [--recipes grounded,retrieved] [--json]
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await ops.sync(trigger="bench")
 
         runs: dict[str, Any] = {}
-        for recipe in RECIPES:
+        for recipe in args.recipes:
             settings.dataset.context = recipe  # type: ignore[assignment]
             started = time.perf_counter()
             result = await ops.train(trigger="bench")
@@ -156,7 +157,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if details.get("status") == "promoted":  # the next recipe is compared with the base
                 await ops.rollback(None, trigger="bench")
         models: list[tuple[str, str | None]] = [("base", None)] + [
-            (recipe, runs[recipe]["version"]) for recipe in RECIPES if runs[recipe]["version"]
+            (recipe, runs[recipe]["version"]) for recipe in args.recipes if runs[recipe]["version"]
         ]
         groups = await _answer_all(core, models, all_facts)
     finally:
@@ -214,6 +215,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "learning")
     parser.add_argument("--epochs", type=float, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--recipes",
+        type=lambda text: [r for r in text.split(",") if r],
+        default=list(RECIPES),
+        help="comma-separated, of: " + ", ".join(RECIPES),
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from bot.logging import configure_logging
@@ -225,7 +232,7 @@ def main() -> None:
         return
     for recipe, outcome in result["runs"].items():
         print(f"{recipe}: {outcome['summary']}  (pipeline {outcome['pipeline_s']} s)")
-    labels = ["base", *[r for r in RECIPES if result["runs"][r]["version"]]]
+    labels = ["base", *[r for r in result["runs"] if result["runs"][r]["version"]]]
     print(f"{'group':<14} {'n':>3}  " + "  ".join(f"{m:>28}" for m in labels))
     print(" " * 19 + "  ".join(f"{'recalled abstained invented':>28}" for _ in labels))
     for name in ("taught", "gate's share", "never taught"):
