@@ -139,7 +139,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         runs: dict[str, Any] = {}
         for recipe in args.recipes:
-            settings.dataset.context = recipe  # type: ignore[assignment]
+            settings.dataset.context = recipe
             started = time.perf_counter()
             result = await ops.train(trigger="bench")
             details = result.details

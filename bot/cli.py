@@ -598,10 +598,8 @@ def dataset_list(
             "no expert answers yet (approve or correct an answer, or `expertbot dataset import`)"
         )
         return
-    table = Table(show_edge=False)
-    for column in ("id", "kind", "by", "when (UTC)", "index", "question"):
-        # The id in full: it is what `dataset withdraw` takes.
-        table.add_column(column, no_wrap=column == "id", min_width=36 if column == "id" else None)
+    # Two lines an answer, whatever the terminal's width: the id in full (what `dataset
+    # withdraw` takes) with who, when and where it may be found; then its question.
     for row in rows:
         if row["not_indexed"]:
             index = f"not indexed: {row['not_indexed']}"
@@ -610,15 +608,15 @@ def dataset_list(
         else:
             index = str(row["access"])
         question = row["question"]
-        table.add_row(
-            row["id"],
-            row["kind"],
-            row["by"],
-            row["created_at"],
-            index,
-            question if len(question) <= 60 else question[:59] + "…",
+        out.print(
+            f"{row['id']}  {row['kind']} by {escape(row['by'])}, {row['created_at']} UTC; "
+            f"{escape(index)}",
+            soft_wrap=True,
         )
-    out.print(table)
+        out.print(
+            f"  {escape(question if len(question) <= 100 else question[:99] + '…')}",
+            soft_wrap=True,
+        )
 
 
 @dataset_app.command("withdraw")

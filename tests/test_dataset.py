@@ -420,6 +420,7 @@ async def test_a_questions_own_expert_answer_is_its_gold_and_never_its_retrieved
         correction = await feedback.correct(
             answer_id, "UEXPERT", f"The team sits in {room}", platform="slack", expert=True
         )
+        assert correction.curated_id is not None
         curated[question] = correction.curated_id
     await ops.sync(trigger="test")
     own = {q: expert_answer_uri(c) for q, c in curated.items()}

@@ -371,7 +371,7 @@ def test_imports_are_indexed_with_their_access_and_withdrawn_from_the_command_li
         "restricted",
         ["C0FINANCE"],
     )
-    table = run_cli("dataset", "list", env={"COLUMNS": "200"})
+    table = run_cli("dataset", "list")
     assert "restricted to C0FINANCE" in table.stdout and by_question[BIKE_Q]["id"] in table.stdout
 
     hits = cli_json("search", BIKE_PARAPHRASE, "--public-only")
