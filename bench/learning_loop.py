@@ -190,7 +190,7 @@ async def _answer_all(
                 Question(fact["reworded"], asker="UBENCH", where=Where(channel="CGENERAL"))
             )
             abstained = answer.abstained or is_abstention(answer.text, reply)
-            shown = [f"{p.label}\n{p.text}" for p in answer.passages]
+            shown = [p.shown for p in answer.passages]
             if answer.curated:  # an expert's answer served as is: its facts are the expert's
                 shown.append(answer.text)
             invented = not abstained and bool(

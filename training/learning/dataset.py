@@ -39,7 +39,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -232,9 +232,10 @@ async def build_training_set(
             examples.append(replace(example, passages=context.passages, split=split))
             continue
         facts = key_facts(example.answer)
-        if facts and not any(_held(p, facts) == 1.0 for p in context.passages):
+        held = {p: _held(p, facts) for p in (*context.passages, *context.own)}
+        if facts and not any(held[p] == 1.0 for p in context.passages):
             only_in_expert_answers.append(example.question)
-        shown, without = grounded(example, context, facts, abstention)
+        shown, without = grounded(example, context, held, abstention)
         examples.append(shown)
         if without is not None:
             absent.append(without)
@@ -250,12 +251,13 @@ async def build_training_set(
 
 
 def grounded(
-    example: Example, context: Context, facts: Sequence[str], abstention: str
+    example: Example, context: Context, held: Mapping[Passage, float], abstention: str
 ) -> tuple[Example, Example | None]:
     """The training examples of one question (see the module's docstring): its gold passage
     among the distractors, with a cited target; and, where its gold is known (an expert answer,
     or passages stating all the answer's facts), the distractors alone — without any passage
-    stating half its facts or more — with the abstention as the target."""
+    stating half its facts or more — with the abstention as the target. `held`: the share of
+    the answer's facts each passage states."""
     shown = max(len(context.passages), 1)
     if context.own:
         distractors = [p for p in context.passages if p not in context.own][: shown - 1]
@@ -265,10 +267,10 @@ def grounded(
     else:  # an answer the bot wrote and people rated up: it was written from what it retrieved
         passages, gold_at = context.passages, None
     with_gold = replace(
-        example, passages=passages, answer=cite(example.answer, passages, facts, gold_at), gold=True
+        example, passages=passages, answer=cite(example.answer, passages, held, gold_at), gold=True
     )
-    holding = [p for p in context.passages if facts and _held(p, facts) >= 0.5]
-    if not (context.own or any(_held(p, facts) == 1.0 for p in holding)):
+    holding = [p for p in context.passages if held[p] >= 0.5]
+    if not (context.own or any(held[p] == 1.0 for p in holding)):
         return with_gold, None
     without = replace(
         example,
@@ -281,18 +283,18 @@ def grounded(
 
 
 def cite(
-    answer: str, passages: Sequence[Passage], facts: Sequence[str], gold_at: int | None
+    answer: str, passages: Sequence[Passage], held: Mapping[Passage, float], gold_at: int | None
 ) -> str:
     """The target citing, as served answers do, `[n]` before the final full stop: its gold
     passage and any other that states all its facts; without a gold, the passages that state
     the most of its facts (half or more). An answer with nothing to cite keeps the citations it
     has when they still point at shown passages."""
-    held = [_held(p, facts) if facts else 0.0 for p in passages]
+    shares = [held[p] for p in passages]
     if gold_at is not None:
-        numbers = [n for n, share in enumerate(held, 1) if n == gold_at or share == 1.0]
+        numbers = [n for n, share in enumerate(shares, 1) if n == gold_at or share == 1.0]
     else:
-        best = max(held, default=0.0)
-        numbers = [n for n, share in enumerate(held, 1) if best >= 0.5 and share == best]
+        best = max(shares, default=0.0)
+        numbers = [n for n, share in enumerate(shares, 1) if best >= 0.5 and share == best]
     if not numbers:
         valid = all(1 <= n <= len(passages) for n in cited_numbers(answer))
         return answer if valid else strip_citations(answer)
@@ -304,9 +306,10 @@ def cite(
 
 
 def _held(passage: Passage, facts: Sequence[str]) -> float:
-    """The share of the facts a passage states."""
-    text = f"{passage.label}\n{passage.text}"
-    return sum(fact_in(fact, text) for fact in facts) / len(facts)
+    """The share of the facts a passage states (0 when there are none)."""
+    if not facts:
+        return 0.0
+    return sum(fact_in(fact, passage.shown) for fact in facts) / len(facts)
 
 
 def _bucket(key: str, salt: str, size: int) -> int:
@@ -386,8 +389,14 @@ async def _dedupe(
 
 def split_of(question: str, heldout_fraction: float) -> str:
     """`heldout` for a stable share of questions (by their normalised text), else `train`."""
-    bucket = int(_digest(_normalise(question))[:8], 16) / 0xFFFFFFFF
-    return "heldout" if bucket < heldout_fraction else "train"
+    return "heldout" if in_share(question, heldout_fraction) else "train"
+
+
+def in_share(question: str, fraction: float, *, salt: str = "") -> bool:
+    """Whether a question falls in a stable `fraction` of all questions (by its normalised
+    text; another `salt`, another draw)."""
+    key = f"{salt}\0{_normalise(question)}" if salt else _normalise(question)
+    return int(_digest(key)[:8], 16) / 0xFFFFFFFF < fraction
 
 
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")

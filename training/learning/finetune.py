@@ -48,6 +48,7 @@ from base.errors import InputFileError
 from training.config import PromptConfig, TrainingConfig
 from training.devices import nf4_kwargs
 from training.devices import resolve_device as _resolve_device
+from training.learning.dataset import in_share
 from training.scoring import (
     Case,
     case_facts,
@@ -276,10 +277,7 @@ def validation_split(
         return list(examples), []
 
     def held(example: TrainExample) -> bool:
-        key = " ".join(example.question.casefold().split())
-        return int(hashlib.sha256(f"validation\0{key}".encode()).hexdigest()[:8], 16) < (
-            fraction * 0xFFFFFFFF
-        )
+        return in_share(example.question, fraction, salt="validation")
 
     validation = [e for e in examples if held(e)]
     if len({e.question for e in validation}) < 2 or len(validation) == len(examples):
@@ -459,7 +457,7 @@ def probes_for(examples: Sequence[TrainExample]) -> list[TrainExample]:
 
 def passage_texts(passages: Sequence[Passage]) -> tuple[str, ...]:
     """The passages as the model reads them (label and text)."""
-    return tuple(f"{p.label}\n{p.text}" for p in passages)
+    return tuple(p.shown for p in passages)
 
 
 def holds_answer(example: TrainExample) -> bool:

@@ -40,6 +40,11 @@ class Passage:
     def label(self) -> str:
         return f"{self.title} › {self.heading}" if self.heading else self.title
 
+    @property
+    def shown(self) -> str:
+        """What the model reads of it, after its number: the label, then the text."""
+        return f"{self.label}\n{self.text.strip()}"
+
 
 @dataclass(frozen=True, slots=True)
 class Turn:
@@ -78,7 +83,7 @@ def strip_citations(text: str) -> str:
 
 
 def format_passages(passages: Sequence[Passage]) -> str:
-    return "\n\n".join(f"[{n}] {p.label}\n{p.text.strip()}" for n, p in enumerate(passages, 1))
+    return "\n\n".join(f"[{n}] {p.shown}" for n, p in enumerate(passages, 1))
 
 
 def user_message(question: str, passages: Sequence[Passage]) -> str:
