@@ -1,22 +1,45 @@
-"""Exactly one answer per platform event, across retries, duplicates and replicas.
+"""Exactly one answer per platform event, across retries, duplicates, replicas and crashes.
 
 Slack re-delivers an event it has not seen acknowledged in 3 s (`X-Slack-Retry-Num`), and may
 deliver one twice; with several bot replicas behind a load balancer each copy can land on a
 different process. The first to insert the event id into the shared database claims it; every
-other copy is acknowledged and dropped. Claims older than `keep` are purged.
+other copy is acknowledged and dropped.
+
+A question is stored with its claim, in the same transaction, before the platform gets its
+200: what answering it needs (the question as asked, with its place, asker and groups, and
+where the reply goes). From then on it has a state:
+
+    received   stored, leased to the replica that claimed it (or to nobody, when that one is
+               stopping: any replica takes it)
+    answering  being answered by the replica holding the lease, which renews it while it works
+    answered   its one reply was posted: the answer, or an apology for a question too old
+    failed     the asker was told why there is no answer
+
+A lease that runs out (the replica crashed, was killed, or released it on its way down) lets
+any replica `take` the question, once: the take is a compare-and-set on the lease. The
+messages an answer has posted so far are kept with it, so that whoever finishes it finishes
+them in place. An event that needs no answer (a reaction, a correction) is claimed with no
+state. Claims older than `keep` are purged.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from base.database import transaction, utcnow
+from base.database import connection, transaction, utcnow
 from base.errors import DatabaseError
+from bot.core.question import Question
 
 log = structlog.get_logger("expertbot.claims")
 
@@ -29,28 +52,105 @@ processed_events = sa.Table(
     sa.Column("platform", sa.String(32), primary_key=True),
     sa.Column("event_id", sa.String(256), primary_key=True),
     sa.Column("received_at", sa.DateTime, nullable=False),
+    sa.Column("state", sa.String(16)),
+    sa.Column("question", sa.Text),
+    sa.Column("reply", sa.Text),
+    sa.Column("owner", sa.String(128)),
+    sa.Column("lease_until", sa.DateTime),
+    sa.Column("messages", sa.Text),
+    sa.Column("attempts", sa.Integer),
+    sa.Column("finished_at", sa.DateTime),
     sa.Index("ix_processed_events_received", "received_at"),
+    sa.Index("ix_processed_events_open", "state", "lease_until"),
 )
+
+RECEIVED, ANSWERING, ANSWERED, FAILED = "received", "answering", "answered", "failed"
+OPEN = (RECEIVED, ANSWERING)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A stored question, held by this replica until it is answered or released."""
+
+    platform: str
+    event_id: str
+    question: Question
+    reply: dict[str, Any]  # where and how the platform posts the reply (its own keys)
+    received_at: datetime
+    messages: tuple[str, ...] = ()  # what an earlier try posted: finished in place
+    attempts: int = 1  # how many times it was taken, this one included
+
+    @property
+    def age_s(self) -> float:
+        return (utcnow() - self.received_at).total_seconds()
+
+
+def replica_name() -> str:
+    """This process, as lease owners are named: host, pid and a random part (a pid is reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class EventClaims:
-    def __init__(self, engine: Engine, *, keep: timedelta = timedelta(days=2)) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        keep: timedelta = timedelta(days=2),
+        lease_s: float = 30.0,
+        owner: str | None = None,
+    ) -> None:
         self.engine = engine
         self.keep = keep
+        self.lease = timedelta(seconds=lease_s)
+        self.owner = owner or replica_name()
         self._claims = 0
+
+    # -- claiming ------------------------------------------------------------------------------
 
     async def claim(self, platform: str, event_id: str) -> bool:
         """True for the first delivery of this event anywhere; False for every other copy."""
-        return await asyncio.to_thread(self._claim, platform, event_id)
+        return await asyncio.to_thread(self._insert, platform, event_id, {})
 
-    def _claim(self, platform: str, event_id: str) -> bool:
+    async def claim_question(
+        self,
+        platform: str,
+        event_id: str,
+        question: Question,
+        reply: dict[str, Any],
+        *,
+        hold: bool = True,
+    ) -> Pending | None:
+        """Claim the event and store its question with the claim, leased to this replica
+        (`hold`) or to nobody (a replica on its way down: another one answers). None for every
+        copy after the first."""
+        now = utcnow()
+        values = {
+            "state": RECEIVED,
+            "question": json.dumps(question.as_record()),
+            "reply": json.dumps(reply),
+            "owner": self.owner if hold else None,
+            "lease_until": now + self.lease if hold else now,
+            "messages": "[]",
+            "attempts": 1 if hold else 0,
+        }
+        if not await asyncio.to_thread(self._insert, platform, event_id, values, now):
+            return None
+        return Pending(platform, event_id, question, reply, now)
+
+    def _insert(
+        self,
+        platform: str,
+        event_id: str,
+        values: dict[str, Any],
+        now: datetime | None = None,
+    ) -> bool:
         try:
             with transaction(
                 self.engine, f"claiming the event {event_id}", handled=(sa.exc.IntegrityError,)
             ) as conn:
                 conn.execute(
                     processed_events.insert().values(
-                        platform=platform, event_id=event_id, received_at=utcnow()
+                        platform=platform, event_id=event_id, received_at=now or utcnow(), **values
                     )
                 )
         except sa.exc.IntegrityError:  # its id is in already: another copy claimed it
@@ -61,13 +161,151 @@ class EventClaims:
             self._purge()
         return True
 
+    # -- the life of a held question -----------------------------------------------------------
+
+    async def answering(self, pending: Pending) -> None:
+        await asyncio.to_thread(self._set, pending, {"state": ANSWERING}, "starting to answer")
+
+    async def note_message(self, pending: Pending, message_id: str) -> None:
+        """Remember a message the answer posted (a resumed answer finishes it in place)."""
+        await asyncio.to_thread(self._note_message, pending, message_id)
+
+    async def finish(self, pending: Pending, *, answered: bool) -> None:
+        values = {
+            "state": ANSWERED if answered else FAILED,
+            "owner": None,
+            "lease_until": None,
+            "finished_at": utcnow(),
+        }
+        await asyncio.to_thread(self._set, pending, values, "recording the reply")
+
+    def _set(self, pending: Pending, values: dict[str, Any], doing: str) -> None:
+        with transaction(self.engine, f"{doing} to {pending.event_id}") as conn:
+            conn.execute(_row(pending).values(**values))
+
+    def _note_message(self, pending: Pending, message_id: str) -> None:
+        with transaction(self.engine, f"linking a message to {pending.event_id}") as conn:
+            row = conn.execute(sa.select(processed_events.c.messages).where(_key(pending))).scalar()
+            messages = json.loads(row or "[]")
+            if message_id not in messages:
+                messages.append(message_id)
+                conn.execute(_row(pending).values(messages=json.dumps(messages)))
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def renew(self) -> int:
+        """Extend every lease this replica holds; how many it holds."""
+        return await asyncio.to_thread(self._renew)
+
+    def _renew(self) -> int:
+        with transaction(self.engine, "renewing the leases on questions") as conn:
+            return conn.execute(
+                processed_events.update()
+                .where(processed_events.c.owner == self.owner)
+                .where(processed_events.c.state.in_(OPEN))
+                .values(lease_until=utcnow() + self.lease)
+            ).rowcount
+
+    async def release(self, pending: Pending | None = None) -> int:
+        """Let go of `pending` (every question held here when None): any replica may take it
+        at once. How many were released."""
+        return await asyncio.to_thread(self._release, pending)
+
+    def _release(self, pending: Pending | None) -> int:
+        with transaction(self.engine, "releasing questions") as conn:
+            query = (
+                processed_events.update()
+                .where(processed_events.c.owner == self.owner)
+                .where(processed_events.c.state.in_(OPEN))
+            )
+            if pending is not None:
+                query = query.where(_key(pending))
+            return conn.execute(query.values(owner=None, lease_until=utcnow())).rowcount
+
+    async def take_expired(self, limit: int = 20) -> list[Pending]:
+        """The questions whose lease ran out, now leased to this replica: each is taken by one
+        replica only (another that read the same rows finds them taken)."""
+        return await asyncio.to_thread(self._take_expired, limit)
+
+    def _take_expired(self, limit: int) -> list[Pending]:
+        now = utcnow()
+        with connection(self.engine, "looking for questions to resume") as conn:
+            keys = conn.execute(
+                sa.select(processed_events.c.platform, processed_events.c.event_id)
+                .where(processed_events.c.state.in_(OPEN))
+                .where(processed_events.c.lease_until < now)
+                .order_by(processed_events.c.received_at)
+                .limit(limit)
+            ).all()
+        taken: list[Pending] = []
+        for platform, event_id in keys:
+            with transaction(self.engine, f"resuming {event_id}") as conn:
+                won = conn.execute(
+                    processed_events.update()
+                    .where(processed_events.c.platform == platform)
+                    .where(processed_events.c.event_id == event_id)
+                    .where(processed_events.c.state.in_(OPEN))
+                    .where(processed_events.c.lease_until < now)
+                    .values(
+                        owner=self.owner,
+                        lease_until=utcnow() + self.lease,
+                        attempts=processed_events.c.attempts + 1,
+                    )
+                ).rowcount
+                if won:
+                    taken.append(_pending(conn, platform, event_id))
+        return taken
+
+    def open_questions(self) -> dict[str, int]:
+        """How many questions wait in each open state (for status and the readiness probe)."""
+        with connection(self.engine, "counting open questions") as conn:
+            rows = conn.execute(
+                sa.select(processed_events.c.state, sa.func.count())
+                .where(processed_events.c.state.in_(OPEN))
+                .group_by(processed_events.c.state)
+            ).all()
+        return {state: count for state, count in rows}
+
     def _purge(self) -> None:
         try:
             with transaction(self.engine, "purging old event claims") as conn:
                 conn.execute(
-                    processed_events.delete().where(
-                        processed_events.c.received_at < utcnow() - self.keep
+                    processed_events.delete()
+                    .where(processed_events.c.received_at < utcnow() - self.keep)
+                    .where(
+                        sa.or_(
+                            processed_events.c.state.is_(None),
+                            processed_events.c.state.not_in(OPEN),
+                        )
                     )
                 )
         except DatabaseError as exc:  # housekeeping only: the claim itself succeeded
             log.warning("delivery.purge_failed", error=str(exc))
+
+
+def _key(pending: Pending) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        processed_events.c.platform == pending.platform,
+        processed_events.c.event_id == pending.event_id,
+    )
+
+
+def _row(pending: Pending) -> sa.Update:
+    return processed_events.update().where(_key(pending))
+
+
+def _pending(conn: Connection, platform: str, event_id: str) -> Pending:
+    row = conn.execute(
+        sa.select(processed_events)
+        .where(processed_events.c.platform == platform)
+        .where(processed_events.c.event_id == event_id)
+    ).one()
+    return Pending(
+        platform=platform,
+        event_id=event_id,
+        question=Question.from_record(json.loads(row.question)),
+        reply=json.loads(row.reply or "{}"),
+        received_at=row.received_at,
+        messages=tuple(json.loads(row.messages or "[]")),
+        attempts=row.attempts or 1,
+    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 import structlog
@@ -29,6 +29,9 @@ from bot.core.answering import Answerer
 from bot.core.question import Answer, Question
 
 log = structlog.get_logger("expertbot.delivery")
+
+# Told the id of each message an answer posts (bot/intake.py keeps them with the question).
+Note = Callable[[str], Awaitable[None]]
 
 
 class Sink(Protocol):

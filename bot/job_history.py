@@ -27,7 +27,9 @@ job_runs = sa.Table(
     sa.Column("trigger", sa.String(256), nullable=False),
     sa.Column("started_at", sa.DateTime, nullable=False),
     sa.Column("finished_at", sa.DateTime),
-    sa.Column("outcome", sa.String(16), nullable=False),  # running|ok|failed|refused|error
+    sa.Column(
+        "outcome", sa.String(16), nullable=False
+    ),  # running|ok|failed|refused|error|interrupted
     sa.Column("summary", sa.Text, nullable=False, default=""),
     sa.Index("ix_job_runs_started", "started_at"),
 )

@@ -68,6 +68,9 @@ class JobResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+INTERRUPTED = "interrupted: the server was stopping; run it again"
+
+
 def _recorded(
     job: str,
 ) -> Callable[
@@ -90,15 +93,23 @@ def _recorded(
                 metrics.JOB_SECONDS.labels(job=job).observe(time.monotonic() - started)
                 await self.history.finish(run, outcome, summary)
 
+            task = asyncio.current_task()
+            assert task is not None, "jobs run in a task"
+            self.running.add(task)
             with structlog.contextvars.bound_contextvars(job=job, job_run=run):
                 try:
                     result = await method(self, *args, trigger=trigger, **kwargs)
                 except AlreadyRunningError as exc:
                     await finish("refused", str(exc))
                     raise
+                except asyncio.CancelledError:
+                    await asyncio.shield(finish("interrupted", INTERRUPTED))
+                    raise
                 except BaseException as exc:
                     await asyncio.shield(finish("error", f"{exc.__class__.__name__}: {exc}"))
                     raise
+                finally:
+                    self.running.discard(task)
                 await finish("ok" if result.ok else "failed", result.summary)
             return result
 
@@ -117,9 +128,19 @@ class Ops:
     announcers: list[Callable[[JobResult], Awaitable[None]]] = field(default_factory=list)
     worker_pid: int | None = None  # the training worker while one runs in this process
     history: JobHistory = field(init=False)
+    running: set[asyncio.Task[Any]] = field(default_factory=set)  # the jobs running here
 
     def __post_init__(self) -> None:
         self.history = JobHistory(self.store.engine)
+
+    async def interrupt(self) -> int:
+        """Stop the jobs running in this process (the server is stopping): each is recorded
+        as interrupted and its lock released; a training worker is killed. How many ran."""
+        jobs = list(self.running)
+        for task in jobs:
+            task.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        return len(jobs)
 
     async def status(self) -> dict[str, Any]:
         """Index size and last sync, the serving adapter and its metrics (and those of what served

@@ -4,8 +4,14 @@ Routes: `POST /slack/events` (Slack's Events API, interactivity, slash commands,
 verified by bolt with the signing secret), `POST /api/messages` (Teams, through the Microsoft 365
 Agents SDK: every request's JWT verified, anonymous only when `teams.anonymous` is set),
 `GET /healthz` (the process answers), `GET /readyz` (model loaded, index and database
-reachable), `GET /metrics` (Prometheus). `serve` also runs the schedule (bot/schedule.py). With `SLACK_APP_TOKEN` set, Slack comes over Socket Mode instead, through the same
-listeners.
+reachable; 503 from the moment the server is told to stop), `GET /metrics` (Prometheus).
+`serve` also runs the schedule (bot/schedule.py) and the intake's loops (bot/intake.py). With
+`SLACK_APP_TOKEN` set, Slack comes over Socket Mode instead, through the same listeners.
+
+Stopping (SIGTERM, SIGINT): `/readyz` turns 503 at once; questions that still arrive are
+stored for another replica; answers in flight get `server.drain_s` to finish, and what is left
+is released; a sync or training run in progress is stopped and recorded as interrupted; then
+the server closes and the process exits 0.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from base.errors import ExpertbotError
 from bot.claims import EventClaims
 from bot.core.feedback import Feedback
 from bot.core.runtime import Core
+from bot.intake import Intake
 from bot.ops import Ops
 from bot.settings import Settings
 from bot.slack import ids
@@ -46,22 +53,25 @@ class Services:
     ops: Ops
     feedback: Feedback
     claims: EventClaims
+    intake: Intake
     slack: Any = None  # bot.slack.app.SlackBot when Slack is configured
     teams: Any = None  # bot.teams.app.TeamsBot when Teams is configured
+    stopping: bool = False  # told to stop: not ready for new traffic
 
     @classmethod
     async def start(
         cls, settings: Settings, core: Core, *, teams_connections: Any = None
     ) -> Services:
         """Wire the platform layers to a started Core (whose start migrated the database)."""
-        claims = EventClaims(core.knowledge.engine)
+        claims = EventClaims(core.knowledge.engine, lease_s=settings.delivery.lease_s)
+        intake = Intake(claims, settings.delivery)
         ops = Ops(settings, core.knowledge, core.store, core.registry)
         feedback = Feedback(core.store, core.knowledge.search)
-        services = cls(settings, core, ops, feedback, claims)
+        services = cls(settings, core, ops, feedback, claims, intake)
         if settings.slack.configured:
             from bot.slack.app import SlackBot
 
-            services.slack = SlackBot(settings.slack, core, ops, feedback, claims)
+            services.slack = SlackBot(settings.slack, core, ops, feedback, claims, intake)
         if settings.teams.configured:
             from bot.teams.app import TeamsBot
             from bot.teams.references import References
@@ -73,6 +83,7 @@ class Services:
                 ops,
                 feedback,
                 claims,
+                intake,
                 references,
                 connections=teams_connections,
             )
@@ -159,6 +170,9 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     checks: dict[str, str] = {"model": services.core.generator.model_name}
+    if services.stopping:
+        checks["server"] = "stopping"
+        return web.json_response({"status": "stopping", "checks": checks}, status=503)
     ready = True
     index = services.core.knowledge.index
     try:
@@ -195,7 +209,8 @@ async def serve(
     scheduler: Any = None
     try:
         services = await Services.start(settings, core)
-        runner = web.AppRunner(make_app(services), access_log=None)
+        # Our own tasks are drained before the server closes: its handlers need no long wait.
+        runner = web.AppRunner(make_app(services), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
@@ -215,6 +230,7 @@ async def serve(
 
             scheduler = Scheduler(services.ops, database_url=settings.resolved_database_url)
             await scheduler.start()
+        await services.intake.start()
         teams_mode = _teams_mode(settings)
         log.info(
             "serve.started",
@@ -232,9 +248,16 @@ async def serve(
                 started(f"WARNING: {ANONYMOUS_WARNING}")
         await _until_stopped()
     finally:
-        log.info("serve.stopping")
+        log.info("serve.stopping", drain_s=settings.server.drain_s)
+        if services is not None:
+            services.stopping = True
+            await services.intake.stop(settings.server.drain_s)
         if scheduler is not None:
             await scheduler.stop()
+        if services is not None:
+            interrupted = await services.ops.interrupt()
+            if interrupted:
+                log.warning("serve.jobs_interrupted", jobs=interrupted)
         if services is not None and services.teams is not None:
             await services.teams.drain(cancel=True)
         if socket_handler is not None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -56,6 +56,40 @@ class ServerConfig(BaseModel):
     max_body_bytes: int = Field(
         default=1 << 20, ge=1024, description="Larger requests are refused with 413."
     )
+    drain_s: float = Field(
+        default=25.0,
+        ge=0,
+        description="On SIGTERM, how long answers in flight may take to finish; what is left is "
+        "released for another replica (below Kubernetes' 30 s grace period).",
+    )
+
+
+class DeliveryConfig(BaseModel):
+    """Questions kept until answered (bot/intake.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lease_s: float = Field(
+        default=30.0, gt=0, description="A replica answering a question holds it this long."
+    )
+    renew_s: float = Field(default=10.0, gt=0, description="Leases are renewed this often.")
+    scan_s: float = Field(
+        default=10.0, gt=0, description="How often each replica looks for expired leases."
+    )
+    max_age_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="A question resumed later than this gets a short apology, not a stale answer.",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Answering tries before the asker gets an apology."
+    )
+
+    @model_validator(mode="after")
+    def _renewed_in_time(self) -> DeliveryConfig:
+        if self.renew_s >= self.lease_s:
+            raise ValueError("delivery.renew_s must be shorter than delivery.lease_s")
+        return self
 
 
 class Settings(BaseSettings):
@@ -83,6 +117,7 @@ class Settings(BaseSettings):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     slack: SlackConfig = Field(default_factory=SlackConfig)
     teams: TeamsConfig = Field(default_factory=TeamsConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)

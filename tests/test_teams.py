@@ -66,8 +66,14 @@ class Env:
     questions: list[Any]
     answers: list[Answer]
 
-    async def post(self, body: Any, headers: dict[str, str] | None = None) -> Any:
-        return await self.client.post(MESSAGES_PATH, json=body, headers=headers or {})
+    async def post(
+        self, body: Any, headers: dict[str, str] | None = None, *, settle: bool = True
+    ) -> Any:
+        """POST an activity; `settle`: wait for the answers it started (posted after the turn)."""
+        response = await self.client.post(MESSAGES_PATH, json=body, headers=headers or {})
+        if settle:
+            await self.services.intake.idle()
+        return response
 
     def activity(self, text: str | None, **kwargs: Any) -> dict[str, Any]:
         return activity(text, service_url=self.connector.url, **kwargs)

@@ -39,6 +39,38 @@ class Question:
     history: tuple[Turn, ...] = ()  # the thread's earlier turns, oldest first
     asker_groups: frozenset[str] = frozenset()  # e.g. Slack user groups, AAD groups
 
+    def as_record(self) -> dict[str, Any]:
+        """The question as JSON, to be answered later (by another process, too) exactly as it
+        was asked: the same place, asker and groups, hence the same documents."""
+        return {
+            "text": self.text,
+            "asker": self.asker,
+            "where": {
+                "kind": self.where.kind.value,
+                "channel": self.where.channel,
+                "platform": self.where.platform,
+                "thread": self.where.thread,
+            },
+            "history": [[turn.role, turn.text] for turn in self.history],
+            "asker_groups": sorted(self.asker_groups),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Question:
+        where = record["where"]
+        return cls(
+            text=record["text"],
+            asker=record["asker"],
+            where=Where(
+                kind=WhereKind(where["kind"]),
+                channel=where["channel"],
+                platform=where["platform"],
+                thread=where["thread"],
+            ),
+            history=tuple(Turn(role, text) for role, text in record["history"]),
+            asker_groups=frozenset(record["asker_groups"]),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Source:

@@ -18,22 +18,26 @@ Listeners:
 - `/expertbot`: `ask`, `status`, `help` for anyone; `sync`, `retrain`, `rollback` for admins only.
 
 Exactly once: every Events API delivery is claimed by `event_id` in the shared database before
-a listener runs (bolt itself does not de-duplicate retries). Who is an expert or an admin:
+bolt acks it (bolt itself does not de-duplicate retries), and a question is stored with its
+claim; bot/intake.py answers it, here or, should this process die, on another replica. Who is an expert or an admin:
 `bot/slack/permissions.py`, by id or user group (`bot/slack/directory.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from slack_bolt.async_app import AsyncApp
-from slack_sdk.errors import SlackApiError
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError, SlackRequestError
 
 from base.errors import ExpertbotError
 from bot.chat import (
@@ -46,11 +50,12 @@ from bot.chat import (
     run_admin_job,
     thread_history,
 )
-from bot.claims import EventClaims
+from bot.claims import EventClaims, Pending
 from bot.core.feedback import Feedback
 from bot.core.question import Question, Turn, Where
 from bot.core.runtime import Core
-from bot.delivery import deliver
+from bot.delivery import Note, deliver
+from bot.intake import Intake
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
 from bot.slack import ids
 from bot.slack.client import error_code, make_client, post
@@ -63,7 +68,32 @@ from training.feedback.records import AnswerRecord, RatingKind
 
 log = structlog.get_logger("expertbot.slack")
 
-_EventListener = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A question: answered through bot/intake.py. `reply`: the asking message's ts (for 👀)
+    and the workspace (whom Slack shows a stream to)."""
+
+    question: Question
+    reply: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    channel: str
+    thread: str
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    event: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    event: dict[str, Any]
+
 
 PLATFORM = "slack"
 PROGRESS_REACTION = "eyes"
@@ -74,6 +104,7 @@ _DOWN_REACTIONS = {"-1", "thumbsdown"}
 # Subtypes that are still a person writing (everything else — edits, deletions, joins, bot
 # messages — is ignored).
 _HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
+_REFUSED = (SlackApiError, SlackRequestError)
 
 HELP = (
     "*Ask me* by mentioning me in a channel, in a DM, or by replying in a thread I answered.\n"
@@ -94,6 +125,7 @@ class SlackBot:
         ops: Ops,
         feedback: Feedback,
         claims: EventClaims,
+        intake: Intake,
     ) -> None:
         if config.bot_token is None:
             raise ExpertbotError("Slack needs a bot token (SLACK_BOT_TOKEN)")
@@ -102,6 +134,8 @@ class SlackBot:
         self.ops = ops
         self.feedback = feedback
         self.claims = claims
+        self.intake = intake
+        intake.add(PLATFORM, self)
         self.client = make_client(config)
         self.directory = Directory(self.client, config.cache_ttl_s)
         self.permissions = Permissions(config, self.directory)
@@ -118,17 +152,17 @@ class SlackBot:
             process_before_response=False,
             raise_error_for_unhandled_request=False,
         )
-        self.tasks: set[asyncio.Task[Any]] = set()
         self._register()
 
     # -- wiring ------------------------------------------------------------------------------
 
     def _register(self) -> None:
         app = self.app
-        app.event("app_mention")(self._once(self._on_mention))
-        app.event("message")(self._once(self._on_message))
-        app.event("reaction_added")(self._once(self._on_reaction_added))
-        app.event("reaction_removed")(self._once(self._on_reaction_removed))
+        claimed = [self._claim]  # runs before the ack: see `_claim`
+        app.event("app_mention", middleware=claimed)(self._on_event)
+        app.event("message", middleware=claimed)(self._on_event)
+        app.event("reaction_added", middleware=claimed)(self._on_reaction_added)
+        app.event("reaction_removed", middleware=claimed)(self._on_reaction_removed)
         app.action(ids.FEEDBACK_UP)(self._on_button)
         app.action(ids.FEEDBACK_DOWN)(self._on_button)
         app.shortcut(ids.CORRECT_SHORTCUT)(self._on_correct_shortcut)
@@ -136,20 +170,32 @@ class SlackBot:
         app.command(self.config.command)(self._on_command)
         app.error(self._on_error)
 
-    def _once(self, listener: _EventListener) -> Callable[..., Awaitable[None]]:
-        """Run `listener` for the first delivery of an event only (anywhere: the claim is a row
-        in the shared database). Bolt has acked by then, so the claim costs the ack nothing."""
-
-        async def claimed(
-            event: dict[str, Any], context: dict[str, Any], body: dict[str, Any]
-        ) -> None:
-            event_id = body.get("event_id")
-            if event_id and not await self.claims.claim(PLATFORM, str(event_id)):
-                return
-            await listener(event, context)
-
-        claimed.__name__ = listener.__name__
-        return claimed
+    async def _claim(
+        self,
+        body: dict[str, Any],
+        event: dict[str, Any],
+        context: AsyncBoltContext,
+        next: Callable[[], Awaitable[None]],
+    ) -> BoltResponse | None:
+        """Claim the event (the first delivery anywhere runs its listener; other copies are
+        acked and dropped), storing a question with its claim: this runs before bolt acks, so
+        Slack hears "200" only once the question is kept. Should the database be away, Slack
+        gets a 500 and delivers the event again."""
+        intent = await self._intent(event, context)
+        event_id = str(body.get("event_id") or "")
+        if isinstance(intent, Ask):
+            key = event_id or f"{event['channel']}|{event['ts']}"
+            pending = await self.claims.claim_question(
+                PLATFORM, key, intent.question, intent.reply, hold=self.intake.hold
+            )
+            if pending is None:
+                return BoltResponse(status=200, body="")
+            context["pending"] = pending
+        elif event_id and not await self.claims.claim(PLATFORM, event_id):
+            return BoltResponse(status=200, body="")
+        context["intent"] = intent
+        await next()
+        return None
 
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error(
@@ -161,53 +207,76 @@ class SlackBot:
 
     # -- questions ---------------------------------------------------------------------------
 
-    async def _on_mention(self, event: dict[str, Any], context: dict[str, Any]) -> None:
+    async def _on_event(self, context: AsyncBoltContext) -> None:
+        """A message or mention, claimed: what `_intent` made of it."""
+        intent = context.get("intent")
+        if isinstance(intent, Ask):
+            pending = context.get("pending")
+            if isinstance(pending, Pending) and pending.attempts:  # held here: answer it now
+                self.intake.begin(pending)
+        elif isinstance(intent, Help):
+            await post(self.client, intent.channel, intent.thread, help_text(self.config))
+        elif isinstance(intent, Correction):
+            await self._correction_reply(intent.event, intent.text)
+        elif isinstance(intent, Deleted):
+            await self._on_deleted(intent.event)
+
+    async def _intent(
+        self, event: dict[str, Any], context: AsyncBoltContext
+    ) -> Ask | Help | Correction | Deleted | None:
+        """What a message or mention asks of the bot; None for the rest (reactions too)."""
+        kind = event.get("type")
+        if kind == "app_mention":
+            return await self._mention_intent(event, context)
+        if kind == "message":
+            return await self._message_intent(event, context)
+        return None
+
+    async def _mention_intent(
+        self, event: dict[str, Any], context: AsyncBoltContext
+    ) -> Ask | Help | Correction | None:
         if event.get("bot_id") or event.get("subtype") not in _HUMAN_SUBTYPES:
-            return
+            return None
         if not self._channel_allowed(event["channel"], None):
-            return
+            return None
         text = _MENTION.sub("", event.get("text", "")).strip()
         if text.lower().startswith(self.config.correction_prefix.lower()) and event.get(
             "thread_ts"
         ):
-            await self._correction_reply(event, text)
-            return
-        await self._answer_event(event, text, team=context.get("team_id"))
+            return Correction(event, text)
+        return await self._ask(event, text, team=context.get("team_id"))
 
-    async def _on_message(self, event: dict[str, Any], context: dict[str, Any]) -> None:
+    async def _message_intent(
+        self, event: dict[str, Any], context: AsyncBoltContext
+    ) -> Ask | Help | Correction | Deleted | None:
         if event.get("subtype") == "message_deleted":
-            await self._on_deleted(event)
-            return
+            return Deleted(event)
         if event.get("bot_id") or event.get("subtype") not in _HUMAN_SUBTYPES:
-            return
+            return None
         user, channel = event.get("user"), event.get("channel")
         if not user or not channel or user == context.get("bot_user_id"):
-            return
+            return None
         channel_type = event.get("channel_type")
         if not self._channel_allowed(channel, channel_type):
-            return
+            return None
         text = event.get("text", "") or ""
         thread = event.get("thread_ts")
         bot_user = context.get("bot_user_id")
         mentioned = bool(bot_user) and f"<@{bot_user}" in text
         if mentioned and channel_type != "im":
-            return  # app_mention answers it
+            return None  # app_mention answers it
         if thread and text.strip().lower().startswith(self.config.correction_prefix.lower()):
-            await self._correction_reply(event, _MENTION.sub("", text).strip())
-            return
+            return Correction(event, _MENTION.sub("", text).strip())
+        team = context.get("team_id")
         if channel_type == "im":
-            await self._answer_event(
-                event, _MENTION.sub("", text).strip(), team=context.get("team_id")
-            )
-            return
+            return await self._ask(event, _MENTION.sub("", text).strip(), team=team)
         if thread:
             earlier = await asyncio.to_thread(
                 self.core.store.thread_answers, PLATFORM, channel, thread
             )
             if earlier:  # a follow-up in a thread we answered
-                await self._answer_event(
-                    event, text.strip(), team=context.get("team_id"), earlier=earlier
-                )
+                return await self._ask(event, text.strip(), team=team, earlier=earlier)
+        return None
 
     async def _on_deleted(self, event: dict[str, Any]) -> None:
         """A deleted message: if it held a correction, the correction is withdrawn."""
@@ -221,22 +290,20 @@ class SlackBot:
             return True
         return channel in self.config.channels
 
-    async def _answer_event(
+    async def _ask(
         self,
         event: dict[str, Any],
         text: str,
         *,
         team: str | None,
         earlier: list[AnswerRecord] | None = None,
-    ) -> None:
+    ) -> Ask | Help:
+        """The question `event` asks, as it will be answered (here or by another replica)."""
         channel, user, ts = event["channel"], event["user"], event["ts"]
         thread = event.get("thread_ts") or ts
         if not text:
-            await post(self.client, channel, thread, help_text(self.config))
-            return
-        await self._react(channel, ts, add=True)
-        sink = self._sink(channel, thread, team=team, user=user)
-        question = self._question(
+            return Help(channel, thread)
+        question = await self._question(
             text,
             user,
             channel,
@@ -245,6 +312,22 @@ class SlackBot:
             bool(event.get("thread_ts")),
             earlier=earlier,
         )
+        return Ask(question, {"ts": ts, "team": team})
+
+    # -- answering (bot/intake.py calls these, for questions claimed here or resumed) ---------
+
+    async def answer(self, pending: Pending, note: Note) -> bool:
+        question, ts = pending.question, str(pending.reply["ts"])
+        channel, thread = str(question.where.channel), str(question.where.thread)
+        await self._react(channel, ts, add=True)
+        if pending.messages:
+            sink: StreamedAnswer | UpdatedAnswer = await self._in_place(
+                channel, thread, pending.messages, note
+            )
+        else:
+            sink = self._sink(
+                channel, thread, team=pending.reply.get("team"), user=question.asker, note=note
+            )
         try:
             with structlog.contextvars.bound_contextvars(platform=PLATFORM, channel=channel):
                 answer = await deliver(self.core.answerer, question, sink)
@@ -259,18 +342,47 @@ class SlackBot:
                 curated=answer.curated,
                 messages=len(sink.posted),
                 mode=sink.mode,
+                resumed=pending.attempts > 1,
             )
+        return answer is not None
+
+    async def apologize(self, pending: Pending, text: str) -> None:
+        channel, thread = str(pending.question.where.channel), str(pending.question.where.thread)
+        if pending.messages:
+            sink = await self._in_place(channel, thread, pending.messages, None)
+            assert sink.ts is not None
+            await self.client.chat_update(channel=channel, ts=sink.ts, text=text)
+        else:
+            await post(self.client, channel, thread, text)
+        await self._react(channel, str(pending.reply["ts"]), add=False)
+
+    async def _in_place(
+        self, channel: str, thread: str, messages: Sequence[str], note: Note | None
+    ) -> UpdatedAnswer:
+        """Where an earlier try posted `messages`: end a stream it left open, keep its first
+        message for the answer (updated in place) and delete the rest."""
+        first, *others = messages
+        with contextlib.suppress(*_REFUSED):  # not streaming (any more): nothing to end
+            await self.client.chat_stopStream(channel=channel, ts=first)
+        for ts in others:
+            with contextlib.suppress(*_REFUSED):
+                await self.client.chat_delete(channel=channel, ts=ts)
+        sink = UpdatedAnswer(
+            self.client, channel, thread, interval_s=self.config.update_interval_s, note=note
+        )
+        sink.ts = first
+        return sink
 
     def _sink(
-        self, channel: str, thread: str, *, team: str | None, user: str
+        self, channel: str, thread: str, *, team: str | None, user: str, note: Note | None
     ) -> StreamedAnswer | UpdatedAnswer:
         """Where an answer to `user` goes: streamed where configured (and Slack allows it)."""
         interval = self.config.update_interval_s
         if self.config.stream:
             return StreamedAnswer(
-                self.client, channel, thread, team=team, user=user, interval_s=interval
+                self.client, channel, thread, team=team, user=user, interval_s=interval, note=note
             )
-        return UpdatedAnswer(self.client, channel, thread, interval_s=interval)
+        return UpdatedAnswer(self.client, channel, thread, interval_s=interval, note=note)
 
     async def _question(
         self,

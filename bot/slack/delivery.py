@@ -26,6 +26,7 @@ from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.question import Answer
+from bot.delivery import Note
 from bot.slack.client import error_code, post
 from bot.slack.render import MESSAGE_TEXT_LIMIT, answer_messages, footer_blocks, progress_text
 
@@ -41,10 +42,18 @@ class UpdatedAnswer:
     mode = "update"
 
     def __init__(
-        self, client: AsyncWebClient, channel: str, thread: str, *, interval_s: float
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        thread: str,
+        *,
+        interval_s: float,
+        note: Note | None = None,
     ) -> None:
+        """`note`: told each message posted (a resumed answer finishes them in place)."""
         self.client, self.channel, self.thread = client, channel, thread
         self.interval_s = interval_s
+        self.note = note
         self.text = ""
         self.ts: str | None = None
         self.posted: list[str] = []
@@ -56,6 +65,7 @@ class UpdatedAnswer:
                 channel=self.channel, thread_ts=self.thread, text=progress_text(self.text)
             )
             self.ts = str(response["ts"])
+            await _noted(self.note, self.ts)
         else:
             await self.client.chat_update(
                 channel=self.channel, ts=self.ts, text=progress_text(self.text)
@@ -77,6 +87,7 @@ class UpdatedAnswer:
                     blocks=message.blocks,
                 )
                 self.posted.append(str(response["ts"]))
+                await _noted(self.note, self.posted[-1])
         return self.posted
 
     async def failed(self, text: str | None, unsent: str) -> None:
@@ -97,11 +108,14 @@ class StreamedAnswer:
         team: str | None,
         user: str,
         interval_s: float,
+        note: Note | None = None,
     ) -> None:
-        """`team`, `user`: the asker's, whom Slack shows the stream to."""
+        """`team`, `user`: the asker's, whom Slack shows the stream to; `note`: told each
+        message posted."""
         self.client, self.channel, self.thread = client, channel, thread
         self.team, self.user = team, user
         self.interval_s = interval_s
+        self.note = note
         self.pending = ""  # written, not appended yet
         self.streamed = ""  # appended, in every streamed message
         self.sent = 0  # characters of markdown in the current streamed message
@@ -146,7 +160,7 @@ class StreamedAnswer:
             if self.ts:
                 raise
             return await self._fall_back(exc).finished(answer, "")
-        self._note_message()
+        await self._note_message()
         self.stream = None  # stopped: nothing left to end should anything fail after this
         return self.ts
 
@@ -168,7 +182,9 @@ class StreamedAnswer:
         first, *others = self.ts
         for ts in others:
             await self.client.chat_delete(channel=self.channel, ts=ts)
-        updated = UpdatedAnswer(self.client, self.channel, self.thread, interval_s=self.interval_s)
+        updated = UpdatedAnswer(
+            self.client, self.channel, self.thread, interval_s=self.interval_s, note=self.note
+        )
         updated.ts = first
         self.ts = await updated.finished(answer, "")
         return self.ts
@@ -176,7 +192,7 @@ class StreamedAnswer:
     def _fall_back(self, exc: SlackApiError | SlackRequestError) -> UpdatedAnswer:
         log.info("slack.streaming_refused", channel=self.channel, error=error_code(exc))
         self.fallback = UpdatedAnswer(
-            self.client, self.channel, self.thread, interval_s=self.interval_s
+            self.client, self.channel, self.thread, interval_s=self.interval_s, note=self.note
         )
         return self.fallback
 
@@ -198,10 +214,11 @@ class StreamedAnswer:
             await self.stream.stop()
             await self._open()
 
-    def _note_message(self) -> None:
+    async def _note_message(self) -> None:
         assert self.stream is not None
         if self.stream.ts and str(self.stream.ts) not in self.ts:
             self.ts.append(str(self.stream.ts))
+            await _noted(self.note, self.ts[-1])
 
     async def _flush(self) -> None:
         await self._make_room()
@@ -212,7 +229,12 @@ class StreamedAnswer:
             self.streamed += self.pending
             self.sent += len(self.pending)
             self.pending = ""
-            self._note_message()
+            await self._note_message()
+
+
+async def _noted(note: Note | None, ts: str) -> None:
+    if note is not None:
+        await note(ts)
 
 
 class EphemeralAnswer:

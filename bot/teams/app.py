@@ -4,7 +4,9 @@
 Requests: the SDK validates the JWT of every request (Bot Framework / Entra, for the configured
 app); anonymous requests only with `teams.anonymous`. A body that is not an activity is refused
 with 400 before the SDK sees it; exactly-once per activity id, across replicas, through the
-shared database (as for Slack's events).
+shared database (as for Slack's events). A question is stored with its claim and the turn ends
+at once: the answer is posted proactively (bot/intake.py), by this replica or, should it die,
+by another, so no answer runs into Teams' request limit.
 
 Routes:
 
@@ -34,7 +36,8 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Coroutine
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -73,11 +76,12 @@ from bot.chat import (
     run_admin_job,
     thread_history,
 )
-from bot.claims import EventClaims
+from bot.claims import EventClaims, Pending
 from bot.core.feedback import Feedback
 from bot.core.question import Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
-from bot.delivery import deliver
+from bot.delivery import Note, deliver
+from bot.intake import Intake
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
 from bot.teams.config import TeamsConfig
 from bot.teams.delivery import TeamsAnswer
@@ -128,6 +132,7 @@ class TeamsBot:
         ops: Ops,
         feedback: Feedback,
         claims: EventClaims,
+        intake: Intake,
         references: References,
         *,
         connections: Connections | None = None,
@@ -138,6 +143,8 @@ class TeamsBot:
         self.ops = ops
         self.feedback = feedback
         self.claims = claims
+        self.intake = intake
+        intake.add(PLATFORM, self)
         self.references = references
         self.auth = auth_configuration(config)
         manager = connections or MsalConnectionManager(
@@ -199,36 +206,33 @@ class TeamsBot:
     # -- questions and commands --------------------------------------------------------------
 
     async def _first_delivery(self, activity: Activity) -> bool:
-        """Claim this activity (retries and replicas act once). Teams' message ids are
-        timestamps, unique within a conversation only, so the claim names both."""
+        """Claim this activity (retries and replicas act once)."""
         if not activity.id:
             return True
-        key = f"{activity.conversation.id}|{activity.id}"
-        if len(key) > 200:
-            key = hashlib.sha256(key.encode()).hexdigest()
-        return await self.claims.claim(PLATFORM, key)
+        return await self.claims.claim(PLATFORM, claim_key(activity))
 
     async def _on_message(self, context: TurnContext, state: TurnState) -> None:
         activity = context.activity
-        if not await self._first_delivery(activity):
-            return
         await self._remember(activity)
         text = plain_text(activity.text or "")
+        word, rest = parse_command(text)
+        command = (word in ("status", "sync", "retrain") and not rest) or (
+            word == "rollback" and (not rest or bool(_VERSION.match(rest)))
+        )
+        if text and not command and not (word == "help" and not rest):
+            await self._answer(context, text)  # claimed with its question
+            return
+        if not await self._first_delivery(activity):
+            return
         if not text:
             if activity.value is None:  # a picture, a file, an empty mention
                 await context.send_activity(
                     MessageFactory.text(TEXT_ONLY if activity.attachments else HELP)
                 )
-            return
-        word, rest = parse_command(text)
-        if word == "help" and not rest:
-            await context.send_activity(MessageFactory.text(HELP))
-        elif word in ("status", "sync", "retrain") and not rest:
-            await self._command(context, word, "")
-        elif word == "rollback" and (not rest or _VERSION.match(rest)):
+        elif command:
             await self._command(context, word, rest)
         else:
-            await self._answer(context, text)
+            await context.send_activity(MessageFactory.text(HELP))
 
     async def _command(self, context: TurnContext, command: str, arg: str) -> None:
         user = user_id(context.activity)
@@ -260,6 +264,9 @@ class TeamsBot:
         self._spawn(run())  # a job can take hours: the turn (and its HTTP request) ends now
 
     async def _answer(self, context: TurnContext, text: str) -> None:
+        """Store the question with the activity's claim, and answer it outside the turn: the
+        turn (and its HTTP request) ends at once, and no answer runs into Teams' request
+        limit."""
         activity = context.activity
         conversation = activity.conversation
         kind = _KINDS.get(conversation.conversation_type or "", WhereKind.PUBLIC)
@@ -270,19 +277,73 @@ class TeamsBot:
             where=Where(kind=kind, channel=channel, platform=PLATFORM, thread=conversation.id),
             history=await self._history(conversation.conversation_type, channel, conversation.id),
         )
-        reply = TeamsAnswer(context, stream=self.config.stream and kind == WhereKind.DM)
-        reply.searching()
-        with structlog.contextvars.bound_contextvars(platform=PLATFORM, channel=channel):
-            answer = await deliver(self.core.answerer, question, reply)
-        if answer is not None:
-            log.info(
-                "teams.answered",
-                answer_id=answer.id,
-                conversation=conversation.conversation_type,
-                abstained=answer.abstained,
-                curated=answer.curated,
-                streamed=reply.streamed,
-            )
+        reference = activity.get_conversation_reference()
+        reply = {
+            "reference": reference.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "stream": self.config.stream and kind == WhereKind.DM,
+        }
+        key = claim_key(activity) if activity.id else f"{conversation.id}|{uuid.uuid4().hex}"
+        pending = await self.claims.claim_question(
+            PLATFORM, key, question, reply, hold=self.intake.hold
+        )
+        if pending is not None and pending.attempts:
+            self.intake.begin(pending)
+
+    # -- answering (bot/intake.py calls these, for questions claimed here or resumed) ---------
+
+    async def answer(self, pending: Pending, note: Note) -> bool:
+        """Post the answer into the question's conversation, proactively: streamed where the
+        question was asked in a 1:1 chat, else one message; in place of the message an earlier
+        try posted, if any."""
+        answered: list[bool] = []
+        replaces = pending.messages[0] if pending.messages else None
+        stream = bool(pending.reply.get("stream")) and replaces is None
+
+        async def run(context: TurnContext) -> None:
+            reply = TeamsAnswer(context, stream=stream, replaces=replaces, note=note)
+            if reply.streamed:
+                reply.searching()
+            else:
+                await context.send_activity(Activity(type=ActivityTypes.typing))
+            channel = pending.question.where.channel
+            with structlog.contextvars.bound_contextvars(platform=PLATFORM, channel=channel):
+                answer = await deliver(self.core.answerer, pending.question, reply)
+            answered.append(answer is not None)
+            if answer is not None:
+                log.info(
+                    "teams.answered",
+                    answer_id=answer.id,
+                    abstained=answer.abstained,
+                    curated=answer.curated,
+                    streamed=reply.streamed,
+                    resumed=pending.attempts > 1,
+                )
+
+        await self._continue(pending, run)
+        return bool(answered and answered[0])
+
+    async def apologize(self, pending: Pending, text: str) -> None:
+        replaces = pending.messages[0] if pending.messages else None
+
+        async def run(context: TurnContext) -> None:
+            message = MessageFactory.text(text)
+            if replaces is not None:
+                message.id = replaces
+                await context.update_activity(message)
+            else:
+                await context.send_activity(message)
+
+        await self._continue(pending, run)
+
+    async def _continue(
+        self, pending: Pending, run: Callable[[TurnContext], Awaitable[None]]
+    ) -> None:
+        reference = ConversationReference.model_validate(pending.reply["reference"])
+        continuation = reference.get_continuation_activity()
+        continuation.id = reference.activity_id  # replies go to the question's thread
+        await self.adapter.continue_conversation_with_claims(
+            self._bot_identity(), continuation, run
+        )
 
     async def _history(
         self, conversation_type: str | None, channel: str, thread: str
@@ -504,6 +565,13 @@ def malformed(body: Any) -> str | None:
         where = ".".join(str(part) for part in first["loc"]) or "the activity"
         return f"not a valid activity: {where}: {first['msg']}"
     return None
+
+
+def claim_key(activity: Activity) -> str:
+    """Teams' message ids are timestamps, unique within a conversation only: the claim names
+    both."""
+    key = f"{activity.conversation.id}|{activity.id}"
+    return hashlib.sha256(key.encode()).hexdigest() if len(key) > 200 else key
 
 
 def base_conversation(conversation_id: str) -> str:

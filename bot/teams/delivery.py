@@ -1,8 +1,10 @@
 """How an answer reaches Teams: the sink `bot.delivery.deliver` shows it through, built on the
 Agents SDK's `StreamingResponse`.
 
-In 1:1 chats the answer streams (an informative update, then the text as it is written);
-elsewhere Teams does not stream, so the same response sends one message. Either way the final
+Answers are posted proactively, after the turn that asked ended (bot/teams/app.py). In 1:1
+chats the answer streams (an informative update, then the text as it is written); elsewhere
+Teams does not stream, so the same response sends one message. A resumed answer whose earlier
+try posted a message replaces that message (Teams' update) instead of posting a second one. Either way the final
 message carries Teams citations, the AI-generated label, Teams' feedback loop and the card with
 the experts' Approve / Correct actions. An answer that breaks off keeps what was shown; the
 reason follows it in the same message.
@@ -14,6 +16,7 @@ from microsoft_agents.hosting.core import TurnContext
 from microsoft_agents.hosting.core.app.streaming import StreamingResponse
 
 from bot.core.question import Answer
+from bot.delivery import Note
 from bot.teams.render import SEARCHING, attachment, card_for, citations
 
 
@@ -21,9 +24,15 @@ class _Response(StreamingResponse):
     """The SDK's streaming response, streaming only where wanted; where not, the same object
     sends one final message (the same citations, label and card)."""
 
-    def __init__(self, context: TurnContext, *, stream: bool) -> None:
+    def __init__(self, context: TurnContext, *, stream: bool, replaces: str | None) -> None:
         self._stream_wanted = stream
+        self._replaces = replaces
         super().__init__(context)
+        if replaces is not None:
+            self._stream_id = replaces  # the final message updates it
+
+    def _should_update_final_activity(self) -> bool:
+        return self._replaces is not None or bool(super()._should_update_final_activity())
 
     def _set_defaults(self, context: TurnContext) -> None:
         super()._set_defaults(context)
@@ -46,9 +55,26 @@ class TeamsAnswer:
 
     interval_s = 0.0  # every delta as written: the SDK batches its stream updates itself
 
-    def __init__(self, context: TurnContext, *, stream: bool) -> None:
-        """`stream`: stream where Teams can (1:1 chats); else one message at the end."""
-        self.response = _Response(context, stream=stream)
+    def __init__(
+        self,
+        context: TurnContext,
+        *,
+        stream: bool,
+        replaces: str | None = None,
+        note: Note | None = None,
+    ) -> None:
+        """`stream`: stream where Teams can (1:1 chats); else one message at the end.
+        `replaces`: the message an earlier try posted, which the final message updates.
+        `note`: told the id of the message the answer is shown in, once known."""
+        self.response = _Response(context, stream=stream and replaces is None, replaces=replaces)
+        self.note = note
+        self.noted = replaces is not None
+
+    async def _note(self) -> None:
+        message_id = self.response.message_id
+        if self.note is not None and message_id and not self.noted:
+            self.noted = True
+            await self.note(message_id)
 
     @property
     def streamed(self) -> bool:
@@ -60,6 +86,7 @@ class TeamsAnswer:
 
     async def delta(self, text: str) -> None:
         self.response.queue_text_chunk(text)
+        await self._note()
 
     async def finished(self, answer: Answer, unsent: str) -> list[str]:
         response = self.response
@@ -72,6 +99,7 @@ class TeamsAnswer:
         response.set_feedback_loop(True)
         response.set_generated_by_ai_label(True)
         await response.end_stream()
+        await self._note()
         return [response.message_id] if response.message_id else []
 
     async def failed(self, text: str | None, unsent: str) -> None:

@@ -1,0 +1,175 @@
+"""Every stored question answered once: by the replica that claimed it, or by another one.
+
+    a platform's listener → `EventClaims.claim_question` (before the 200) → `Intake.begin`
+        → the platform's `Replier.answer` in a task, the lease renewed every `renew_s`
+    every `scan_s`, on each replica: `take_expired` → the same, for questions whose replica died
+
+A question older than `delivery.max_age_s` when its turn comes gets a short apology instead
+of a stale answer, and one taken `delivery.max_attempts` times (it keeps killing whoever
+answers it) gets the usual apology: either counts as its one reply. The platforms post both
+in place of whatever an earlier try had posted.
+
+On the way down (`stop`), nothing new starts, answers in flight get `server.drain_s` to
+finish, and what is left is released: another replica resumes it within `scan_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import structlog
+
+from base.errors import ExpertbotError
+from bot.chat import APOLOGY
+from bot.claims import EventClaims, Pending
+from bot.delivery import Note
+from bot.settings import DeliveryConfig
+
+log = structlog.get_logger("expertbot.intake")
+
+TOO_OLD = (
+    "Sorry — I was interrupted while answering this, and it is too old now for a reliable "
+    "answer. Please ask again."
+)
+
+
+class Replier(Protocol):
+    """How a platform answers a stored question (Slack, Teams)."""
+
+    async def answer(self, pending: Pending, note: Note) -> bool:
+        """Answer `pending`, in place of `pending.messages` where an earlier try posted some;
+        call `note` with each message posted. True when answered; False when the asker was told
+        why not."""
+        ...
+
+    async def apologize(self, pending: Pending, text: str) -> None:
+        """Tell the asker `text` instead of an answer (in place of `pending.messages`)."""
+
+
+class Intake:
+    def __init__(self, claims: EventClaims, config: DeliveryConfig) -> None:
+        self.claims = claims
+        self.config = config
+        self.repliers: dict[str, Replier] = {}
+        self.accepting = True
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+
+    def add(self, platform: str, replier: Replier) -> None:
+        self.repliers[platform] = replier
+
+    @property
+    def hold(self) -> bool:
+        """Whether a question claimed now should be leased here (False once stopping)."""
+        return self.accepting
+
+    def begin(self, pending: Pending) -> None:
+        """Answer a question this replica has just claimed and holds."""
+        key = (pending.platform, pending.event_id)
+        if key in self._tasks:
+            return
+        task = asyncio.create_task(self._answer(pending), name=f"answer {pending.event_id}")
+        self._tasks[key] = task
+        task.add_done_callback(lambda _: self._tasks.pop(key, None))
+
+    async def _answer(self, pending: Pending) -> None:
+        replier = self.repliers.get(pending.platform)
+        if replier is None:  # that platform is not configured here: leave it to one that is
+            await self.claims.release(pending)
+            return
+        with structlog.contextvars.bound_contextvars(
+            platform=pending.platform, event_id=pending.event_id
+        ):
+            try:
+                answered = await self._reply(replier, pending)
+            except asyncio.CancelledError:
+                raise  # stopping: `stop` releases it
+            except Exception as exc:  # left leased: it is resumed when the lease runs out
+                log.error(
+                    "delivery.reply_failed",
+                    error=f"{exc.__class__.__name__}: {exc}",
+                    attempts=pending.attempts,
+                )
+                return
+            try:
+                await self.claims.finish(pending, answered=answered)
+            except ExpertbotError as exc:  # the reply is out; at worst it is redone in place
+                log.error("delivery.finish_failed", error=str(exc))
+
+    async def _reply(self, replier: Replier, pending: Pending) -> bool:
+        if pending.age_s > self.config.max_age_s:
+            log.warning("delivery.too_old", age_s=round(pending.age_s, 1))
+            await replier.apologize(pending, TOO_OLD)
+            return True  # the apology is its one reply
+        if pending.attempts > self.config.max_attempts:
+            log.error("delivery.gave_up", attempts=pending.attempts)
+            await replier.apologize(pending, APOLOGY)
+            return False
+        if pending.attempts > 1 or pending.messages:
+            log.info("delivery.resumed", attempts=pending.attempts, in_place=bool(pending.messages))
+        await self.claims.answering(pending)
+
+        async def note(message_id: str) -> None:
+            await self.claims.note_message(pending, message_id)
+
+        return await replier.answer(pending, note)
+
+    # -- the loops ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Renew this replica's leases and resume expired ones, until `stop`."""
+        self._loops = [
+            asyncio.create_task(self._every(self.config.renew_s, self._renew), name="renew"),
+            asyncio.create_task(self._every(self.config.scan_s, self.resume), name="resume"),
+        ]
+
+    async def _every(self, period_s: float, job: Callable[[], Awaitable[object]]) -> None:
+        while True:
+            try:
+                await job()
+            except ExpertbotError as exc:  # the database is away: try again next time
+                log.warning("delivery.loop_failed", job=job.__name__, error=str(exc))
+            await asyncio.sleep(period_s)
+
+    async def _renew(self) -> None:
+        if self._tasks:
+            await self.claims.renew()
+
+    async def resume(self) -> int:
+        """Take the questions whose lease ran out and answer them; how many were taken."""
+        if not self.accepting:
+            return 0
+        taken = await self.claims.take_expired()
+        for pending in taken:
+            self.begin(pending)
+        return len(taken)
+
+    async def idle(self) -> None:
+        """Wait until no answer is in flight here."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def stop(self, drain_s: float) -> None:
+        """Start nothing more; let answers in flight finish within `drain_s`; release the
+        rest for another replica."""
+        self.accepting = False
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        if self._tasks:
+            log.info("delivery.draining", answers=len(self._tasks), drain_s=drain_s)
+            tasks = list(self._tasks.values())
+            late = set(tasks)
+            if drain_s > 0:
+                _, late = await asyncio.wait(tasks, timeout=drain_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        with contextlib.suppress(ExpertbotError):
+            released = await self.claims.release()
+            if released:
+                log.info("delivery.released", questions=released)
