@@ -3,7 +3,8 @@
 `FakeSlack` is an aiohttp server on 127.0.0.1 (a free port). Point `AsyncWebClient(base_url=
 slack.api_url)` at it: every Web API call (and every POST to a `response_url(...)`) is recorded as
 a `Call` with its JSON, form and query parameters merged into one `body` (form values that hold
-JSON, like `blocks`, are decoded). `fail()` queues rate limits or `ok: false` answers. Socket
+JSON, like `blocks`, are decoded). `fail()` queues rate limits or `ok: false` answers; `hold()`
+keeps a method's calls waiting. Socket
 Mode: `apps.connections.open` hands out `socket_url`; `send_envelope()` pushes an envelope to the
 connected client and returns its ack.
 """
@@ -54,6 +55,7 @@ class FakeSlack:
         self.acks: list[dict[str, Any]] = []  # every message a socket-mode client sent us
         self.api_url = self.socket_url = self.base_url = ""
         self._failures: dict[str, deque[_Failure]] = defaultdict(deque)
+        self._holds: dict[str, asyncio.Event] = {}
         self._channels: dict[str, dict[str, Any]] = {}
         self._groups: dict[str, dict[str, Any]] = {}
         self._sockets: list[web.WebSocketResponse] = []
@@ -119,6 +121,16 @@ class FakeSlack:
         failure = _Failure(status, error, 1 if retry_after is None else retry_after)
         self._failures[method].extend(failure for _ in range(times))
 
+    def hold(self, method: str) -> None:
+        """Keep every call of `method` waiting (recorded, unanswered) until `release(method)`:
+        a Slack that is slow, or a process killed while it waits."""
+        self._holds.setdefault(method, asyncio.Event())
+
+    def release(self, method: str) -> None:
+        held = self._holds.pop(method, None)
+        if held is not None:
+            held.set()
+
     def set_channel(
         self,
         channel: str,
@@ -171,6 +183,9 @@ class FakeSlack:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         call, failure = await self._record(method, request)
+        held = self._holds.get(method)
+        if held is not None:
+            await held.wait()
         if failure is not None and failure.status == 429:
             body = {"ok": False, "error": "ratelimited"}
             headers = {"Retry-After": str(failure.retry_after)}
