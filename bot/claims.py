@@ -81,6 +81,11 @@ class Pending:
     attempts: int = 1  # how many times it was taken, this one included
 
     @property
+    def held(self) -> bool:
+        """Leased to the replica that claimed it (False: claimed while stopping, for another)."""
+        return self.attempts > 0
+
+    @property
     def age_s(self) -> float:
         return (utcnow() - self.received_at).total_seconds()
 
@@ -135,7 +140,7 @@ class EventClaims:
         }
         if not await asyncio.to_thread(self._insert, platform, event_id, values, now):
             return None
-        return Pending(platform, event_id, question, reply, now)
+        return Pending(platform, event_id, question, reply, now, attempts=values["attempts"])
 
     def _insert(
         self,

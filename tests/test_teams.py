@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from microsoft_agents.hosting.core import AgentAuthConfiguration, ConnectionMana
 from pydantic import SecretStr
 
 from bot.core.answering import QUOTE_INTRO
-from bot.core.question import Answer
+from bot.claims import EventClaims
+from bot.core.question import Answer, WhereKind
 from bot.core.runtime import Core
 from bot.server import Services, make_app
 from bot.teams.config import MESSAGES_PATH, TeamsConfig
@@ -341,6 +343,46 @@ async def test_the_same_activity_delivered_three_times_gets_one_answer_per_conve
     elsewhere = env.activity(PASSWORD_Q, activity_id="dup-1", conversation="a:another-chat")
     assert (await env.post(elsewhere)).status == 202
     assert len(env.connector.messages()) == 2 and answer_count(env) == 2
+
+
+async def test_the_turn_ends_at_once_and_the_answer_follows_in_the_thread(cited: Env) -> None:
+    """Teams gives a turn 15 s: the answer is posted after it, however long it takes (here a
+    word every 0.25 s)."""
+    env = cited
+    thread = "19:general@thread.tacv2;messageid=1700000000001"
+    body = env.activity(PASSWORD_Q, conversation=thread, kind="channel", mention=True)
+    started = time.monotonic()
+    response = await env.post(body, settle=False)
+    assert response.status == 202 and time.monotonic() - started < 2
+    assert env.connector.messages() == []  # still being written
+    await env.services.intake.idle()
+    [final] = env.connector.messages(thread)
+    assert final.path.endswith(f"/activities/{body['id']}")  # a reply in the question's thread
+    assert ai_entity(final)["citation"] and env.answer_for(final)
+
+
+async def test_a_resumed_answer_replaces_what_an_earlier_try_posted(env: Env) -> None:
+    """A replica on its way down stores the question for another; the one that took it posted a
+    message and died; the next one updates that message instead of posting a second."""
+    env.services.intake.accepting = False
+    body = env.activity(PASSWORD_Q, activity_id="lost-1")
+    assert (await env.post(body)).status == 202
+    assert env.connector.messages() == [] and env.questions == []
+    dead = EventClaims(env.core.knowledge.engine, owner="dead")
+    [taken] = await dead.take_expired()
+    await dead.note_message(taken, "msg-earlier")
+    await dead.release(taken)
+
+    env.services.intake.accepting = True
+    assert await env.services.intake.resume() == 1
+    await env.services.intake.idle()
+    [update] = env.connector.messages()  # no second message beside it
+    assert update.method == "PUT"
+    assert update.path.endswith("/activities/msg-earlier")
+    assert update.body["text"] and card_of(update)
+    assert env.core.store.answer_for_message("teams", "a:personal-chat-1", "msg-earlier")
+    [question] = env.questions
+    assert question.where.kind == WhereKind.DM and question.asker == EMPLOYEE
 
 
 async def test_a_failure_to_answer_ends_in_an_apology_and_nothing_leaks(env: Env) -> None:

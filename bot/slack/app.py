@@ -212,7 +212,7 @@ class SlackBot:
         intent = context.get("intent")
         if isinstance(intent, Ask):
             pending = context.get("pending")
-            if isinstance(pending, Pending) and pending.attempts:  # held here: answer it now
+            if isinstance(pending, Pending) and pending.held:  # answer it now
                 self.intake.begin(pending)
         elif isinstance(intent, Help):
             await post(self.client, intent.channel, intent.thread, help_text(self.config))

@@ -286,7 +286,7 @@ class TeamsBot:
         pending = await self.claims.claim_question(
             PLATFORM, key, question, reply, hold=self.intake.hold
         )
-        if pending is not None and pending.attempts:
+        if pending is not None and pending.held:
             self.intake.begin(pending)
 
     # -- answering (bot/intake.py calls these, for questions claimed here or resumed) ---------
