@@ -628,9 +628,21 @@ def test_helm_lint_and_template(tmp_path):
         [HELM, "template", "expertbot", str(chart), *args], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    kinds = {doc["kind"] for doc in yaml.safe_load_all(done.stdout) if doc}
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    kinds = {doc["kind"] for doc in docs}
     assert {"Deployment", "Service", "ConfigMap", "Job", "Ingress"} <= kinds
     assert "PersistentVolumeClaim" in kinds
+    # A stopping bot finishes its answers before Kubernetes' kill: drain below the grace period.
+    [bot] = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and d["metadata"]["labels"].get("app.kubernetes.io/component") == "bot"
+    ]
+    pod = bot["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    drain = load_settings(environ={"EXPERTBOT_SERVER__DRAIN_S": env["EXPERTBOT_SERVER__DRAIN_S"]})
+    assert 0 < drain.server.drain_s <= pod["terminationGracePeriodSeconds"] - 5
 
 
 @pytest.mark.skipif(not (HELM and KUBECONFORM), reason="helm and kubeconform are not installed")
