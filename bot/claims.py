@@ -129,18 +129,19 @@ class EventClaims:
         (`hold`) or to nobody (a replica on its way down: another one answers). None for every
         copy after the first."""
         now = utcnow()
-        values = {
+        attempts = 1 if hold else 0
+        values: dict[str, Any] = {
             "state": RECEIVED,
             "question": json.dumps(question.as_record()),
             "reply": json.dumps(reply),
             "owner": self.owner if hold else None,
             "lease_until": now + self.lease if hold else now,
             "messages": "[]",
-            "attempts": 1 if hold else 0,
+            "attempts": attempts,
         }
         if not await asyncio.to_thread(self._insert, platform, event_id, values, now):
             return None
-        return Pending(platform, event_id, question, reply, now, attempts=values["attempts"])
+        return Pending(platform, event_id, question, reply, now, attempts=attempts)
 
     def _insert(
         self,

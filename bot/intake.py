@@ -23,6 +23,7 @@ from typing import Protocol
 import structlog
 
 from base.errors import ExpertbotError
+from bot import metrics
 from bot.chat import APOLOGY
 from bot.claims import EventClaims, Pending
 from bot.delivery import Note
@@ -102,14 +103,17 @@ class Intake:
     async def _reply(self, replier: Replier, pending: Pending) -> bool:
         if pending.age_s > self.config.max_age_s:
             log.warning("delivery.too_old", age_s=round(pending.age_s, 1))
+            metrics.APOLOGIES.labels(platform=pending.platform, reason="too_old").inc()
             await replier.apologize(pending, TOO_OLD)
             return True  # the apology is its one reply
         if pending.attempts > self.config.max_attempts:
             log.error("delivery.gave_up", attempts=pending.attempts)
+            metrics.APOLOGIES.labels(platform=pending.platform, reason="attempts").inc()
             await replier.apologize(pending, APOLOGY)
             return False
         if pending.attempts > 1 or pending.messages:
             log.info("delivery.resumed", attempts=pending.attempts, in_place=bool(pending.messages))
+            metrics.RESUMED.labels(platform=pending.platform).inc()
         await self.claims.answering(pending)
 
         async def note(message_id: str) -> None:

@@ -12,6 +12,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 _LATENCY = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 
 QUESTIONS = Counter("expertbot_questions_total", "Questions received.", ["platform"])
+RESUMED = Counter(
+    "expertbot_questions_resumed_total",
+    "Questions taken over from a replica that stopped or died before answering them.",
+    ["platform"],
+)
+APOLOGIES = Counter(
+    "expertbot_questions_apologized_total",
+    "Questions given an apology instead of an answer when resumed: too_old (past "
+    "delivery.max_age_s) or attempts (delivery.max_attempts tries failed).",
+    ["platform", "reason"],
+)
 ANSWERS = Counter(
     "expertbot_answers_total",
     "Answers given, by kind: generated, abstained (nothing relevant, or the model declined), "

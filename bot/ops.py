@@ -24,6 +24,7 @@ from base.database import redact_url
 from base.errors import AdapterError, AlreadyRunningError, ConfigError, NotFoundError
 from base.locks import JobLock
 from bot import metrics
+from bot.claims import EventClaims
 from bot.core.abstention import RETRAINED, abstention_rule, reranker_name
 from bot.core.access import scope_for
 from bot.core.answering import merge_passages
@@ -195,6 +196,9 @@ class Ops:
             ],
             "database": redact_url(self.settings.resolved_database_url),
             "abstention": await self.abstention(),
+            "questions_waiting": await asyncio.to_thread(
+                EventClaims(self.store.engine).open_questions
+            ),
         }
 
     @_recorded("sync")
@@ -539,6 +543,13 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     else:
         lines.append("Last training run: never")
     lines.append(f"Abstention: {status['abstention']}")
+    waiting = status.get("questions_waiting") or {}
+    if waiting:
+        lines.append(
+            "Questions waiting: "
+            + ", ".join(f"{count} {state}" for state, count in sorted(waiting.items()))
+            + " (answered by a replica, or resumed when its lease runs out)"
+        )
     fb = status["feedback"]
     lines.append(
         f"Feedback: {fb['answers']} answers, {fb['up']} 👍, {fb['down']} 👎, "

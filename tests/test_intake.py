@@ -22,6 +22,7 @@ from base.migrations import migrate_all
 from bot.claims import ANSWERED, FAILED, EventClaims, processed_events
 from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.intake import TOO_OLD, Intake
+from bot.ops import status_lines
 from bot.settings import DeliveryConfig
 from knowledge import sync as sync_module
 from knowledge.config import SourceConfig
@@ -134,6 +135,8 @@ async def left_by_a_dead_replica(
 async def test_a_question_a_dead_replica_left_is_answered_once_by_another(slack_env) -> None:
     env = slack_env
     question = await left_by_a_dead_replica(env, "EvLost")
+    waiting = status_lines(await env.services.ops.status())
+    assert any(line.startswith("Questions waiting: 1 received") for line in waiting)
     intake = env.services.intake
     assert await intake.resume() == 1
     await intake.idle()
@@ -213,7 +216,7 @@ async def test_stopping_drains_answers_in_flight_then_releases_the_rest(slack_en
     intake = env.services.intake = Intake(env.services.claims, DeliveryConfig())
     intake.add("slack", env.services.slack)
     env.services.slack.intake = intake
-    env.core.answerer.stream = slow  # type: ignore[method-assign]
+    env.core.answerer.stream = slow
     await env.event(
         {
             "type": "app_mention",
@@ -240,7 +243,7 @@ async def test_stopping_drains_answers_in_flight_then_releases_the_rest(slack_en
             ).scalar_one()
         )
 
-    env.core.answerer.stream = real  # type: ignore[method-assign]
+    env.core.answerer.stream = real
     successor = Intake(EventClaims(engine, owner="successor"), DeliveryConfig())
     successor.add("slack", env.services.slack)
     assert await successor.resume() == 1  # released: no lease to wait for
@@ -256,7 +259,7 @@ async def test_a_sync_running_when_the_server_stops_is_recorded_interrupted(
     slack_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = slack_env
-    scan = sync_module.scan
+    scan = sync_module.scan  # type: ignore[attr-defined]
 
     def slow_scan(source: Any) -> Any:
         time.sleep(1.0)

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from microsoft_agents.hosting.core import AgentAuthConfiguration, ConnectionManager
 from pydantic import SecretStr
 
-from bot.core.answering import QUOTE_INTRO
 from bot.claims import EventClaims
+from bot.core.answering import QUOTE_INTRO
 from bot.core.question import Answer, WhereKind
 from bot.core.runtime import Core
 from bot.server import Services, make_app
