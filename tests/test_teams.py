@@ -444,6 +444,25 @@ async def test_the_feedback_loop_records_one_vote_per_person_with_its_comment(en
     assert len(env.core.store.ratings_for(answer_id)) == 3
 
 
+async def test_a_vote_naming_no_message_rates_the_voters_latest_answer_in_a_1to1_chat_only(
+    env: Env,
+) -> None:
+    """Some clients (the Agents Playground) send the feedback loop's vote without the message
+    it is about; Teams itself always names it."""
+    await env.ask("What is the VPN?")
+    _, _, latest = await env.ask(PASSWORD_Q)
+    like = {"actionName": "feedback", "actionValue": {"reaction": "like"}}
+    body = invoke(env, "message/submitAction", like, reply_to="", user=EMPLOYEE)
+    del body["replyToId"]
+    assert (await env.post(body)).status == 200
+    assert ratings(env, latest) == {(EMPLOYEE, "up", True, None)}
+    # Someone else in the chat, or a channel: nothing to go by, nothing recorded.
+    other = invoke(env, "message/submitAction", like, reply_to="", user="aad-other")
+    del other["replyToId"]
+    assert (await env.post(other)).status == 200
+    assert ratings(env, latest) == {(EMPLOYEE, "up", True, None)}
+
+
 async def test_an_experts_approval_replaces_the_card_and_serves_the_answer_next_time(
     env: Env,
 ) -> None:

@@ -19,8 +19,9 @@ Listeners:
 
 Exactly once: every Events API delivery is claimed by `event_id` in the shared database before
 bolt acks it (bolt itself does not de-duplicate retries), and a question is stored with its
-claim; bot/intake.py answers it, here or, should this process die, on another replica. Who is an expert or an admin:
-`bot/slack/permissions.py`, by id or user group (`bot/slack/directory.py`).
+claim; bot/intake.py answers it, here or, should this process die, on another replica. Who is
+an expert or an admin: `bot/slack/permissions.py`, by id or user group
+(`bot/slack/directory.py`).
 """
 
 from __future__ import annotations

@@ -383,12 +383,7 @@ class TeamsBot:
         if kind is None:
             await _invoke_response(context, 400, {"error": "not a feedback action"})
             return
-        answer_id = await asyncio.to_thread(
-            self.core.store.answer_for_message,
-            PLATFORM,
-            base_conversation(activity.conversation.id),
-            activity.reply_to_id or "",
-        )
+        answer_id = await self._rated_answer(activity)
         if answer_id is None:
             log.info("teams.feedback_ignored", reason="not one of our answers")
         else:
@@ -402,6 +397,29 @@ class TeamsBot:
                 comment=_feedback_comment(action),
             )
         await _invoke_response(context, 200)
+
+    async def _rated_answer(self, activity: Activity) -> str | None:
+        """The answer a feedback vote is about: the message it replies to. A client that names
+        no message (Teams always does; some test clients do not) rates, in a 1:1 chat, the
+        latest answer to the person voting; elsewhere nothing."""
+        conversation = base_conversation(activity.conversation.id)
+        if activity.reply_to_id:
+            return await asyncio.to_thread(
+                self.core.store.answer_for_message, PLATFORM, conversation, activity.reply_to_id
+            )
+        if activity.conversation.conversation_type != "personal":
+            return None
+        latest = await asyncio.to_thread(
+            self.core.store.thread_answers,
+            PLATFORM,
+            conversation,
+            activity.conversation.id,
+            last=1,
+        )
+        if not latest or latest[-1].asker != user_id(activity):
+            return None
+        log.info("teams.feedback_without_message", answer_id=latest[-1].id)
+        return latest[-1].id
 
     async def _on_approve(
         self, context: TurnContext, state: TurnState, data: Any
