@@ -24,7 +24,9 @@ from bot.claims import EventClaims
 from bot.core.answering import QUOTE_INTRO
 from bot.core.question import Answer, WhereKind
 from bot.core.runtime import Core
+from bot.intake import TOO_OLD
 from bot.server import Services, make_app
+from bot.settings import DeliveryConfig
 from bot.teams.config import MESSAGES_PATH, TeamsConfig
 from bot.teams.render import APPROVE_VERB, CORRECT_VERB, SEARCHING
 from knowledge.config import SourceConfig
@@ -383,6 +385,22 @@ async def test_a_resumed_answer_replaces_what_an_earlier_try_posted(env: Env) ->
     assert env.core.store.answer_for_message("teams", "a:personal-chat-1", "msg-earlier")
     [question] = env.questions
     assert question.where.kind == WhereKind.DM and question.asker == EMPLOYEE
+
+
+async def test_a_question_resumed_past_its_max_age_gets_the_apology_in_place(env: Env) -> None:
+    env.services.intake.accepting = False
+    assert (await env.post(env.activity(PASSWORD_Q, activity_id="old-1"))).status == 202
+    dead = EventClaims(env.core.knowledge.engine, owner="dead")
+    [taken] = await dead.take_expired()
+    await dead.note_message(taken, "msg-earlier")
+    await dead.release(taken)
+    env.services.intake.accepting = True
+    env.services.intake.config = DeliveryConfig(max_age_s=0.001)
+    assert await env.services.intake.resume() == 1
+    await env.services.intake.idle()
+    [update] = env.connector.messages()
+    assert update.method == "PUT" and update.path.endswith("/activities/msg-earlier")
+    assert update.body["text"] == TOO_OLD and env.questions == []
 
 
 async def test_a_failure_to_answer_ends_in_an_apology_and_nothing_leaks(env: Env) -> None:
