@@ -29,6 +29,7 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,7 +79,8 @@ class Pending:
     reply: dict[str, Any]  # where and how the platform posts the reply (its own keys)
     received_at: datetime
     messages: tuple[str, ...] = ()  # what an earlier try posted: finished in place
-    attempts: int = 1  # how many times it was taken, this one included
+    attempts: int = 1  # the tries that started writing an answer, this one included
+    resumed: bool = False  # taken over from a replica that stopped or died
 
     @property
     def held(self) -> bool:
@@ -170,6 +172,8 @@ class EventClaims:
     # -- the life of a held question -----------------------------------------------------------
 
     async def answering(self, pending: Pending) -> None:
+        """The answer has begun (past retrieval and the model's queue): from now on a replica
+        dying while it writes counts as a try of this question."""
         await asyncio.to_thread(self._set, pending, {"state": ANSWERING}, "starting to answer")
 
     async def note_message(self, pending: Pending, message_id: str) -> None:
@@ -199,18 +203,29 @@ class EventClaims:
 
     # -- leases ------------------------------------------------------------------------------
 
-    async def renew(self) -> int:
-        """Extend every lease this replica holds; how many it holds."""
-        return await asyncio.to_thread(self._renew)
+    async def renew(self, held: Sequence[Pending]) -> int:
+        """Extend the leases of `held`, the questions this replica is answering now (not every
+        row it owns: one whose answer ended without being recorded must run out and be
+        resumed). How many were extended."""
+        return await asyncio.to_thread(self._renew, held)
 
-    def _renew(self) -> int:
+    def _renew(self, held: Sequence[Pending]) -> int:
+        renewed = 0
         with transaction(self.engine, "renewing the leases on questions") as conn:
-            return conn.execute(
-                processed_events.update()
-                .where(processed_events.c.owner == self.owner)
-                .where(processed_events.c.state.in_(OPEN))
-                .values(lease_until=utcnow() + self.lease)
-            ).rowcount
+            for platform in {p.platform for p in held}:
+                renewed += conn.execute(
+                    processed_events.update()
+                    .where(processed_events.c.owner == self.owner)
+                    .where(processed_events.c.state.in_(OPEN))
+                    .where(processed_events.c.platform == platform)
+                    .where(
+                        processed_events.c.event_id.in_(
+                            [p.event_id for p in held if p.platform == platform]
+                        )
+                    )
+                    .values(lease_until=utcnow() + self.lease)
+                ).rowcount
+        return renewed
 
     async def release(self, pending: Pending | None = None) -> int:
         """Let go of `pending` (every question held here when None): any replica may take it
@@ -255,7 +270,12 @@ class EventClaims:
                     .values(
                         owner=self.owner,
                         lease_until=utcnow() + self.lease,
-                        attempts=processed_events.c.attempts + 1,
+                        state=RECEIVED,
+                        # A try counts once it had started writing the answer: a question that
+                        # only waited (for the model, behind others) on a replica that died
+                        # has not been tried.
+                        attempts=processed_events.c.attempts
+                        + sa.case((processed_events.c.state == ANSWERING, 1), else_=0),
                     )
                 ).rowcount
                 if won:
@@ -313,5 +333,6 @@ def _pending(conn: Connection, platform: str, event_id: str) -> Pending:
         reply=json.loads(row.reply or "{}"),
         received_at=row.received_at,
         messages=tuple(json.loads(row.messages or "[]")),
-        attempts=row.attempts or 1,
+        attempts=max(row.attempts or 0, 1),
+        resumed=True,
     )

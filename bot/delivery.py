@@ -23,7 +23,7 @@ from typing import Protocol
 
 import structlog
 
-from base.errors import OverloadedError, QueryError
+from base.errors import ExpertbotError, OverloadedError, QueryError
 from bot.chat import APOLOGY, BUSY, cannot_answer
 from bot.core.answering import Answerer
 from bot.core.question import Answer, Question
@@ -32,6 +32,8 @@ log = structlog.get_logger("expertbot.delivery")
 
 # Told the id of each message an answer posts (bot/intake.py keeps them with the question).
 Note = Callable[[str], Awaitable[None]]
+# Told when the answer begins: the core's first words (after retrieval and the model's queue).
+Started = Callable[[], Awaitable[None]]
 
 
 class Sink(Protocol):
@@ -56,18 +58,22 @@ class Sink(Protocol):
 
 
 async def deliver(
-    answerer: Answerer, question: Question | Awaitable[Question], sink: Sink
+    answerer: Answerer,
+    question: Question | Awaitable[Question],
+    sink: Sink,
+    *,
+    started: Started | None = None,
 ) -> Answer | None:
     """Answer `question` through `sink` and link the messages that show it to the answer.
 
     `question` may still be being looked up (the thread's history, the asker's groups): a
-    failure there is told like any other. Returns the Answer; None where the asker was told why
-    there is none."""
+    failure there is told like any other. `started` is awaited once, at the core's first words.
+    Returns the Answer; None where the asker was told why there is none."""
     progress = _Progress(sink)
     try:
         if not isinstance(question, Question):
             question = await question
-        answer = await _stream(answerer, question, progress)
+        answer = await _stream(answerer, question, progress, started)
         shown = await sink.finished(answer, progress.take())
         await _link(answerer, question, answer, shown)
         return answer
@@ -107,11 +113,16 @@ class _Progress:
         return text
 
 
-async def _stream(answerer: Answerer, question: Question, progress: _Progress) -> Answer:
+async def _stream(
+    answerer: Answerer, question: Question, progress: _Progress, started: Started | None
+) -> Answer:
     items = answerer.stream(question)
     answer: Answer | None = None
     try:
         async for item in items:
+            if started is not None:
+                await _begun(started)
+                started = None
             if isinstance(item, Answer):
                 answer = item
             else:
@@ -139,6 +150,13 @@ async def _link(
             answer_id=answer.id,
             thread=where.thread,
         )
+
+
+async def _begun(started: Started) -> None:
+    try:
+        await started()
+    except ExpertbotError as exc:  # bookkeeping: the answer goes on
+        log.warning("answer.start_unrecorded", error=str(exc))
 
 
 async def _fail(sink: Sink, text: str | None, unsent: str) -> None:

@@ -26,7 +26,7 @@ from base.errors import ExpertbotError
 from bot import metrics
 from bot.chat import APOLOGY
 from bot.claims import EventClaims, Pending
-from bot.delivery import Note
+from bot.delivery import Note, Started
 from bot.settings import DeliveryConfig
 
 log = structlog.get_logger("expertbot.intake")
@@ -40,10 +40,10 @@ TOO_OLD = (
 class Replier(Protocol):
     """How a platform answers a stored question (Slack, Teams)."""
 
-    async def answer(self, pending: Pending, note: Note) -> bool:
+    async def answer(self, pending: Pending, note: Note, started: Started) -> bool:
         """Answer `pending`, in place of `pending.messages` where an earlier try posted some;
-        call `note` with each message posted. True when answered; False when the asker was told
-        why not."""
+        call `note` with each message posted and `started` when the answer begins (both go to
+        `deliver`). True when answered; False when the asker was told why not."""
         ...
 
     async def apologize(self, pending: Pending, text: str) -> None:
@@ -57,6 +57,7 @@ class Intake:
         self.repliers: dict[str, Replier] = {}
         self.accepting = True
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._held: dict[tuple[str, str], Pending] = {}  # what the tasks answer (leases renewed)
         self._loops: list[asyncio.Task[None]] = []
 
     def add(self, platform: str, replier: Replier) -> None:
@@ -74,7 +75,13 @@ class Intake:
             return
         task = asyncio.create_task(self._answer(pending), name=f"answer {pending.event_id}")
         self._tasks[key] = task
-        task.add_done_callback(lambda _: self._tasks.pop(key, None))
+        self._held[key] = pending
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(key, None)
+            self._held.pop(key, None)
+
+        task.add_done_callback(done)
 
     async def _answer(self, pending: Pending) -> None:
         replier = self.repliers.get(pending.platform)
@@ -88,17 +95,27 @@ class Intake:
                 answered = await self._reply(replier, pending)
             except asyncio.CancelledError:
                 raise  # stopping: `stop` releases it
-            except Exception as exc:  # left leased: it is resumed when the lease runs out
+            except Exception as exc:  # its lease runs out and it is resumed, here or elsewhere
                 log.error(
                     "delivery.reply_failed",
                     error=f"{exc.__class__.__name__}: {exc}",
                     attempts=pending.attempts,
                 )
                 return
+            await self._record(pending, answered)
+
+    async def _record(self, pending: Pending, answered: bool) -> None:
+        """Record that `pending` got its reply, however long the database takes to come back:
+        left open, it would be resumed and answered a second time."""
+        delay = 0.5
+        while True:
             try:
                 await self.claims.finish(pending, answered=answered)
-            except ExpertbotError as exc:  # the reply is out; at worst it is redone in place
-                log.error("delivery.finish_failed", error=str(exc))
+                return
+            except ExpertbotError as exc:
+                log.warning("delivery.finish_retrying", error=str(exc), in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, self.config.renew_s)
 
     async def _reply(self, replier: Replier, pending: Pending) -> bool:
         if pending.age_s > self.config.max_age_s:
@@ -111,15 +128,17 @@ class Intake:
             metrics.APOLOGIES.labels(platform=pending.platform, reason="attempts").inc()
             await replier.apologize(pending, APOLOGY)
             return False
-        if pending.attempts > 1 or pending.messages:
+        if pending.resumed:
             log.info("delivery.resumed", attempts=pending.attempts, in_place=bool(pending.messages))
             metrics.RESUMED.labels(platform=pending.platform).inc()
-        await self.claims.answering(pending)
 
         async def note(message_id: str) -> None:
             await self.claims.note_message(pending, message_id)
 
-        return await replier.answer(pending, note)
+        async def started() -> None:
+            await self.claims.answering(pending)
+
+        return await replier.answer(pending, note, started)
 
     # -- the loops ---------------------------------------------------------------------------
 
@@ -139,8 +158,8 @@ class Intake:
             await asyncio.sleep(period_s)
 
     async def _renew(self) -> None:
-        if self._tasks:
-            await self.claims.renew()
+        if self._held:
+            await self.claims.renew(list(self._held.values()))
 
     async def resume(self) -> int:
         """Take the questions whose lease ran out and answer them; how many were taken."""

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from base.database import make_engine, transaction, utcnow
+from base.errors import DatabaseError
 from base.locks import JobLock
 from base.migrations import migrate_all
 from bot.claims import ANSWERED, FAILED, EventClaims, processed_events
@@ -81,14 +82,30 @@ async def test_a_question_is_kept_with_its_claim_and_comes_back_as_asked(engine)
     assert await other.claim_question("slack", "Ev1", question, {}) is None
     assert not await other.claim("slack", "Ev1")
     # Held and renewed by its replica: nobody else may take it.
-    assert await claims.renew() == 1
+    assert await claims.renew([pending]) == 1
     assert await other.take_expired() == []
     # Released (its replica is stopping): the next replica takes it, with the same question —
     # place, asker, groups, history: the same documents, never more.
     assert await claims.release() == 1
     [taken] = await other.take_expired()
-    assert taken.question == question and taken.attempts == 2
+    assert taken.question == question and taken.resumed
+    assert taken.attempts == 1  # never started: waiting for the model is not a try
     assert await claims.take_expired() == []
+
+
+async def test_only_questions_being_answered_keep_their_lease(engine) -> None:
+    """A question whose answer ended without being recorded (its task failed) is not renewed
+    with the others: its lease runs out and another replica answers it."""
+    claims = EventClaims(engine, owner="busy", lease_s=0.2)
+    working = await claims.claim_question("slack", "EvWorking", asked("1"), {"ts": "1"})
+    orphan = await claims.claim_question("slack", "EvOrphan", asked("2"), {"ts": "2"})
+    assert working is not None and orphan is not None
+    await claims.answering(orphan)  # it had begun when its task failed
+    for _ in range(3):
+        await asyncio.sleep(0.1)
+        assert await claims.renew([working]) == 1
+    [taken] = await EventClaims(engine, owner="other").take_expired()
+    assert taken.event_id == "EvOrphan" and taken.attempts == 2  # it had started: one try
 
 
 async def test_an_expired_lease_is_taken_by_exactly_one_replica(engine) -> None:
@@ -141,7 +158,7 @@ async def test_a_question_a_dead_replica_left_is_answered_once_by_another(slack_
     assert await intake.resume() == 1
     await intake.idle()
     assert await intake.resume() == 0  # answered: nobody takes it again
-    assert state(env.core.knowledge.engine, "EvLost") == (ANSWERED, 2)
+    assert state(env.core.knowledge.engine, "EvLost") == (ANSWERED, 1)
     assert len(finals(env.slack.calls)) == 1
     [stream] = env.slack.calls_to("chat.startStream")
     assert stream.body["thread_ts"] == question.where.thread
@@ -182,12 +199,37 @@ async def test_a_question_that_keeps_failing_gets_an_apology_after_max_attempts(
     env = slack_env
     await left_by_a_dead_replica(env, "EvCursed")
     with transaction(env.core.knowledge.engine, "counting attempts") as conn:
-        conn.execute(processed_events.update().values(attempts=3))
+        conn.execute(processed_events.update().values(attempts=3, state="answering"))
     assert await env.services.intake.resume() == 1
     await env.services.intake.idle()
     [apology] = env.slack.calls_to("chat.postMessage")
     assert "couldn't answer" in apology.body["text"] and env.questions == []
     assert state(env.core.knowledge.engine, "EvCursed") == (FAILED, 4)
+
+
+async def test_a_reply_is_recorded_even_when_the_database_is_away_for_a_while(
+    slack_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Left unrecorded, an answered question would be resumed and answered a second time."""
+    env = slack_env
+    claims = env.services.claims
+    finish = claims.finish
+    refusals = 2
+
+    async def flaky(pending: Any, *, answered: bool) -> None:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise DatabaseError("recording the reply failed: OperationalError")
+        await finish(pending, answered=answered)
+
+    monkeypatch.setattr(claims, "finish", flaky)
+    await left_by_a_dead_replica(env, "EvFlaky")
+    assert await env.services.intake.resume() == 1
+    await env.services.intake.idle()
+    assert refusals == 0 and state(env.core.knowledge.engine, "EvFlaky")[0] == ANSWERED
+    assert await env.services.intake.resume() == 0
+    assert len(finals(env.slack.calls)) == 1
 
 
 async def slow(question: Question) -> AsyncIterator[str | Answer]:

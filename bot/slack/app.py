@@ -55,7 +55,7 @@ from bot.claims import EventClaims, Pending
 from bot.core.feedback import Feedback
 from bot.core.question import Question, Turn, Where
 from bot.core.runtime import Core
-from bot.delivery import Note, deliver
+from bot.delivery import Note, Started, deliver
 from bot.intake import Intake
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
 from bot.slack import ids
@@ -317,7 +317,7 @@ class SlackBot:
 
     # -- answering (bot/intake.py calls these, for questions claimed here or resumed) ---------
 
-    async def answer(self, pending: Pending, note: Note) -> bool:
+    async def answer(self, pending: Pending, note: Note, started: Started) -> bool:
         question, ts = pending.question, str(pending.reply["ts"])
         channel, thread = str(question.where.channel), str(question.where.thread)
         await self._react(channel, ts, add=True)
@@ -331,7 +331,7 @@ class SlackBot:
             )
         try:
             with structlog.contextvars.bound_contextvars(platform=PLATFORM, channel=channel):
-                answer = await deliver(self.core.answerer, question, sink)
+                answer = await deliver(self.core.answerer, question, sink, started=started)
         finally:
             await self._react(channel, ts, add=False)
         if answer is not None:
@@ -343,7 +343,7 @@ class SlackBot:
                 curated=answer.curated,
                 messages=len(sink.posted),
                 mode=sink.mode,
-                resumed=pending.attempts > 1,
+                resumed=pending.resumed,
             )
         return answer is not None
 

@@ -80,7 +80,7 @@ from bot.claims import EventClaims, Pending
 from bot.core.feedback import Feedback
 from bot.core.question import Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
-from bot.delivery import Note, deliver
+from bot.delivery import Note, Started, deliver
 from bot.intake import Intake
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
 from bot.teams.config import TeamsConfig
@@ -291,7 +291,7 @@ class TeamsBot:
 
     # -- answering (bot/intake.py calls these, for questions claimed here or resumed) ---------
 
-    async def answer(self, pending: Pending, note: Note) -> bool:
+    async def answer(self, pending: Pending, note: Note, started: Started) -> bool:
         """Post the answer into the question's conversation, proactively: streamed where the
         question was asked in a 1:1 chat, else one message; in place of the message an earlier
         try posted, if any."""
@@ -307,7 +307,7 @@ class TeamsBot:
                 await context.send_activity(Activity(type=ActivityTypes.typing))
             channel = pending.question.where.channel
             with structlog.contextvars.bound_contextvars(platform=PLATFORM, channel=channel):
-                answer = await deliver(self.core.answerer, pending.question, reply)
+                answer = await deliver(self.core.answerer, pending.question, reply, started=started)
             answered.append(answer is not None)
             if answer is not None:
                 log.info(
@@ -316,7 +316,7 @@ class TeamsBot:
                     abstained=answer.abstained,
                     curated=answer.curated,
                     streamed=reply.streamed,
-                    resumed=pending.attempts > 1,
+                    resumed=pending.resumed,
                 )
 
         await self._continue(pending, run)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -97,6 +98,9 @@ class TransformersGenerator:
         self._adapter_dir = adapter_dir
         self._model: Any = None
         self._tokenizer: Any = None
+        # A fast tokenizer keeps its padding setting in shared state, which a call with padding
+        # sets and one without resets: the generation thread and the event loop take turns.
+        self._tokenizer_lock = threading.Lock()
         self._device: Any = None
         self._name = config.base
         self._adapter: str | None = None
@@ -144,9 +148,13 @@ class TransformersGenerator:
             self._queue.popleft().deliver(_Failed(GenerationError("the generator was closed")))
         self._model = None
 
+    def _tokenize(self, *args: Any, **kwargs: Any) -> Any:
+        with self._tokenizer_lock:
+            return self._tokenizer(*args, **kwargs)
+
     def count_tokens(self, text: str) -> int:
         self._require_started()
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._tokenize(text, add_special_tokens=False)["input_ids"])
 
     def render(self, messages: tuple[Message, ...]) -> str:
         self._require_started()
@@ -396,7 +404,7 @@ class TransformersGenerator:
         for pending in batch:
             pending.started = started
         try:
-            encoded = self._tokenizer(
+            encoded = self._tokenize(
                 [p.prompt for p in batch],
                 return_tensors="pt",
                 padding=True,
@@ -472,7 +480,7 @@ class TransformersGenerator:
     # -- scoring ----------------------------------------------------------------------------
 
     def _encode(self, text: str) -> list[int]:
-        return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self._tokenize(text, add_special_tokens=False)["input_ids"])
 
     def _with_bos(self, ids: list[int]) -> list[int]:
         """`ids` with the BOS token in front where the tokenizer puts one and the text (a chat
@@ -480,7 +488,7 @@ class TransformersGenerator:
         bos = self._tokenizer.bos_token_id
         if bos is None or (ids and ids[0] == bos):
             return ids
-        if self._tokenizer("a", add_special_tokens=True)["input_ids"][:1] != [bos]:
+        if self._tokenize("a", add_special_tokens=True)["input_ids"][:1] != [bos]:
             return ids
         return [bos, *ids]
 
@@ -490,7 +498,7 @@ class TransformersGenerator:
         if not continuation:
             return self._with_bos(self._encode(prompt)), 0
         try:
-            encoded = self._tokenizer(
+            encoded = self._tokenize(
                 prompt + continuation, add_special_tokens=False, return_offsets_mapping=True
             )
         except NotImplementedError:  # a slow tokenizer has no offsets: tokenize apart
