@@ -198,21 +198,24 @@ async def wait_answers(fake: ThreadedSlack, threads: set[str], timeout: float) -
         await asyncio.sleep(0.2)
 
 
-def synced_handbook(data: Path) -> dict[str, str]:
-    """Sync the example handbook into `data`; the environment a server on it starts from."""
+def synced_handbook(data: Path, *, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Sync the example handbook into `data`; the environment a server on it starts from
+    (with `extra` in it, the sync's too: e.g. EXPERTBOT_DATABASE_URL)."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": path} | (extra or {})
     sync = [*EXPERTBOT, "--data-dir", str(data), "sync", "examples/knowledge"]
     subprocess.run(sync, cwd=ROOT, env=env, check=True, capture_output=True)
     return env
 
 
-def start_server(data: Path, env: dict[str, str], port: int) -> subprocess.Popen:
-    """`expertbot serve` on 127.0.0.1:`port`, its output in `data`/serve.log."""
+def start_server(
+    data: Path, env: dict[str, str], port: int, *, log: Path | None = None
+) -> subprocess.Popen:
+    """`expertbot serve` on 127.0.0.1:`port`, its output in `log` (default `data`/serve.log)."""
     serve = [*EXPERTBOT, "--data-dir", str(data), "serve", "--host", "127.0.0.1"]
-    with (data / "serve.log").open("wb") as log:
+    with (log or data / "serve.log").open("wb") as out:
         return subprocess.Popen(
-            [*serve, "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+            [*serve, "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=out
         )
 
 
