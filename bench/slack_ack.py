@@ -24,10 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -36,146 +33,22 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _common import ROOT, git_rev, machine, percentile
-from slack_sdk.signature import SignatureVerifier
-
-from tests.slack_fake import BOT_USER, TEAM, FakeSlack
-
-EXPERTBOT = ROOT / ".venv" / "bin" / "expertbot"
-RESTRICTED = {"people/compensation-bands.md", "finance/quarter-close.md"}  # not public
-CHANNEL, USER = "CBENCH", "UBENCH"
-
-
-class ThreadedSlack(FakeSlack):
-    """The fake, remembering which thread each stream (chat.startStream's message) answers."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stream_thread: dict[str, str] = {}
-
-    def _answer(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        answer = super()._answer(method, body)
-        if method == "chat.startStream":
-            self.stream_thread[answer["ts"]] = str(body.get("thread_ts"))
-        return answer
-
-    def answers(self) -> list[tuple[str, float]]:
-        """(thread, at) of every final stopStream: the one that carries the footer blocks."""
-        return [
-            (self.stream_thread.get(str(c.body.get("ts")), "?"), c.at)
-            for c in self.calls_to("chat.stopStream")
-            if c.body.get("blocks")
-        ]
-
-    def posts_in(self, threads: set[str]) -> list[str]:
-        """Plain chat.postMessage replies (busy, apology) in these threads."""
-        return [
-            c.body.get("thread_ts", "")
-            for c in self.calls_to("chat.postMessage")
-            if c.body.get("thread_ts") in threads
-        ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def questions() -> list[str]:
-    lines = (ROOT / "examples" / "questions.jsonl").read_text().splitlines()
-    items = [json.loads(line) for line in lines if line.strip()]
-    return [i["question"] for i in items if i["doc"] not in RESTRICTED]
-
-
-def signed(secret: str, text: str, ts: str) -> tuple[bytes, dict[str, str]]:
-    """An app_mention event_callback as Slack signs it (as tests/test_slack.py builds them)."""
-    event = {"type": "app_mention", "user": USER, "text": f"<@{BOT_USER}> {text}", "ts": ts}
-    stamp = str(int(time.time()))
-    body = json.dumps(
-        {
-            "token": "legacy",
-            "team_id": TEAM,
-            "api_app_id": "A0BENCH",
-            "event": event | {"channel": CHANNEL, "event_ts": ts},
-            "type": "event_callback",
-            "event_id": f"EvBench{ts.replace('.', '')}",
-            "event_time": int(stamp),
-            "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}],
-        }
-    )
-    signature = str(SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body))
-    headers = {
-        "Content-Type": "application/json",
-        "X-Slack-Request-Timestamp": stamp,
-        "X-Slack-Signature": signature,
-    }
-    return body.encode(), headers
-
-
-async def send(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict) -> float:
-    """POST one event; the seconds until its response, negated when it was not a 200."""
-    started = time.perf_counter()
-    try:
-        async with session.post(url, data=body, headers=headers) as response:
-            await response.read()
-            ok = response.status == 200
-    except aiohttp.ClientError:
-        ok = False
-    took = time.perf_counter() - started
-    return took if ok else -took
-
-
-async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            async with session.get(f"{url}/readyz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.5)
-    raise RuntimeError(f"not ready within 300 s (exit code {proc.poll()})")
-
-
-async def wait_answers(fake: ThreadedSlack, threads: set[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = {t for t, _ in fake.answers()} | set(fake.posts_in(threads))
-        if threads <= done:
-            return
-        await asyncio.sleep(0.2)
-
-
-def synced_handbook(data: Path) -> dict[str, str]:
-    """Sync the example handbook into `data`; the environment a server on it starts from."""
-    env = os.environ | {"HF_HUB_OFFLINE": "1"}
-    sync = [str(EXPERTBOT), "--data-dir", str(data), "sync", "examples/knowledge"]
-    subprocess.run(sync, cwd=ROOT, env=env, check=True, capture_output=True)
-    return env
-
-
-def start_server(data: Path, env: dict[str, str], port: int) -> subprocess.Popen:
-    """`expertbot serve` on 127.0.0.1:`port`, its output in `data`/serve.log."""
-    serve = [str(EXPERTBOT), "--data-dir", str(data), "serve", "--host", "127.0.0.1"]
-    with (data / "serve.log").open("wb") as log:
-        return subprocess.Popen(
-            [*serve, "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
-
-
-async def stop_server(proc: subprocess.Popen) -> tuple[int | None, float]:
-    """SIGTERM, then up to 30 s for the exit: (exit code or None if killed, seconds)."""
-    proc.send_signal(signal.SIGTERM)
-    stopping = time.monotonic()
-    try:
-        code: int | None = await asyncio.to_thread(proc.wait, 30)
-    except subprocess.TimeoutExpired:
-        code = None
-        proc.kill()
-        proc.wait()
-    return code, time.monotonic() - stopping
+from _common import (
+    ThreadedSlack,
+    free_port,
+    git_rev,
+    json_lines,
+    machine,
+    percentile,
+    questions,
+    send,
+    signed,
+    start_server,
+    stop_server,
+    synced_handbook,
+    wait_answers,
+    wait_ready,
+)
 
 
 def run_info(args: argparse.Namespace) -> dict[str, Any]:
@@ -232,7 +105,7 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
         refusals = fake.posts_in(set(batch))
     ack_ms = [abs(a) * 1000 for a in acks]
     answer_s = [at - sent_at for _, at in answers]
-    log_lines = [json.loads(ln) for ln in _json_lines(log_path)]
+    log_lines = json_lines(log_path)
     levels = Counter(str(line.get("level")) for line in log_lines)
     abstained = sum(ln.get("event") == "slack.answered" and ln["abstained"] for ln in log_lines)
     return run_info(args) | {
@@ -256,10 +129,6 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
         "server_log": dict(levels),
         "ack_ms": sorted(round(a, 1) for a in ack_ms),
     }
-
-
-def _json_lines(path: Path) -> list[str]:
-    return [ln for ln in path.read_text(errors="replace").splitlines() if ln.startswith("{")]
 
 
 def report(r: dict[str, Any]) -> None:

@@ -27,16 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _common import percentile
-from slack_ack import (
+from _common import (
     free_port,
+    percentile,
     questions,
-    run_info,
     start_server,
     stop_server,
     synced_handbook,
     wait_ready,
 )
+from slack_ack import run_info
 
 from tests.teams_fake import FakeConnector, activity
 
