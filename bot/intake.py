@@ -51,9 +51,12 @@ class Replier(Protocol):
 
 
 class Intake:
-    def __init__(self, claims: EventClaims, config: DeliveryConfig) -> None:
+    def __init__(self, claims: EventClaims, config: DeliveryConfig, *, capacity: int = 64) -> None:
+        """`capacity`: how many answers this replica takes on at once when resuming others'
+        questions (`model.max_queue`: beyond it the model turns questions away as busy)."""
         self.claims = claims
         self.config = config
+        self.capacity = capacity
         self.repliers: dict[str, Replier] = {}
         self.accepting = True
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -163,9 +166,10 @@ class Intake:
 
     async def resume(self) -> int:
         """Take the questions whose lease ran out and answer them; how many were taken."""
-        if not self.accepting:
-            return 0
-        taken = await self.claims.take_expired()
+        room = self.capacity - len(self._tasks)
+        if not self.accepting or room <= 0:
+            return 0  # what is left waits for a replica with room
+        taken = await self.claims.take_expired(limit=min(room, 20))
         for pending in taken:
             self.begin(pending)
         return len(taken)

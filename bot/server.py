@@ -64,7 +64,7 @@ class Services:
     ) -> Services:
         """Wire the platform layers to a started Core (whose start migrated the database)."""
         claims = EventClaims(core.knowledge.engine, lease_s=settings.delivery.lease_s)
-        intake = Intake(claims, settings.delivery)
+        intake = Intake(claims, settings.delivery, capacity=settings.model.max_queue)
         ops = Ops(settings, core.knowledge, core.store, core.registry)
         feedback = Feedback(core.store, core.knowledge.search)
         services = cls(settings, core, ops, feedback, claims, intake)

@@ -325,3 +325,33 @@ async def test_a_sync_running_when_the_server_stops_is_recorded_interrupted(
 def test_delivery_settings_refuse_a_renewal_slower_than_the_lease() -> None:
     with pytest.raises(ValueError, match="renew_s must be shorter"):
         DeliveryConfig(lease_s=5, renew_s=10)
+
+
+async def test_a_replica_takes_over_no_more_questions_than_it_has_room_for(engine) -> None:
+    """Taking over a dead replica's whole backlog would only get the excess turned away as
+    busy: the rest waits for a replica with room."""
+    dead = EventClaims(engine, owner="dead", lease_s=0.01)
+    for n in range(3):
+        await dead.claim_question("slack", f"EvBacklog{n}", asked(str(n)), {"ts": str(n)})
+    await asyncio.sleep(0.05)
+    release = asyncio.Event()
+    answered: list[str] = []
+
+    class Waiting:  # a platform whose answers take as long as the test says
+        async def answer(self, pending: Any, note: Any, started: Any) -> bool:
+            await release.wait()
+            answered.append(pending.event_id)
+            return True
+
+        async def apologize(self, pending: Any, text: str) -> None:
+            raise AssertionError("nothing here is too old")
+
+    intake = Intake(EventClaims(engine, owner="small"), DeliveryConfig(), capacity=2)
+    intake.add("slack", Waiting())
+    assert await intake.resume() == 2
+    assert await intake.resume() == 0  # full
+    release.set()
+    await intake.idle()
+    assert await intake.resume() == 1
+    await intake.idle()
+    assert sorted(answered) == [f"EvBacklog{n}" for n in range(3)]
