@@ -72,6 +72,7 @@ from _common import (
 MEMORY_LIMIT_MIB = 6 * 1024
 FD_LIMIT = 1024
 HORIZON_DAYS = 7
+LATENCY = ("p50_s", "p95_s")
 
 
 def process_tree(pid: int) -> list[int]:
@@ -184,8 +185,8 @@ def table(
                 - sum(at <= s["t_s"] for at, _ in latencies)
                 - sum(at <= s["t_s"] for at in refused),
                 "in_window": len(window),
-                "p50_s": round(percentile(window, 50), 2),
-                "p95_s": round(percentile(window, 95), 2),
+                "p50_s": round(percentile(window, 50), 2) if window else None,
+                "p95_s": round(percentile(window, 95), 2) if window else None,
             }
         )
         last = s["t_s"]
@@ -274,9 +275,9 @@ async def soak(data: Path, args: argparse.Namespace) -> dict[str, Any]:
         "busy_or_apology_posts": len(refused),
         "kept_up": not refused,
         "drained_after_s": round(drained_s, 1),
-        "answer_p50_s": round(percentile(all_s, 50), 2),
-        "answer_p95_s": round(percentile(all_s, 95), 2),
-        "answer_max_s": round(max(all_s, default=float("nan")), 2),
+        "answer_p50_s": round(percentile(all_s, 50), 2) if all_s else None,
+        "answer_p95_s": round(percentile(all_s, 95), 2) if all_s else None,
+        "answer_max_s": round(max(all_s), 2) if all_s else None,
         "server_exit_code": code,
         "server_stop_s": round(stop_s, 2),
         "server_log": dict(levels),
@@ -314,10 +315,11 @@ def report(r: dict[str, Any]) -> None:
         f"{'threads':>7} {'p50 s':>6} {'p95 s':>6} {'load':>5}"
     )
     for row in r["table"]:
+        p50, p95 = (f"{row[k]:6.2f}" if row[k] is not None else f"{'-':>6}" for k in LATENCY)
         print(
             f"{row['t_s'] / 60:5.1f} {row['answered']:8d} {row['in_window']:6d} "
             f"{row['waiting']:7d} {row['rss_mib']:8.1f} {row['fds']:4d} {row['threads']:7d} "
-            f"{row['p50_s']:6.2f} {row['p95_s']:6.2f} {row['load']:5.2f}"
+            f"{p50} {p95} {row['load']:5.2f}"
         )
     print("(window: answered since the row above, p50/p95 of those; waiting: sent, not yet")
     print(" answered or refused; load: the machine's 1-minute load average)")
