@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
@@ -473,6 +475,13 @@ def serve(
             port=settings.server.port if port is None else port,
             started=lambda line: err.print(line),
         )
+        # Stopped: answers drained or released, jobs recorded, everything closed. A generation
+        # batch still running in its thread (it cannot be interrupted) would hold the exit
+        # until it ends, past the grace period of a rolling deploy: leave without waiting.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
     state.default_log_level = "info"
     _run(work)
