@@ -28,7 +28,8 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 from base.database import ping
@@ -104,20 +105,37 @@ def make_app(services: Services) -> web.Application:
         verifier = SignatureVerifier(services.settings.slack.signing_secret.get_secret_value())
 
         async def slack_events(request: web.Request) -> web.Response:
+            raw = await request.read()  # beyond server.max_body_bytes: 413
+            # The signature first, before anything is parsed (bolt parses, then verifies): what
+            # is not signed with our secret is refused whatever it holds. Slack signs UTF-8 text;
+            # other bytes, a timestamp that is no number, a non-ASCII signature: not signed.
             try:
-                bolt_request = await to_bolt_request(request)
-            except ValueError:  # bolt parses the body up front; JSON errors are ValueErrors
-                body = await request.text()
-                if not verifier.is_valid_request(body, dict(request.headers)):
-                    return web.json_response({"error": "invalid signature"}, status=401)
-                log.warning("slack.malformed_request", bytes=len(body))
-                return web.json_response({"error": "malformed request body"}, status=400)
+                text = raw.decode("utf-8")
+                signed = verifier.is_valid_request(text, dict(request.headers))
+            except (ValueError, TypeError):
+                signed = False
+            if not signed:
+                return web.json_response({"error": "invalid signature"}, status=401)
+            try:
+                bolt_request = AsyncBoltRequest(
+                    body=text, query=request.query_string, headers=dict(request.headers)
+                )
+                problem = _misshapen(bolt_request.body)
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError):
+                problem = "not JSON, not a form, or nested too deeply"
+            if problem:
+                log.warning("slack.malformed_request", bytes=len(raw), problem=problem)
+                return web.json_response(
+                    {"error": f"malformed request body: {problem}"}, status=400
+                )
             try:
                 response = await slack.app.async_dispatch(bolt_request)
             except (KeyError, TypeError, ValueError) as exc:
-                # Signed (bolt verifies first) but not shaped like any Slack payload.
+                # Signed and shaped like a Slack payload, yet not one bolt can read.
                 log.warning("slack.unreadable_payload", error=f"{exc.__class__.__name__}: {exc}")
                 return web.json_response({"error": "malformed Slack payload"}, status=400)
+            if response.status == 404:  # no listener for it (an event or a payload we don't
+                return web.Response(status=200)  # use): acknowledged, or Slack sends it again
             return await to_aiohttp_response(response)
 
         app.router.add_post(ids.EVENTS_PATH, slack_events)
@@ -131,6 +149,45 @@ def make_app(services: Services) -> web.Application:
             app["agent_configuration"] = services.teams.auth
         app.router.add_post(MESSAGES_PATH, jwt_authorization_decorator(services.teams.handle))
     return app
+
+
+def _misshapen(body: Any) -> str | None:
+    """Why a signed body is no Slack payload: it has no type (nor is it a slash
+    command), or a field that bolt or a listener reads does not hold the JSON type
+    Slack sends in it (bolt would answer those with a 500, or a 404 after the ack).
+    None: shaped like one."""
+    if not isinstance(body, dict):
+        return "not a JSON object"
+    kind, event, actions = body.get("type"), body.get("event"), body.get("actions")
+    if not isinstance(kind, str) and (
+        kind is not None or not {"command", "ssl_check"} & body.keys()
+    ):
+        return "no type"
+    if (kind == "event_callback" or "event" in body) and not (
+        isinstance(event, dict) and isinstance(event.get("type"), str)
+    ):
+        return "event"
+    authorizations = body.get("authorizations", [])
+    if not isinstance(authorizations, list) or not all(isinstance(a, dict) for a in authorizations):
+        return "authorizations"
+    if (kind == "block_actions" or "actions" in body) and not (
+        isinstance(actions, list)
+        and actions
+        and all(isinstance(a, dict) for a in actions)
+        and (kind != "block_actions" or all(isinstance(a.get("action_id"), str) for a in actions))
+    ):
+        return "actions"
+    for key in ("view", "message", "container", "state"):
+        if key in body and not isinstance(body[key], dict):
+            return key
+    for key in ("user", "channel", "team"):
+        if key in body and not isinstance(body[key], str | dict | None):
+            return key
+    if "command" in body and not all(
+        isinstance(body.get(key), str) for key in ("user_id", "channel_id")
+    ):
+        return "a command without user_id or channel_id"
+    return None
 
 
 @web.middleware

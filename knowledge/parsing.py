@@ -113,6 +113,8 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
         meta = yaml.safe_load(match.group(1)) or {}
     except yaml.YAMLError as exc:
         raise DocumentError(f"front matter is not valid YAML: {exc.__class__.__name__}") from None
+    except RecursionError:  # `[[[[…` or `- - - …` nested deeper than the parser recurses
+        raise DocumentError("front matter is nested too deeply") from None
     if not isinstance(meta, dict):
         raise DocumentError("front matter must be a mapping of keys to values")
     return meta, text[match.end() :]
@@ -171,7 +173,9 @@ class _SectionBuilder:
 
 
 def _tidy(text: str) -> str:
-    text = re.sub(r"[ \t]+\n", "\n", text)
+    # Line by line: the regex `[ \t]+\n` rescans a run of blanks from each of its characters,
+    # which on a long run (a padded export) takes minutes.
+    text = "\n".join(line.rstrip(" \t") for line in text.split("\n"))
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
 
@@ -182,7 +186,7 @@ def _strip_control(text: str) -> str:
 
 # --- Markdown ------------------------------------------------------------------------------
 
-_ATX = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
+_ATX = re.compile(r"(#{1,6})[ \t]+")
 _FENCE = re.compile(r"^[ \t]{0,3}(```|~~~)")
 
 
@@ -199,10 +203,10 @@ def _parse_markdown(data: bytes) -> ParsedDocument:
             builder.line(line)
             continue
         if not in_fence:
-            atx = _ATX.match(line)
+            atx = _atx_heading(line)
             nxt = lines[i + 1] if i + 1 < len(lines) else ""
             if atx:
-                level, text = len(atx.group(1)), _md_inline(atx.group(2))
+                level, text = atx[0], _md_inline(atx[1])
                 first_h1 = first_h1 or (text if level == 1 else "")
                 builder.heading(level, text)
                 continue
@@ -217,6 +221,22 @@ def _parse_markdown(data: bytes) -> ParsedDocument:
     builder.flush()
     title = str(meta.get("title") or first_h1 or "")
     return ParsedDocument(title, tuple(builder.sections), access, allowed)
+
+
+def _atx_heading(line: str) -> tuple[int, str] | None:
+    """`## Text ##` → (2, "Text"): the hashes, at least one blank, the text without its closing
+    hashes and blanks (all hashes: the first one). None if `line` is no ATX heading. String
+    methods, not one regex: `(.+?)[ \t]*#*[ \t]*$` backtracks cubically over a run of blanks
+    inside the heading (a minute for 2,000 spaces)."""
+    opening = _ATX.match(line)
+    if opening is None:
+        return None
+    rest = line[opening.end() :]
+    if not rest:  # blanks only: the text is the last of them (at least two)
+        blanks = opening.end() - len(opening.group(1))
+        return (len(opening.group(1)), line[-1]) if blanks > 1 else None
+    text = rest.rstrip(" \t").rstrip("#").rstrip(" \t")
+    return len(opening.group(1)), text or rest[0]
 
 
 def builder_is_list(line: str) -> bool:
@@ -341,14 +361,19 @@ def _parse_html(data: bytes) -> ParsedDocument:
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     if soup.head:
         soup.head.decompose()
-    for row in soup.find_all("tr"):
-        cells = [c.get_text(" ", strip=True) for c in row.find_all(["td", "th"])]
-        row.replace_with("\n" + " | ".join(cells) + "\n")
-    first_h1 = ""
-    for tag in soup.find_all(["h1", "h2", "h3", "h4", "h5", "h6"]):
-        text = tag.get_text(" ", strip=True)
-        first_h1 = first_h1 or (text if tag.name == "h1" else "")
-        tag.replace_with(f"\n{_HEADING_MARK}{tag.name[1]}{text}\n")
+    _flatten(
+        soup,
+        ["tr"],
+        lambda row: " | ".join(c.get_text(" ", strip=True) for c in row.find_all(["td", "th"])),
+        within="table",
+    )
+    marked = _flatten(
+        soup,
+        ["h1", "h2", "h3", "h4", "h5", "h6"],
+        lambda tag: f"{_HEADING_MARK}{tag.name[1]}{tag.get_text(' ', strip=True)}",
+    )
+    h1s = [line[len(_HEADING_MARK) + 1 :] for line in marked if line[len(_HEADING_MARK)] == "1"]
+    first_h1 = next((text for text in h1s if text), "")
     for tag in soup.find_all("li"):
         tag.insert(0, "- ")
     builder = _SectionBuilder()
@@ -363,6 +388,33 @@ def _parse_html(data: bytes) -> ParsedDocument:
         for s in builder.sections
     )
     return ParsedDocument(title or first_h1, sections, access, allowed)
+
+
+def _flatten(
+    soup: Any, names: list[str], line: Callable[[Any], str], *, within: str = ""
+) -> list[str]:
+    """Replace every `names` element by its `line` (one line of text); returns the lines in
+    document order. An element left open (`<tr>` without `</tr>`, valid HTML) holds the next one
+    in html.parser's tree (`within`: unless a `within` element, a nested table, comes between):
+    innermost first, each is taken out before the one around it reads its text, and its line
+    follows that one's. (Outermost first reads every nested element's text again: cubic in
+    their number, minutes for a few hundred table rows.)"""
+    tags = soup.find_all(names)
+    lines: dict[int, str] = {}
+    nested: dict[int, list[Any]] = {}
+    for tag in reversed(tags):
+        lines[id(tag)] = line(tag)
+        outer = tag.find_parent([*names, within] if within else names)
+        if outer is not None and outer.name in names:
+            nested.setdefault(id(outer), []).append(tag.extract())
+            continue
+        flat, stack = [], [tag]
+        while stack:
+            top = stack.pop()
+            flat.append(lines[id(top)])
+            stack.extend(nested.pop(id(top), ()))
+        tag.replace_with("\n" + "\n".join(flat) + "\n")
+    return [lines[id(tag)] for tag in tags]
 
 
 # --- PDF -----------------------------------------------------------------------------------

@@ -181,8 +181,8 @@ class TeamsBot:
         then let the SDK run the turn."""
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _bad_request("the body is not JSON")
+        except (ValueError, LookupError, RecursionError):  # not JSON or not UTF-8 (or the
+            return _bad_request("the body is not JSON")  # charset named), or nested too deeply
         problem = malformed(body)
         if problem:
             log.warning("teams.malformed_activity", problem=problem)
@@ -582,6 +582,22 @@ def malformed(body: Any) -> str | None:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the activity"
         return f"not a valid activity: {where}: {first['msg']}"
+    except (TypeError, ValueError) as exc:  # what the SDK's own validators raise (`channelId: ""`)
+        return f"not a valid activity: {str(exc).strip().splitlines()[0]}"
+    # What the SDK needs to run a turn at all: without it the turn fails, or the request (500).
+    from urllib.parse import urlsplit
+
+    try:
+        service = urlsplit(body["serviceUrl"])
+    except ValueError:  # `http://[::1` …
+        service = urlsplit("")
+    if service.scheme not in ("http", "https") or not service.netloc:
+        return "the activity's serviceUrl is not an http(s) URL"
+    if not isinstance(body.get("channelId"), str) or not body["channelId"]:
+        return "the activity has no channelId"
+    for party in ("from", "recipient"):
+        if not isinstance(body.get(party), dict) or not body[party].get("id"):
+            return f"the activity has no {party} id"
     return None
 
 
