@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pydantic
 import structlog
@@ -585,8 +586,6 @@ def malformed(body: Any) -> str | None:
     except (TypeError, ValueError) as exc:  # what the SDK's own validators raise (`channelId: ""`)
         return f"not a valid activity: {str(exc).strip().splitlines()[0]}"
     # What the SDK needs to run a turn at all: without it the turn fails, or the request (500).
-    from urllib.parse import urlsplit
-
     try:
         service = urlsplit(body["serviceUrl"])
     except ValueError:  # `http://[::1` …
