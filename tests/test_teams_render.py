@@ -68,7 +68,14 @@ def test_teams_html_becomes_the_text_the_person_typed() -> None:
 
 
 def test_what_is_not_an_activity_is_named() -> None:
-    base = {"type": "message", "conversation": {"id": "c"}, "serviceUrl": "https://s"}
+    base = {
+        "type": "message",
+        "conversation": {"id": "c"},
+        "serviceUrl": "https://s",
+        "channelId": "msteams",
+        "from": {"id": "29:u"},
+        "recipient": {"id": "28:bot"},
+    }
     assert malformed(base) is None
     assert malformed([base]) == "an activity must be a JSON object"
     assert malformed(base | {"type": ""}) == "the activity has no type"
@@ -76,6 +83,15 @@ def test_what_is_not_an_activity_is_named() -> None:
     assert malformed({**base, "serviceUrl": None}) == "the activity has no serviceUrl to reply to"
     problem = malformed(base | {"from": 5})
     assert problem is not None and problem.startswith("not a valid activity: from")
+    # What the SDK cannot run a turn for.
+    assert (
+        malformed(base | {"serviceUrl": "s"}) == "the activity's serviceUrl is not an http(s) URL"
+    )
+    assert malformed({k: v for k, v in base.items() if k != "channelId"}) == (
+        "the activity has no channelId"
+    )
+    assert malformed(base | {"from": {"name": "Erin"}}) == "the activity has no from id"
+    assert malformed(base | {"recipient": None}) == "the activity has no recipient id"
 
 
 def test_conversation_ids_and_feedback_comments() -> None:
