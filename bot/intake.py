@@ -5,8 +5,8 @@
     every `scan_s`, on each replica: `take_expired` → the same, for questions whose replica died
 
 A question older than `delivery.max_age_s` when its turn comes gets a short apology instead
-of a stale answer, and one taken `delivery.max_attempts` times (it keeps killing whoever
-answers it) gets the usual apology: either counts as its one reply. The platforms post both
+of a stale answer, and one whose answer was begun more than `delivery.max_attempts` times (it
+keeps killing whoever answers it) gets the usual apology: either counts as its one reply. The platforms post both
 in place of whatever an earlier try had posted.
 
 On the way down (`stop`), nothing new starts, answers in flight get `server.drain_s` to
@@ -147,7 +147,7 @@ class Intake:
 
     async def start(self) -> None:
         """Renew this replica's leases and resume expired ones, until `stop`."""
-        self._loops = [
+        self._loops = [  # renewing first: it runs until the very end of `stop`
             asyncio.create_task(self._every(self.config.renew_s, self._renew), name="renew"),
             asyncio.create_task(self._every(self.config.scan_s, self.resume), name="resume"),
         ]
@@ -183,10 +183,8 @@ class Intake:
         """Start nothing more; let answers in flight finish within `drain_s`; release the
         rest for another replica."""
         self.accepting = False
-        for loop in self._loops:
+        for loop in self._loops[1:]:  # resuming stops; renewing goes on while answers drain
             loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
-        self._loops = []
         if self._tasks:
             log.info("delivery.draining", answers=len(self._tasks), drain_s=drain_s)
             tasks = list(self._tasks.values())
@@ -196,6 +194,10 @@ class Intake:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
         with contextlib.suppress(ExpertbotError):
             released = await self.claims.release()
             if released:

@@ -355,3 +355,30 @@ async def test_a_replica_takes_over_no_more_questions_than_it_has_room_for(engin
     assert await intake.resume() == 1
     await intake.idle()
     assert sorted(answered) == [f"EvBacklog{n}" for n in range(3)]
+
+
+async def test_leases_are_renewed_while_answers_drain(engine) -> None:
+    """A drain longer than the lease must not let another replica answer the same question."""
+    config = DeliveryConfig(lease_s=0.3, renew_s=0.1, scan_s=0.1)
+    claims = EventClaims(engine, owner="stopping", lease_s=config.lease_s)
+    pending = await claims.claim_question("slack", "EvDraining", asked("1"), {"ts": "1"})
+    assert pending is not None
+    other = EventClaims(engine, owner="other")
+    stolen: list[object] = []
+
+    class Slow:
+        async def answer(self, pending: Any, note: Any, started: Any) -> bool:
+            for _ in range(8):  # 0.8 s: well past the 0.3 s lease
+                await asyncio.sleep(0.1)
+                stolen.extend(await other.take_expired())
+            return True
+
+        async def apologize(self, pending: Any, text: str) -> None:
+            raise AssertionError("not too old")
+
+    intake = Intake(claims, config)
+    intake.add("slack", Slow())
+    await intake.start()
+    intake.begin(pending)
+    await intake.stop(drain_s=5)
+    assert stolen == [] and state(engine, "EvDraining")[0] == ANSWERED
