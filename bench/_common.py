@@ -20,9 +20,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from slack_sdk.signature import SignatureVerifier
@@ -32,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tests.slack_fake import BOT_USER, TEAM, FakeSlack  # noqa: E402 (needs ROOT on sys.path)
+
+T = TypeVar("T")
 
 
 def machine() -> str:
@@ -206,6 +210,40 @@ def synced_handbook(data: Path, *, extra: dict[str, str] | None = None) -> dict[
     sync = [*EXPERTBOT, "--data-dir", str(data), "sync", "examples/knowledge"]
     subprocess.run(sync, cwd=ROOT, env=env, check=True, capture_output=True)
     return env
+
+
+def slack_serve_env(
+    api_url: str, secret: str, *, model: str = "demo", max_new_tokens: int
+) -> dict[str, str]:
+    """The environment of a `serve` that talks to the fake Slack at `api_url` with JSON logs."""
+    return {
+        "SLACK_BOT_TOKEN": "xoxb-bench",
+        "SLACK_SIGNING_SECRET": secret,
+        "EXPERTBOT_SLACK__API_URL": api_url,
+        "EXPERTBOT_MODEL__BASE": model,
+        "EXPERTBOT_MODEL__MAX_NEW_TOKENS": str(max_new_tokens),
+        "EXPERTBOT_LOG_FORMAT": "json",
+    }
+
+
+def run_in_data_dir(
+    prefix: str, data_dir: Path | None, work: Callable[[Path], Coroutine[Any, Any, T]]
+) -> T:
+    """Run `work` on `data_dir` (default: a temporary folder named `prefix`…); a failure prints
+    its cause and the end of the server's log, and exits 1."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        data = data_dir or Path(tmp)
+        data.mkdir(parents=True, exist_ok=True)
+        try:
+            return asyncio.run(work(data))
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            print(f"failed: {exc}")
+            if isinstance(exc, subprocess.CalledProcessError):
+                print(exc.stderr.decode(errors="replace")[-4000:])
+            log = data / "serve.log"
+            if log.exists():
+                print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+            raise SystemExit(1) from None
 
 
 def start_server(

@@ -82,6 +82,7 @@ from _common import (
     percentile,
     questions,
     signed,
+    slack_serve_env,
     start_server,
     stop_server,
     synced_handbook,
@@ -704,17 +705,11 @@ async def bench(args: argparse.Namespace, data: Path, pg_env: dict[str, str]) ->
         env = await asyncio.to_thread(synced_handbook, data, extra=extra)
         secret = secrets.token_hex(16)
         async with ChaosSlack() as fake:
-            env |= {
-                "SLACK_BOT_TOKEN": "xoxb-bench",
-                "SLACK_SIGNING_SECRET": secret,
-                "EXPERTBOT_SLACK__API_URL": fake.api_url,
-                "EXPERTBOT_MODEL__BASE": "demo",
-                "EXPERTBOT_MODEL__MAX_NEW_TOKENS": str(args.max_new_tokens),
+            env |= slack_serve_env(fake.api_url, secret, max_new_tokens=args.max_new_tokens) | {
                 "EXPERTBOT_MODEL__TIMEOUT_S": str(args.model_timeout),
                 "EXPERTBOT_MODEL__THREADS": "1",
                 "EXPERTBOT_SCHEDULE__SYNC": "",
                 "EXPERTBOT_SCHEDULE__TRAIN": "",
-                "EXPERTBOT_LOG_FORMAT": "json",
             }
             (data / "logs").mkdir(exist_ok=True)
             replicas = [Replica(i, data, env) for i in range(args.replicas)]

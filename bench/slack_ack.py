@@ -25,8 +25,6 @@ import argparse
 import asyncio
 import json
 import secrets
-import subprocess
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -41,8 +39,10 @@ from _common import (
     machine,
     percentile,
     questions,
+    run_in_data_dir,
     send,
     signed,
+    slack_serve_env,
     start_server,
     stop_server,
     synced_handbook,
@@ -69,14 +69,9 @@ async def bench(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     log_path = data / "serve.log"
     async with ThreadedSlack() as fake:
-        env |= {
-            "SLACK_BOT_TOKEN": "xoxb-bench",
-            "SLACK_SIGNING_SECRET": secret,
-            "EXPERTBOT_SLACK__API_URL": fake.api_url,
-            "EXPERTBOT_MODEL__BASE": args.model,
-            "EXPERTBOT_MODEL__MAX_NEW_TOKENS": str(args.max_new_tokens),
-            "EXPERTBOT_LOG_FORMAT": "json",
-        }
+        env |= slack_serve_env(
+            fake.api_url, secret, model=args.model, max_new_tokens=args.max_new_tokens
+        )
         if args.model_timeout is not None:
             env["EXPERTBOT_MODEL__TIMEOUT_S"] = str(args.model_timeout)
         proc = start_server(data, env, port)
@@ -176,19 +171,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="default: a temporary folder")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="expertbot-slack-ack-") as tmp:
-        data = args.data_dir or Path(tmp)
-        data.mkdir(parents=True, exist_ok=True)
-        try:
-            results = asyncio.run(bench(data, args))
-        except (RuntimeError, subprocess.CalledProcessError) as exc:
-            print(f"failed: {exc}")
-            if isinstance(exc, subprocess.CalledProcessError):
-                print(exc.stderr.decode(errors="replace")[-4000:])
-            log = data / "serve.log"
-            if log.exists():
-                print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
-            raise SystemExit(1) from None
+    results = run_in_data_dir("expertbot-slack-ack-", args.data_dir, lambda data: bench(data, args))
     if args.json:
         print(json.dumps(results, indent=2))
     else:

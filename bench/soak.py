@@ -44,8 +44,6 @@ import itertools
 import json
 import os
 import secrets
-import subprocess
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -60,8 +58,10 @@ from _common import (
     machine,
     percentile,
     questions,
+    run_in_data_dir,
     send,
     signed,
+    slack_serve_env,
     start_server,
     stop_server,
     synced_handbook,
@@ -199,15 +199,9 @@ async def soak(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     duration = 60 * args.minutes
     async with ThreadedSlack() as fake:
-        env |= {
-            "SLACK_BOT_TOKEN": "xoxb-bench",
-            "SLACK_SIGNING_SECRET": secret,
-            "EXPERTBOT_SLACK__API_URL": fake.api_url,
-            "EXPERTBOT_MODEL__BASE": "demo",
-            "EXPERTBOT_MODEL__MAX_NEW_TOKENS": str(args.max_new_tokens),
+        env |= slack_serve_env(fake.api_url, secret, max_new_tokens=args.max_new_tokens) | {
             "EXPERTBOT_SCHEDULE__SYNC": "",  # no re-sync or training in the middle of the run
             "EXPERTBOT_SCHEDULE__TRAIN": "",
-            "EXPERTBOT_LOG_FORMAT": "json",
         }
         proc = start_server(data, env, port)
         sent: dict[str, float] = {}
@@ -376,19 +370,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="default: a temporary folder")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="expertbot-soak-") as tmp:
-        data = args.data_dir or Path(tmp)
-        data.mkdir(parents=True, exist_ok=True)
-        try:
-            results = asyncio.run(soak(data, args))
-        except (RuntimeError, subprocess.CalledProcessError) as exc:
-            print(f"failed: {exc}")
-            if isinstance(exc, subprocess.CalledProcessError):
-                print(exc.stderr.decode(errors="replace")[-4000:])
-            log = data / "serve.log"
-            if log.exists():
-                print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
-            raise SystemExit(1) from None
+    results = run_in_data_dir("expertbot-soak-", args.data_dir, lambda data: soak(data, args))
     if args.json:
         print(json.dumps(results, indent=2))
     else:
