@@ -282,16 +282,6 @@ class EventClaims:
                     taken.append(_pending(conn, platform, event_id))
         return taken
 
-    def open_questions(self) -> dict[str, int]:
-        """How many questions wait in each open state (for status and the readiness probe)."""
-        with connection(self.engine, "counting open questions") as conn:
-            rows = conn.execute(
-                sa.select(processed_events.c.state, sa.func.count())
-                .where(processed_events.c.state.in_(OPEN))
-                .group_by(processed_events.c.state)
-            ).all()
-        return {state: count for state, count in rows}
-
     def _purge(self) -> None:
         try:
             with transaction(self.engine, "purging old event claims") as conn:
@@ -307,6 +297,17 @@ class EventClaims:
                 )
         except DatabaseError as exc:  # housekeeping only: the claim itself succeeded
             log.warning("delivery.purge_failed", error=str(exc))
+
+
+def open_questions(engine: Engine) -> dict[str, int]:
+    """How many questions wait in each open state (for `expertbot status`)."""
+    with connection(engine, "counting open questions") as conn:
+        rows = conn.execute(
+            sa.select(processed_events.c.state, sa.func.count())
+            .where(processed_events.c.state.in_(OPEN))
+            .group_by(processed_events.c.state)
+        ).all()
+    return {state: count for state, count in rows}
 
 
 def _key(pending: Pending) -> sa.ColumnElement[bool]:

@@ -58,18 +58,13 @@ class Intake:
         self.config = config
         self.capacity = capacity
         self.repliers: dict[str, Replier] = {}
-        self.accepting = True
+        self.accepting = True  # False once stopping: questions claimed now are left to others
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._held: dict[tuple[str, str], Pending] = {}  # what the tasks answer (leases renewed)
         self._loops: list[asyncio.Task[None]] = []
 
     def add(self, platform: str, replier: Replier) -> None:
         self.repliers[platform] = replier
-
-    @property
-    def hold(self) -> bool:
-        """Whether a question claimed now should be leased here (False once stopping)."""
-        return self.accepting
 
     def begin(self, pending: Pending) -> None:
         """Answer a question this replica has just claimed and holds."""

@@ -24,7 +24,7 @@ from base.database import redact_url
 from base.errors import AdapterError, AlreadyRunningError, ConfigError, NotFoundError
 from base.locks import JobLock
 from bot import metrics
-from bot.claims import EventClaims
+from bot.claims import open_questions
 from bot.core.abstention import RETRAINED, abstention_rule, reranker_name
 from bot.core.access import scope_for
 from bot.core.answering import merge_passages
@@ -196,9 +196,7 @@ class Ops:
             ],
             "database": redact_url(self.settings.resolved_database_url),
             "abstention": await self.abstention(),
-            "questions_waiting": await asyncio.to_thread(
-                EventClaims(self.store.engine).open_questions
-            ),
+            "questions_waiting": await asyncio.to_thread(open_questions, self.store.engine),
         }
 
     @_recorded("sync")

@@ -187,7 +187,7 @@ class SlackBot:
         if isinstance(intent, Ask):
             key = event_id or f"{event['channel']}|{event['ts']}"
             pending = await self.claims.claim_question(
-                PLATFORM, key, intent.question, intent.reply, hold=self.intake.hold
+                PLATFORM, key, intent.question, intent.reply, hold=self.intake.accepting
             )
             if pending is None:
                 return BoltResponse(status=200, body="")

@@ -285,7 +285,7 @@ class TeamsBot:
         }
         key = claim_key(activity) if activity.id else f"{conversation.id}|{uuid.uuid4().hex}"
         pending = await self.claims.claim_question(
-            PLATFORM, key, question, reply, hold=self.intake.hold
+            PLATFORM, key, question, reply, hold=self.intake.accepting
         )
         if pending is not None and pending.held:
             self.intake.begin(pending)
