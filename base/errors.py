@@ -2,7 +2,7 @@
 
     ExpertbotError                  every error we raise on purpose
     ├── ConfigError                 bad settings: names the key
-    ├── SourceError                 a configured source folder is missing or unreadable
+    ├── SourceError                 a source cannot be read: a missing folder, a site or API that refuses
     ├── DocumentError               one file cannot be turned into text (skipped, counted)
     ├── QueryError                  a search or question that cannot be run (empty, …)
     ├── InputFileError              a user-supplied file (eval JSONL …) is malformed: names the line

@@ -41,7 +41,7 @@ from _common import ROOT, git_rev, machine
 from base.database import make_engine, sqlite_url
 from bench.pydocs_dataset import build as build_dataset
 from bot.logging import configure_logging
-from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.config import FolderSource, KnowledgeConfig
 from knowledge.embedding import Embedder, SentenceTransformerEmbedder
 from knowledge.models import IndexStats, SearchFilters
 from knowledge.runtime import Knowledge
@@ -64,7 +64,7 @@ def read_questions(path: Path) -> list[dict]:
 
 
 async def open_corpus(
-    work: Path, source: SourceConfig, embedder: Embedder
+    work: Path, source: FolderSource, embedder: Embedder
 ) -> tuple[Knowledge, IndexStats]:
     """The index of `source` in `work`, synced (only changed documents are embedded)."""
     work.mkdir(parents=True, exist_ok=True)
@@ -230,7 +230,7 @@ async def main(work: Path, handbook_work: Path, as_json: bool) -> dict:
 
     rows: list[dict] = []
     handbook, hb_stats = await open_corpus(
-        handbook_work, SourceConfig(path=EXAMPLES / "knowledge", name="handbook"), embedder
+        handbook_work, FolderSource(path=EXAMPLES / "knowledge", name="handbook"), embedder
     )
     sets = [(read_questions(EXAMPLES / p), a) for p, a in HANDBOOK_SETS]
     scales = {"handbook": await reported_scale(handbook, [i["question"] for i in sets[0][0][:5]])}
@@ -241,7 +241,7 @@ async def main(work: Path, handbook_work: Path, as_json: bool) -> dict:
     await handbook.close()
 
     pydocs, stats = await open_corpus(
-        work, SourceConfig(path=work / "dataset" / "corpus", name="pydocs"), embedder
+        work, FolderSource(path=work / "dataset" / "corpus", name="pydocs"), embedder
     )
     sets = [
         (read_questions(work / "dataset" / "questions.jsonl"), True),

@@ -43,7 +43,7 @@ from bot.core.question import Question
 from bot.core.runtime import Core
 from bot.logging import configure_logging
 from bot.settings import load_settings
-from knowledge.config import SourceConfig
+from knowledge.config import FolderSource
 
 EXAMPLES = ROOT / "examples"
 RESTRICTED = {"people/compensation-bands.md", "finance/quarter-close.md"}  # not public
@@ -155,7 +155,7 @@ async def main(
     await core.start()
     start_s = time.perf_counter() - t
     report = await core.knowledge.syncer.run(
-        [SourceConfig(path=EXAMPLES / "knowledge", name="handbook")]
+        [FolderSource(path=EXAMPLES / "knowledge", name="handbook")]
     )
     questions, others = pick_questions(n)
     import torch

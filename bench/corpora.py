@@ -40,7 +40,7 @@ from _common import ROOT, git_rev, machine, summary_ms
 from base.database import make_engine, sqlite_url
 from bot.core.config import AnswerConfig
 from knowledge.answerability import DEFAULT_MODEL, FEATURES, AnswerabilityModel, Row
-from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.config import FolderSource, KnowledgeConfig
 from knowledge.evaluation import (
     RetrievalCase,
     evaluate_passages,
@@ -79,7 +79,7 @@ def half_of(cases: list[RetrievalCase], half: str) -> list[RetrievalCase]:
 async def measure(name: str, work: Path, half: str, sources: Path | None) -> dict[str, Any]:
     corpus, answerable, unanswerable = dataset(name, work, sources)
     data_dir = work / name / "index"
-    config = KnowledgeConfig(sources=[SourceConfig(path=corpus, name=name)])
+    config = KnowledgeConfig(sources=[FolderSource(path=corpus, name=name)])
     engine = make_engine(sqlite_url(data_dir / "expertbot.db"))
     knowledge = Knowledge.build(config, data_dir=data_dir, engine=engine)
     await knowledge.open()

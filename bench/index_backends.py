@@ -43,9 +43,10 @@ from pydantic import SecretStr
 from base.database import make_engine, sqlite_url
 from bench.pydocs_dataset import build as build_dataset
 from knowledge.config import (
+    FolderSource,
+    SourceConfig,
     KnowledgeConfig,
     LanceDBConfig,
-    SourceConfig,
     WeaviateConfig,
 )
 from knowledge.embedding import SentenceTransformerEmbedder
@@ -203,9 +204,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     dataset = build_dataset(work / "dataset")
     corpus, faq = sample_corpus(work / "dataset", args.docs)
     handbook = ROOT / "examples" / "knowledge"
-    sources = [
-        SourceConfig(path=corpus, name="pydocs"),
-        SourceConfig(path=handbook, name="handbook"),
+    sources: list[SourceConfig] = [
+        FolderSource(path=corpus, name="pydocs"),
+        FolderSource(path=handbook, name="handbook"),
     ]
     hb_questions = [
         json.loads(line)

@@ -89,7 +89,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from bot.core.runtime import Core
     from bot.ops import Ops
     from bot.settings import load_settings
-    from knowledge.config import SourceConfig
+    from knowledge.config import FolderSource
     from training.feedback.records import AnswerRecord
     from training.learning.dataset import split_of
 
@@ -112,7 +112,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     )
     settings.knowledge.sources = [
-        SourceConfig(path=ROOT / "examples" / "knowledge", name="handbook")
+        FolderSource(path=ROOT / "examples" / "knowledge", name="handbook")
     ]
     core = Core.build(settings)
     await core.start()

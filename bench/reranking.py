@@ -27,7 +27,7 @@ from _common import ROOT, git_rev, machine, summary_ms
 from base.database import make_engine, sqlite_url
 from bench.corpora import dataset
 from bot.logging import configure_logging
-from knowledge.config import KnowledgeConfig, RerankConfig, SourceConfig
+from knowledge.config import FolderSource, KnowledgeConfig, RerankConfig
 from knowledge.evaluation import RetrievalCase, evaluate_passages, load_cases
 from knowledge.models import Hit
 from knowledge.reranking import CrossEncoderReranker, Reranker, rerank
@@ -43,7 +43,7 @@ async def candidates(
     """The top `depth` hybrid hits of each question, and how many documents the index holds."""
     corpus, _, _ = dataset("handbook", work)
     data_dir = work / "index"
-    config = KnowledgeConfig(sources=[SourceConfig(path=corpus, name="handbook")])
+    config = KnowledgeConfig(sources=[FolderSource(path=corpus, name="handbook")])
     engine = make_engine(sqlite_url(data_dir / "expertbot.db"))
     knowledge = Knowledge.build(config, data_dir=data_dir, engine=engine)
     await knowledge.open()

@@ -26,7 +26,7 @@ from _common import ROOT, git_rev, machine
 
 from base.database import make_engine, sqlite_url
 from bench.pydocs_dataset import build as build_dataset
-from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.config import FolderSource, KnowledgeConfig
 from knowledge.evaluation import evaluate_retrieval, load_cases
 from knowledge.runtime import Knowledge
 
@@ -35,7 +35,7 @@ async def main(work: Path, as_json: bool) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     dataset = build_dataset(work / "dataset")
     corpus = work / "dataset" / "corpus"
-    source = SourceConfig(path=corpus, name="pydocs")
+    source = FolderSource(path=corpus, name="pydocs")
     config = KnowledgeConfig(sources=[source])
     engine = make_engine(sqlite_url(work / "expertbot.db"))
     knowledge = Knowledge.build(config, data_dir=work, engine=engine)

@@ -29,7 +29,7 @@ from _common import ROOT, git_rev, machine
 from base.database import make_engine, sqlite_url
 from bench.corpora import CORPORA, dataset
 from knowledge import fusion
-from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.config import FolderSource, KnowledgeConfig
 from knowledge.evaluation import load_cases
 from knowledge.runtime import Knowledge
 from knowledge.search import first_per_key
@@ -62,7 +62,7 @@ async def candidates(name: str, work: Path, sources: Path | None) -> list[Case]:
     corpus, answerable, _ = dataset(name, work, sources)
     data_dir = work / name / "index"
     engine = make_engine(sqlite_url(data_dir / "expertbot.db"))
-    config = KnowledgeConfig(sources=[SourceConfig(path=corpus, name=name)])
+    config = KnowledgeConfig(sources=[FolderSource(path=corpus, name=name)])
     knowledge = Knowledge.build(config, data_dir=data_dir, engine=engine)
     await knowledge.open()
     cases: list[Case] = []

@@ -19,13 +19,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from base.database import redact_url
-from base.errors import AlreadyRunningError, ConfigError, ExpertbotError
+from base.database import make_engine, redact_url
+from base.errors import AlreadyRunningError, ConfigError, ExpertbotError, SourceError
+from base.migrations import migrate_all
 from bot.core.knowledge import knowledge_for
 from bot.core.question import Answer, Question, Where, WhereKind
 from bot.logging import configure_logging
 from bot.settings import Settings, load_settings
-from knowledge.config import SourceConfig
+from knowledge.config import FolderSource, SourceConfig
+from knowledge.connectors.base import Entry
 from knowledge.evaluation import (
     RetrievalMetrics,
     RetrievalOutcome,
@@ -37,6 +39,7 @@ from knowledge.models import Access, AccessScope, Hit, SearchFilters
 from knowledge.reports import SyncReport
 from knowledge.runtime import Knowledge
 from knowledge.search import MODES
+from knowledge.sources import SourceStatus, probe, source_statuses
 
 log = structlog.get_logger("expertbot.cli")
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -148,11 +151,21 @@ def _knowledge(settings: Settings) -> Knowledge:
     return knowledge_for(settings)
 
 
-def _sources_for(paths: list[Path], settings: Settings) -> list[SourceConfig] | None:
+def _sources_for(
+    paths: list[Path], names: list[str], settings: Settings
+) -> list[SourceConfig] | None:
+    """The sources a sync reads: the named ones, folders given on the command line (as
+    configured, if they are), or every configured one (None)."""
+    if names and paths:
+        raise ConfigError("give folders or --source names, not both")
+    if names:
+        return [settings.knowledge.source(name) for name in names]
     if not paths:
         return None
-    configured = {s.path.resolve(): s for s in settings.knowledge.sources}
-    return [configured.get(p.resolve()) or SourceConfig(path=p) for p in paths]
+    configured = {
+        s.path.resolve(): s for s in settings.knowledge.sources if isinstance(s, FolderSource)
+    }
+    return [configured.get(p.resolve()) or FolderSource(path=p) for p in paths]
 
 
 def _print_json(data: Any) -> None:
@@ -164,6 +177,9 @@ def sync(
     paths: list[Path] = typer.Argument(
         None, help="Folders to sync (default: the configured sources)."
     ),
+    source: list[str] = typer.Option(
+        None, "--source", help="Only the configured source of this name (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the sync report as JSON."),
     wait: bool = typer.Option(
         False, "--wait", help="If a sync is running, wait for it to end first."
@@ -172,33 +188,41 @@ def sync(
         False, "--rebuild", help="Drop the index and re-embed everything."
     ),
 ) -> None:
-    """Sync the index with the documents: add new, re-embed changed, delete removed ones."""
+    """Sync the index with the documents: add new, re-embed changed, delete removed ones.
+    Every configured source (and the experts' answers), or only those named by --source.
+    Exits 1 when a source could not be read (the others are synced; its documents stay)."""
 
     async def work(settings: Settings) -> SyncReport:
+        sources = _sources_for(paths or [], source or [], settings)
         knowledge = _knowledge(settings)
         await knowledge.open(index=False)
         try:
-            return await _sync_with_progress(
-                knowledge, _sources_for(paths or [], settings), wait, rebuild, as_json
-            )
+            return await _sync_with_progress(knowledge, sources, not source, wait, rebuild, as_json)
         finally:
             await knowledge.close()
 
     report = _run(work)
     if as_json:
         _print_json(report.as_json())
-        return
-    for item in report.items:
-        if item.action in ("skipped", "failed"):
-            err.print(f"  {item.action}: {item.source}:{item.doc_id}: {item.reason}")
-    out.print(report.summary())
+    else:
+        for item in report.items:
+            if item.action in ("skipped", "failed"):
+                err.print(f"  {item.action}: {item.source}:{item.doc_id}: {item.reason}")
+        out.print(report.summary())
+    if report.failed_sources:
+        raise typer.Exit(EXIT_ERROR)
 
 
 async def _sync_with_progress(
-    knowledge: Knowledge, sources: list[SourceConfig] | None, wait: bool, rebuild: bool, quiet: bool
+    knowledge: Knowledge,
+    sources: list[SourceConfig] | None,
+    feeds: bool,
+    wait: bool,
+    rebuild: bool,
+    quiet: bool,
 ) -> SyncReport:
     if quiet or not err.is_terminal:
-        return await knowledge.syncer.run(sources, wait=wait, rebuild=rebuild)
+        return await knowledge.syncer.run(sources, feeds=feeds, wait=wait, rebuild=rebuild)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -213,9 +237,102 @@ async def _sync_with_progress(
         task = bar.add_task("", total=None)
 
         def progress(done: int, total: int, doc_id: str) -> None:
-            bar.update(task, completed=done, total=total, description=doc_id[-50:])
+            bar.update(task, completed=done, total=total or None, description=doc_id[-50:])
 
-        return await knowledge.syncer.run(sources, wait=wait, rebuild=rebuild, progress=progress)
+        return await knowledge.syncer.run(
+            sources, feeds=feeds, wait=wait, rebuild=rebuild, progress=progress
+        )
+
+
+sources_app = typer.Typer(help="The document sources: what each holds, and checks.")
+app.add_typer(sources_app, name="sources")
+
+
+@sources_app.command("list")
+def sources_list(
+    as_json: bool = typer.Option(False, "--json", help="Print the sources as JSON."),
+) -> None:
+    """Every configured source: its type, where it reads, its last sync, the documents it listed
+    then and the age of its cursor."""
+
+    async def work(settings: Settings) -> list[SourceStatus]:
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            await asyncio.to_thread(migrate_all, engine)
+            return await asyncio.to_thread(source_statuses, settings.knowledge, engine)
+        finally:
+            engine.dispose()
+
+    rows = _run(work)
+    if as_json:
+        _print_json([row.as_json() for row in rows])
+        return
+    if not rows:
+        out.print("no sources configured (knowledge.sources in expertbot.toml)")
+        return
+    for row in rows:
+        when = row.last_sync.strftime("%Y-%m-%d %H:%M UTC") if row.last_sync else "never synced"
+        docs = f"{row.documents} documents" if row.documents is not None else "no documents yet"
+        age = f", cursor {_age(row.cursor_age_s)} old" if row.cursor_age_s is not None else ""
+        failed = f" — last sync failed: {row.error}" if row.error else ""
+        out.print(
+            f"{row.name}  ({row.type}, {row.access})  {row.location}\n"
+            f"    {when}: {docs}{age}{failed}",
+            markup=False,
+        )
+
+
+@sources_app.command("test")
+def sources_test(
+    name: str = typer.Argument(..., help="The source's name (`expertbot sources list`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Check that a source can be read: list up to 5 of its documents (nothing is indexed).
+    Exits 0 when it can, 1 with the reason when it cannot."""
+
+    async def work(settings: Settings) -> tuple[SourceConfig, list[Entry] | str]:
+        source = settings.knowledge.source(name)
+        try:
+            return source, await probe(source, max_bytes=settings.knowledge.max_file_bytes)
+        except SourceError as exc:
+            return source, str(exc)
+
+    source, found = _run(work)
+    if isinstance(found, str):
+        if as_json:
+            _print_json({"name": source.source_name, "ok": False, "error": found})
+        else:
+            err.print(f"{source.source_name}: cannot be read: {found}", markup=False)
+        raise typer.Exit(EXIT_ERROR)
+    if as_json:
+        _print_json(
+            {
+                "name": source.source_name,
+                "ok": True,
+                "documents": [
+                    {"id": e.doc_id, "title": e.title, "uri": e.uri, "size": e.size} for e in found
+                ],
+            }
+        )
+        return
+    out.print(
+        f"{source.source_name}: ok, {source.type} source {source.location} lists "
+        f"{len(found) if found else 'no'} document{'s' if len(found) != 1 else ''}"
+        f"{' (the first 5)' if len(found) == 5 else ''}",
+        markup=False,
+    )
+    for entry in found:
+        out.print(f"  {entry.doc_id}  {entry.uri}", markup=False)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86_400:.0f} days"
 
 
 @app.command()

@@ -200,22 +200,38 @@ class Ops:
         }
 
     @_recorded("sync")
-    async def sync(self, *, trigger: str, report: Report | None = None) -> JobResult:
-        """Re-sync the index with the configured sources (AlreadyRunningError if one runs)."""
+    async def sync(
+        self,
+        *,
+        trigger: str,
+        report: Report | None = None,
+        sources: list[str] | None = None,
+        feeds: bool | None = None,
+    ) -> JobResult:
+        """Re-sync the index with the configured sources and the experts' answers, or only the
+        sources named (and the experts' answers if `feeds`). AlreadyRunningError if every one
+        is syncing already."""
         started = time.monotonic()
         reporter = _Reporter(report)
+        knowledge = self.settings.knowledge
+        chosen = [knowledge.source(name) for name in sources] if sources is not None else None
 
-        def progress(done: int, total: int, _doc: str) -> None:
-            reached = [m for m in (25, 50, 75) if total and 100 * done // total >= m]
-            if reached:
-                reporter.once(max(reached), f"sync: {done}/{total} documents")
+        def progress(done: int, _total: int, _doc: str) -> None:
+            if done % 500 == 0:
+                reporter.once(done, f"sync: {done} documents so far")
 
         if report is not None:
             await report("sync started")
-        result = await self.knowledge.syncer.run(trigger=trigger, progress=progress)
+        result = await self.knowledge.syncer.run(
+            sources=chosen,
+            feeds=sources is None if feeds is None else feeds,
+            trigger=trigger,
+            progress=progress,
+        )
         await reporter.flush()
         log.info("ops.sync", trigger=trigger, status=result.status, s=time.monotonic() - started)
-        return JobResult("sync", result.status == "ok", result.summary(), result.as_json())
+        ok = result.status == "ok" and not result.failed_sources
+        return JobResult("sync", ok, result.summary(), result.as_json())
 
     @_recorded("retrain")
     async def train(

@@ -10,6 +10,9 @@ or `expertbot jobs`, once across replicas.
   the database; only the first process to claim it runs the job, the others log and move on.
   A run still going when the next slot comes (or a manual trigger) meets the job's own lease:
   "already running since …", recorded as refused.
+- A source with its own `schedule` re-syncs on it, alone (job `sync:<name>`); the global sync
+  job covers the other sources and the experts' answers. Sources sync under their own leases,
+  so the two never wait for each other.
 - Cron expressions: five fields (minute hour day month weekday), or six with seconds first.
   An empty expression disables the job.
 """
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("expertbot.schedule")
 
 JOBS = {"sync": "expertbot.sync", "train": "expertbot.train"}
+SOURCE_JOB = "sync:"  # + a source's name: that source on its own schedule
 # The job store's table, created by the `schedule` namespace's migration (base/migrations/).
 JOB_TABLE = "scheduled_jobs"
 NO_SOURCES = "no knowledge.sources configured (EXPERTBOT_KNOWLEDGE__SOURCES or the TOML file)"
@@ -162,8 +166,16 @@ class Scheduler:
             # re-synced (folders given to `expertbot sync` once are not remembered).
             log.warning("schedule.sync_off", reason=NO_SOURCES)
             sync = ""
-        for job, cron in (("sync", sync), ("train", self.config.train)):
-            job_id = JOBS[job]
+        wanted = {"sync": sync, "train": self.config.train} | {
+            SOURCE_JOB + s.source_name: s.schedule or ""
+            for s in self.ops.settings.knowledge.sources
+            if s.schedule
+        }
+        for job in self.scheduler.get_jobs():  # sources whose own schedule was removed
+            if job.id.startswith(_job_id(SOURCE_JOB)) and job.name not in wanted:
+                self.scheduler.remove_job(job.id)
+        for job, cron in wanted.items():
+            job_id = _job_id(job)
             existing = self.scheduler.get_job(job_id)
             if not cron:
                 if existing is not None:
@@ -197,8 +209,21 @@ class Scheduler:
         if _current is self:
             _current = None
 
+    def _cron(self, job: str) -> str:
+        if job.startswith(SOURCE_JOB):
+            name = job[len(SOURCE_JOB) :]
+            return next(
+                (
+                    s.schedule or ""
+                    for s in self.ops.settings.knowledge.sources
+                    if s.source_name == name
+                ),
+                "",
+            )
+        return self.config.sync if job == "sync" else self.config.train
+
     async def fire(self, job: str) -> JobResult | None:
-        cron = self.config.sync if job == "sync" else self.config.train
+        cron = self._cron(job)
         zone = ZoneInfo(self.config.timezone)
         slot = slot_of(cron, self.config.timezone, datetime.now(zone)) if cron else None
         stamp = slot.isoformat(timespec="seconds") if slot else "manual"
@@ -217,7 +242,17 @@ class Scheduler:
         return result
 
     async def _run(self, job: str, trigger: str) -> JobResult:
+        if job.startswith(SOURCE_JOB):
+            return await self.ops.sync(trigger=trigger, sources=[job[len(SOURCE_JOB) :]])
         if job == "sync":
+            own = {s.source_name for s in self.ops.settings.knowledge.sources if s.schedule}
+            if own:  # the others, and the experts' answers
+                rest = [
+                    s.source_name
+                    for s in self.ops.settings.knowledge.sources
+                    if s.source_name not in own
+                ]
+                return await self.ops.sync(trigger=trigger, sources=rest, feeds=True)
             return await self.ops.sync(trigger=trigger)
         return await self.ops.train(trigger=trigger)
 
@@ -225,5 +260,10 @@ class Scheduler:
         return {
             job.name: job.next_run_time
             for job in self.scheduler.get_jobs()
-            if job.id in JOBS.values()
+            if job.id in JOBS.values() or job.id.startswith(_job_id(SOURCE_JOB))
         }
+
+
+def _job_id(job: str) -> str:
+    """The job store's id of `job` ("sync", "train", "sync:<source>")."""
+    return JOBS.get(job) or "expertbot." + job

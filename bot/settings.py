@@ -29,7 +29,7 @@ from pydantic_settings import (
 from base.database import sqlite_url
 from base.errors import ConfigError
 from bot.core.config import AnswerConfig
-from bot.schedule import ScheduleConfig
+from bot.schedule import ScheduleConfig, cron_trigger
 from bot.slack.config import SlackConfig
 from bot.teams.config import TeamsConfig
 from knowledge.config import KnowledgeConfig
@@ -122,6 +122,16 @@ class Settings(BaseSettings):
     teams: TeamsConfig = Field(default_factory=TeamsConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
+    @model_validator(mode="after")
+    def _source_schedules(self) -> Settings:
+        for source in self.knowledge.sources:
+            if source.schedule:
+                try:
+                    cron_trigger(source.schedule, self.schedule.timezone)
+                except ValueError as exc:
+                    raise ValueError(f"source {source.source_name!r}: schedule: {exc}") from None
+        return self
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or sqlite_url(self.data_dir / "expertbot.db")
@@ -200,6 +210,10 @@ def load_settings(
         raise ConfigError(_describe(exc, path)) from None
     finally:
         _LAYERS.pop(_Resolved, None)
+    # Sources' credentials are given by reference; the environment is read here, once.
+    for source in resolved.knowledge.sources:
+        for reference in source.secret_references():
+            reference.bind_environment(environ)
     return resolved
 
 
@@ -240,6 +254,8 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
             msg = "unknown key"
         shown = "" if err["type"] == "extra_forbidden" else f" (got {err.get('input')!r})"
         if "api_key" in key or "secret" in key or "token" in key:
+            shown = ""
+        if isinstance(err.get("input"), dict | list):  # a whole section may hold a secret
             shown = ""
         lines.append(f"{key}: {msg}{shown}")
     where = f" in {path} or the environment" if path else ""

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
+from base.errors import ConfigError, SourceError
 from knowledge.models import Access
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -16,16 +29,43 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SourceConfig(_Strict):
-    """A folder of documents. Its `access` applies to every document in it unless the
-    document's own front matter says otherwise."""
+class _Source(_Strict):
+    """What every source has: a unique name, who may see its documents, and when it syncs."""
 
-    path: Path
-    name: str | None = Field(default=None, description="Defaults to the folder's name.")
+    name: str | None = Field(
+        default=None,
+        description="Unique among the sources; named in reports, citations' filters and "
+        "`expertbot sync --source`. Folders default to the folder's name, web sites to the host.",
+    )
     access: Access = Access.PUBLIC
     allowed: list[str] = Field(
         default_factory=list, description="Channels / groups for 'restricted'."
     )
+    schedule: str | None = Field(
+        default=None,
+        description="When this source re-syncs (cron); default: the global schedule.sync.",
+    )
+
+    @property
+    def source_name(self) -> str:
+        raise NotImplementedError
+
+    def secret_references(self) -> list[SecretReference]:
+        """The credentials this source is configured with (resolved by the entry point)."""
+        return [value for value in self.__dict__.values() if isinstance(value, SecretReference)]
+
+    @property
+    def location(self) -> str:
+        """Where the documents come from, as a report names it."""
+        raise NotImplementedError
+
+
+class FolderSource(_Source):
+    """A folder of documents. Its `access` applies to every document in it unless the
+    document's own front matter says otherwise."""
+
+    type: Literal["folder"] = "folder"
+    path: Path
     base_url: str | None = Field(
         default=None,
         description="Cite documents as base_url + their id (e.g. the wiki they come from); "
@@ -37,6 +77,125 @@ class SourceConfig(_Strict):
     @property
     def source_name(self) -> str:
         return self.name or self.path.resolve().name
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+
+class SecretReference(_Strict):
+    """A credential given by reference, never inline: the name of an environment variable or
+    a file holding it. The value is resolved by the entry point (`bot.settings`) or read from
+    the file when needed, and is never logged or reported."""
+
+    token_env: str | None = Field(
+        default=None, description="Environment variable holding the token."
+    )
+    token_file: Path | None = Field(default=None, description="File holding the token.")
+    _token_value: SecretStr | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> SecretReference:
+        if self.token_env and self.token_file:
+            raise ValueError("give the token by token_env or token_file, not both")
+        return self
+
+    def bind_environment(self, environ: Mapping[str, str]) -> None:
+        """Resolve `token_env` from the process environment (the entry point calls this)."""
+        if self.token_env and environ.get(self.token_env):
+            self._token_value = SecretStr(environ[self.token_env])
+
+    def token(self) -> SecretStr | None:
+        """The token, or None when the source needs none. SourceError names what is missing."""
+        if self.token_file is not None:
+            try:
+                value = self.token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SourceError(
+                    f"cannot read token_file {self.token_file}: {exc.strerror or exc}"
+                ) from None
+            if not value:
+                raise SourceError(f"token_file {self.token_file} is empty")
+            return SecretStr(value)
+        if self.token_env:
+            if self._token_value is None:
+                raise SourceError(f"the environment variable {self.token_env} is not set")
+            return self._token_value
+        return None
+
+
+class WebSource(_Source):
+    """A web site (an intranet, a documentation site): crawled from `url` or read from a
+    sitemap, within `prefix`, honouring robots.txt."""
+
+    type: Literal["web"]
+    url: str | None = Field(default=None, description="Where the crawl starts.")
+    sitemap: str | None = Field(
+        default=None, description="A sitemap.xml (or sitemap index) listing the pages."
+    )
+    prefix: str | None = Field(
+        default=None,
+        description="Only URLs under this prefix are read; default: the start URL's (or the "
+        "sitemap's) folder.",
+    )
+    max_pages: int = Field(default=1_000, ge=1, le=1_000_000, description="The page budget.")
+    max_depth: int = Field(default=20, ge=0, le=1_000, description="Links followed from the start.")
+    concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight at once.")
+    delay_s: float = Field(
+        default=0.0, ge=0, description="Pause between requests (robots.txt's Crawl-delay wins)."
+    )
+    timeout_s: float = Field(default=30.0, gt=0)
+    user_agent: str = "expertbot"
+    follow_files: bool = Field(
+        default=True, description="Also read linked Office and PDF files under the prefix."
+    )
+    auth: SecretReference | None = Field(
+        default=None, description="A bearer token for an intranet: token_env or token_file."
+    )
+
+    @model_validator(mode="after")
+    def _start(self) -> WebSource:
+        if not (self.url or self.sitemap):
+            raise ValueError("a web source needs `url` or `sitemap`")
+        for value in (self.url, self.sitemap, self.prefix):
+            if value and urlsplit(value).scheme not in ("http", "https"):
+                raise ValueError(f"{value!r} is not an http(s) URL")
+        return self
+
+    @property
+    def start(self) -> str:
+        return self.url or self.sitemap or ""
+
+    @property
+    def scope(self) -> str:
+        """The URL prefix every read page must have."""
+        if self.prefix:
+            return self.prefix
+        start = urlsplit(self.start)
+        folder = start.path.rsplit("/", 1)[0] + "/"
+        return f"{start.scheme}://{start.netloc}{folder}"
+
+    @property
+    def source_name(self) -> str:
+        return self.name or (urlsplit(self.start).hostname or "web")
+
+    @property
+    def location(self) -> str:
+        return self.start
+
+
+def _source_type(value: Any) -> str:
+    """`{path = ...}` without a type is a folder, as sources were first written."""
+    if isinstance(value, dict):
+        return str(value.get("type", "folder"))
+    return str(getattr(value, "type", "folder"))
+
+
+SourceConfig = Annotated[
+    Annotated[FolderSource, Tag("folder")] | Annotated[WebSource, Tag("web")],
+    Discriminator(_source_type),
+]
+SOURCE_TYPES = ("folder", "web")
 
 
 class EmbeddingConfig(_Strict):
@@ -158,3 +317,27 @@ class KnowledgeConfig(_Strict):
     rerank: RerankConfig = Field(default_factory=RerankConfig)
     lancedb: LanceDBConfig = Field(default_factory=LanceDBConfig)
     weaviate: WeaviateConfig = Field(default_factory=WeaviateConfig)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(
+        cls, sources: list[FolderSource | WebSource]
+    ) -> list[FolderSource | WebSource]:
+        seen: dict[str, str] = {}
+        for source in sources:
+            name = source.source_name
+            if name in seen:
+                raise ValueError(
+                    f"two sources are named {name!r} ({seen[name]} and {source.location}); "
+                    "give one a `name`"
+                )
+            seen[name] = source.location
+        return sources
+
+    def source(self, name: str) -> FolderSource | WebSource:
+        """The configured source called `name` (ConfigError listing the names if none is)."""
+        for source in self.sources:
+            if source.source_name == name:
+                return source
+        known = ", ".join(s.source_name for s in self.sources) or "none configured"
+        raise ConfigError(f"no source named {name!r} (sources: {known})")

@@ -1,4 +1,4 @@
-"""Sync reports: what each sync did, kept in the SQL store."""
+"""Sync reports (what each sync did) and each source's cursor, kept in the SQL store."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from base.database import connection, transaction, utcnow
-from knowledge.schema import sync_items, sync_runs
+from knowledge.schema import source_states, sync_items, sync_runs
 
 ACTIONS = ("added", "updated", "deleted", "unchanged", "skipped", "failed")
 
@@ -51,6 +51,11 @@ class SyncReport:
             self.items.append(SyncItem(source, doc_id, action, reason))
 
     @property
+    def failed_sources(self) -> list[str]:
+        """Sources that could not be listed at all (their documents were kept)."""
+        return [i.source for i in self.items if i.action == "failed" and i.doc_id == "*"]
+
+    @property
     def documents(self) -> int:
         return self.added + self.updated + self.unchanged + self.skipped + self.failed
 
@@ -61,6 +66,11 @@ class SyncReport:
             f"{head}: {self.added} added, {self.updated} updated, {self.deleted} deleted, "
             f"{self.unchanged} unchanged, {self.skipped} skipped, {self.failed} failed; "
             f"{self.chunks_written} chunks written ({self.chunks_embedded} embedded){took}"
+            + (
+                f"; could not read {', '.join(self.failed_sources)} (its documents were kept)"
+                if self.failed_sources
+                else ""
+            )
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -161,3 +171,87 @@ class SyncRunStore:
             ).all()
         report.items = [SyncItem(i.source, i.doc_id, i.action, i.reason) for i in items]
         return report
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    name: str
+    type: str
+    location: str
+    cursor: dict[str, Any]
+    synced_at: datetime | None
+    documents: int
+    attempted_at: datetime
+    status: str
+    error: str | None
+
+
+class SourceStateStore:
+    """Each source's cursor, saved when its listing finished (a failed listing keeps the last
+    good one), and how its last sync went."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def cursor(self, name: str) -> dict[str, Any]:
+        with connection(self.engine, "loading a source's cursor") as conn:
+            text = conn.execute(
+                sa.select(source_states.c.cursor).where(source_states.c.name == name)
+            ).scalar()
+        return json.loads(text) if text else {}
+
+    def saved(self, source: Any, cursor: dict[str, Any], documents: int) -> None:
+        now = utcnow()
+        self._put(
+            source,
+            cursor=json.dumps(cursor, sort_keys=True),
+            synced_at=now,
+            documents=documents,
+            attempted_at=now,
+            status="ok",
+            error=None,
+        )
+
+    def failed(self, source: Any, error: str) -> None:
+        self._put(source, attempted_at=utcnow(), status="failed", error=error[:2000])
+
+    def _put(self, source: Any, **values: Any) -> None:
+        name = source.source_name
+        with transaction(self.engine, "saving a source's cursor") as conn:
+            exists = conn.execute(
+                sa.select(source_states.c.name).where(source_states.c.name == name)
+            ).first()
+            values |= {"type": source.type, "location": source.location}
+            if exists:
+                conn.execute(
+                    source_states.update().where(source_states.c.name == name).values(**values)
+                )
+            else:
+                conn.execute(
+                    source_states.insert().values(
+                        name=name, **({"cursor": "{}", "documents": 0} | values)
+                    )
+                )
+
+    def all(self) -> dict[str, SourceState]:
+        with connection(self.engine, "loading the sources' states") as conn:
+            rows = conn.execute(sa.select(source_states)).all()
+        return {
+            row.name: SourceState(
+                row.name,
+                row.type,
+                row.location,
+                json.loads(row.cursor or "{}"),
+                row.synced_at,
+                row.documents,
+                row.attempted_at,
+                row.status,
+                row.error,
+            )
+            for row in rows
+        }
+
+    def clear(self) -> None:
+        """Forget every cursor (a rebuild reads every document again)."""
+        with transaction(self.engine, "clearing the sources' cursors") as conn:
+            conn.execute(source_states.delete())

@@ -46,3 +46,19 @@ sync_items = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Index("ix_sync_items_run", "run_id"),
 )
+
+# Each source's last sync: its cursor (whatever the connector keeps to list only changes: ETags,
+# modified-since stamps, delta tokens) as of the last listing that finished, and how that went.
+source_states = sa.Table(
+    "source_states",
+    metadata,
+    sa.Column("name", sa.String(256), primary_key=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("location", sa.Text, nullable=False),
+    sa.Column("cursor", sa.Text, nullable=False),  # JSON
+    sa.Column("synced_at", sa.DateTime),  # the last listing that finished (the cursor's age)
+    sa.Column("documents", sa.Integer, nullable=False),  # what that listing held
+    sa.Column("attempted_at", sa.DateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # ok | failed
+    sa.Column("error", sa.Text),
+)

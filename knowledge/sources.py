@@ -1,79 +1,86 @@
-"""Finding the documents of a source folder."""
+"""The configured sources as an admin sees them: when each last synced, how many documents it
+listed, how old its cursor is; and a check that a source can be read at all."""
 
 from __future__ import annotations
 
-import fnmatch
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime
+from typing import Any
 
-from base.errors import ConfigError, SourceError
-from knowledge.config import SourceConfig
+from sqlalchemy.engine import Engine
+
+from base.database import utcnow
+from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.connectors import connector_for
+from knowledge.connectors.base import Entry
+from knowledge.reports import SourceStateStore
 
 
 @dataclass(frozen=True, slots=True)
-class SourceFile:
-    source: SourceConfig
-    doc_id: str  # relative path, forward slashes
-    path: Path
-    size: int
-    modified: float
+class SourceStatus:
+    name: str
+    type: str
+    location: str
+    access: str
+    schedule: str | None
+    status: str  # never | ok | failed
+    last_sync: datetime | None  # the last attempt
+    documents: int | None  # listed by the last sync that finished
+    cursor_age_s: float | None  # since the last sync that finished
+    error: str | None
 
-    @property
-    def uri(self) -> str:
-        if self.source.base_url:
-            return self.source.base_url.rstrip("/") + "/" + self.doc_id
-        return self.path.resolve().as_uri()
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "location": self.location,
+            "access": self.access,
+            "schedule": self.schedule,
+            "status": self.status,
+            "last_sync": self.last_sync.isoformat() + "Z" if self.last_sync else None,
+            "documents": self.documents,
+            "cursor_age_s": round(self.cursor_age_s, 1) if self.cursor_age_s is not None else None,
+            "error": self.error,
+        }
 
 
-def check_sources(sources: list[SourceConfig]) -> None:
-    names: dict[str, Path] = {}
-    for source in sources:
-        if not source.path.exists():
-            raise SourceError(f"source folder {source.path} does not exist")
-        if not source.path.is_dir():
-            raise SourceError(f"source {source.path} is not a folder")
-        if source.source_name in names:
-            raise ConfigError(
-                f"two sources are named {source.source_name!r} ({names[source.source_name]} and "
-                f"{source.path}); give one a `name`"
+def source_statuses(config: KnowledgeConfig, engine: Engine) -> list[SourceStatus]:
+    states = SourceStateStore(engine).all()
+    now = utcnow()
+    rows = []
+    for source in config.sources:
+        state = states.get(source.source_name)
+        rows.append(
+            SourceStatus(
+                name=source.source_name,
+                type=source.type,
+                location=source.location,
+                access=source.access.value,
+                schedule=source.schedule,
+                status=state.status if state else "never",
+                last_sync=state.attempted_at if state else None,
+                documents=state.documents if state and state.synced_at else None,
+                cursor_age_s=(now - state.synced_at).total_seconds()
+                if state and state.synced_at
+                else None,
+                error=state.error if state and state.status == "failed" else None,
             )
-        names[source.source_name] = source.path
+        )
+    return rows
 
 
-def scan(source: SourceConfig) -> Iterator[SourceFile]:
-    """Every file under the source folder (recursively, in a stable order), hidden ones excepted."""
-    root = source.path
+async def probe(source: SourceConfig, *, max_bytes: int, limit: int = 5) -> list[Entry]:
+    """Check that `source` can be read: list up to `limit` of its documents, as a first sync
+    would (nothing is indexed or saved). SourceError says why it cannot."""
+    connector = connector_for(source, max_bytes=max_bytes)
+    found: list[Entry] = []
     try:
-        walker = sorted(os.walk(root, onerror=_raise))
-    except OSError as exc:
-        raise SourceError(f"cannot read source folder {root}: {exc.strerror or exc}") from exc
-    for dirpath, dirnames, filenames in walker:
-        rel_dir = Path(dirpath).relative_to(root)
-        if any(part.startswith(".") for part in rel_dir.parts):
-            continue
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for filename in sorted(filenames):
-            if filename.startswith("."):
+        async for entry in connector.entries({}, ()):
+            if entry.deleted:
                 continue
-            path = Path(dirpath) / filename
-            doc_id = (rel_dir / filename).as_posix()
-            if not _selected(doc_id, source):
-                continue
-            try:
-                st = path.stat()
-            except OSError:
-                st = None
-            yield SourceFile(
-                source, doc_id, path, st.st_size if st else -1, st.st_mtime if st else 0.0
-            )
-
-
-def _selected(doc_id: str, source: SourceConfig) -> bool:
-    included = any(fnmatch.fnmatch(doc_id, pattern) for pattern in source.include)
-    return included and not any(fnmatch.fnmatch(doc_id, pattern) for pattern in source.exclude)
-
-
-def _raise(exc: OSError) -> None:
-    raise exc
+            found.append(entry)
+            if len(found) >= limit:
+                break
+    finally:
+        await connector.close()
+    return found

@@ -3,17 +3,23 @@
 The index itself is the record of what was synced: every chunk carries its document's
 `index_hash` (content hash + pipeline fingerprint + access label) and chunk count. A sync:
 
-1. takes the `knowledge.sync` lease (a second sync waits or is told "already running");
-2. walks the sources; a document whose hash and chunk count match the index is unchanged and
-   is not even parsed;
+1. takes each synced source's own lease (`knowledge.sync:<name>`): sources sync
+   independently; a source already syncing elsewhere is waited for or reported busy, and a
+   sync whose every source is busy is told "already running";
+2. asks each source's connector (`knowledge/connectors/`) for its documents, with the cursor
+   the source's last good sync saved; what the platform reports unchanged is not even read,
+   and a document whose content hash matches the index is not parsed;
 3. parses, chunks and embeds the new and changed documents in batches, reusing the stored
    vector of any chunk whose text was embedded before, and replaces each batch of documents in
    one atomic write;
-4. deletes the chunks of documents that disappeared from the synced sources;
+4. deletes the chunks of documents that disappeared from a source (or that a delta listing
+   says are gone); a source that fails is reported, keeps its documents and its old cursor,
+   and never stops the others;
 5. does the same for every document feed (`DocumentFeed`: documents that are not files, such
    as the experts' answers, already parsed): what a feed no longer lists leaves the index, and
    a feed that fails is reported and keeps its documents as they were;
-6. brings the full-text and ANN indices up to date, and records the report in the SQL store.
+6. brings the full-text and ANN indices up to date, saves each source's cursor, and records
+   the report in the SQL store.
 
 Killed at any point, the index holds each document either whole in its old state or whole in
 its new one; the next run sees what is stale or missing and finishes the job.
@@ -22,6 +28,7 @@ its new one; the next run sees what is stale or missing and finishes the job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +38,19 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from base.database import utcnow
-from base.errors import ConfigError, DocumentError, DocumentSkipped
+from base.errors import (
+    AlreadyRunningError,
+    ConfigError,
+    DocumentError,
+    DocumentSkipped,
+    SourceError,
+)
 from base.locks import JobLock
 from knowledge.answerability import content_terms
 from knowledge.chunking import Chunker
 from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.connectors import connector_for
+from knowledge.connectors.base import Connector, Entry, narrow
 from knowledge.embedding import Embedder
 from knowledge.index.base import KnowledgeIndex
 from knowledge.models import (
@@ -49,17 +64,22 @@ from knowledge.models import (
     sha256_hex,
 )
 from knowledge.parsing import PARSER_VERSION, parse_document
-from knowledge.reports import SyncReport, SyncRunStore
-from knowledge.sources import SourceFile, check_sources, scan
+from knowledge.reports import SourceStateStore, SyncReport, SyncRunStore
 from knowledge.vocabulary import Vocabulary, visibility
 
 log = structlog.get_logger(__name__)
 
-SYNC_LOCK = "knowledge.sync"
+SYNC_LOCK = "knowledge.sync"  # + ":<source name>": one lease per source
+OPTIMIZE_LOCK = "knowledge.optimize"
 VOCABULARY_VERSION = 1  # how document terms are counted (knowledge/vocabulary.py)
 KEPT = "; the previous version stays in the index"
+BUSY = "a sync of this source is already running"
 
 Progress = Callable[[int, int, str], None]
+
+
+def sync_lock(source: str) -> str:
+    return f"{SYNC_LOCK}:{source}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +112,29 @@ class _Pending:
     index_hash: str
 
 
+Outcome = _Pending | tuple[str, str | None]
+
+
+class _Batch:
+    """Documents waiting to be embedded and written together."""
+
+    def __init__(self, syncer: Syncer, report: SyncReport) -> None:
+        self.syncer, self.report = syncer, report
+        self.pending: dict[DocKey, _Pending] = {}
+        self.chunks = 0
+
+    async def add(self, key: DocKey, item: _Pending) -> None:
+        self.pending[key] = item
+        self.chunks += len(item.chunks)
+        if self.chunks >= self.syncer.batch_chunks or len(self.pending) >= self.syncer.batch_docs:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.pending:
+            await self.syncer._flush(self.pending, self.report)
+        self.pending, self.chunks = {}, 0
+
+
 class Syncer:
     def __init__(
         self,
@@ -109,6 +152,7 @@ class Syncer:
         self.engine = engine
         self.config = config
         self.runs = SyncRunStore(engine)
+        self.states = SourceStateStore(engine)
         self.chunker = Chunker(embedder.count_tokens, config.chunking)
         self.batch_chunks = batch_chunks
         self.batch_docs = batch_docs
@@ -123,42 +167,60 @@ class Syncer:
 
     async def run(
         self,
-        sources: list[SourceConfig] | None = None,
+        sources: Sequence[SourceConfig] | None = None,
         *,
+        feeds: bool = True,
         trigger: str = "cli",
         wait: bool = False,
         rebuild: bool = False,
         progress: Progress | None = None,
     ) -> SyncReport:
-        """Sync `sources` (default: the configured ones) and every feed. Raises
-        AlreadyRunningError, SourceError."""
+        """Sync `sources` (default: every configured one) and, unless `feeds` is False, every
+        feed. Raises AlreadyRunningError when every one of them is already syncing elsewhere,
+        ConfigError when there is nothing to sync."""
         sources = list(self.config.sources if sources is None else sources)
-        if not sources and not self.feeds:
+        feeds_synced = self.feeds if feeds else []
+        if not sources and not feeds_synced:
             raise ConfigError(
                 "no document sources: pass folders to `expertbot sync` or set knowledge.sources"
             )
-        check_sources(sources)
+        names = [s.source_name for s in sources]
+        for name in {n for n in names if names.count(n) > 1}:
+            raise ConfigError(f"two sources are named {name!r}; give one a `name`")
         for feed in self.feeds:
-            if any(s.source_name == feed.name for s in sources):
+            if feed.name in names:
                 raise ConfigError(
-                    f"a source folder is named {feed.name!r}, the name of a built-in source; "
+                    f"a source is named {feed.name!r}, the name of a built-in source; "
                     "give it another `name`"
                 )
-        lock = JobLock(self.engine, SYNC_LOCK)
-        async with lock.held(wait=wait):
-            if lock.previous_holder:
-                await asyncio.to_thread(self.runs.mark_interrupted, lock.previous_holder)
+        async with contextlib.AsyncExitStack() as stack:
+            held, busy = await self._take_locks(
+                stack, [*names, *(f.name for f in feeds_synced)], wait=wait or rebuild
+            )
             report = SyncReport(
                 trigger=trigger,
                 store=self.index.name,
-                sources=[{"name": s.source_name, "path": str(s.path)} for s in sources]
-                + [{"name": feed.name, "path": ""} for feed in self.feeds],
+                sources=[
+                    {"name": s.source_name, "type": s.type, "path": s.location} for s in sources
+                ]
+                + [{"name": feed.name, "type": "feed", "path": ""} for feed in feeds_synced],
             )
-            await asyncio.to_thread(self.runs.start, report, lock.holder)
-            log.info("sync.started", run_id=report.run_id, trigger=trigger, sources=len(sources))
+            for lock in held:
+                if lock.previous_holder:
+                    await asyncio.to_thread(self.runs.mark_interrupted, lock.previous_holder)
+            await asyncio.to_thread(self.runs.start, report, held[0].holder)
+            for name, since in busy.items():
+                report.record(name, "*", "skipped", f"{BUSY} (since {since})")
+            log.info("sync.started", run_id=report.run_id, trigger=trigger, sources=len(held))
             started = time.perf_counter()
             try:
-                await self._sync(sources, report, rebuild=rebuild, progress=progress)
+                await self._sync(
+                    [s for s in sources if s.source_name not in busy],
+                    [f for f in feeds_synced if f.name not in busy],
+                    report,
+                    rebuild=rebuild,
+                    progress=progress,
+                )
                 report.status = "ok"
             except (asyncio.CancelledError, KeyboardInterrupt):
                 report.status, report.error = "interrupted", "the sync was cancelled"
@@ -185,9 +247,32 @@ class Syncer:
                 )
         return report
 
+    async def _take_locks(
+        self, stack: contextlib.AsyncExitStack, names: list[str], *, wait: bool
+    ) -> tuple[list[JobLock], dict[str, str]]:
+        """Each source's lease, held until the sync ends; the busy ones (name → since) are
+        left out, unless every one is busy (AlreadyRunningError) or `wait`."""
+        held: list[JobLock] = []
+        busy: dict[str, str] = {}
+        first_refusal: AlreadyRunningError | None = None
+        for name in names:
+            lock = JobLock(self.engine, sync_lock(name))
+            try:
+                await stack.enter_async_context(lock.held(wait=wait))
+            except AlreadyRunningError as exc:
+                first_refusal = first_refusal or exc
+                busy[name] = exc.since.isoformat(timespec="seconds") if exc.since else "earlier"
+                continue
+            held.append(lock)
+        if not held:
+            assert first_refusal is not None
+            raise first_refusal
+        return held, busy
+
     async def _sync(
         self,
         sources: list[SourceConfig],
+        feeds: list[DocumentFeed],
         report: SyncReport,
         *,
         rebuild: bool,
@@ -198,62 +283,128 @@ class Syncer:
         )
         if rebuild:
             await asyncio.to_thread(self.vocabulary.clear)
+            await asyncio.to_thread(self.states.clear)
         manifest = await self.index.manifest()
-        files = await asyncio.to_thread(lambda: [f for source in sources for f in scan(source)])
-        listings = await self._list_feeds(report)
-        fed = [doc for listing in listings.values() for doc in listing.documents]
-        total = len(files) + len(fed)
-        seen: set[DocKey] = set()
-        pending: dict[DocKey, _Pending] = {}
-        pending_chunks = 0
+        batch = _Batch(self, report)
+        counter = _Counter(progress)
         removals: list[DocKey] = []
-
-        items: list[SourceFile | Document] = [*files, *fed]
-        for done, item in enumerate(items, start=1):
-            key = (
-                DocKey(item.source.source_name, item.doc_id)
-                if isinstance(item, SourceFile)
-                else item.key
-            )
-            seen.add(key)
-            state = manifest.get(key)
-            outcome = await asyncio.to_thread(self._prepare_any, item, state)
-            if isinstance(outcome, _Pending):
-                pending[key] = outcome
-                pending_chunks += len(outcome.chunks)
-                if pending_chunks >= self.batch_chunks or len(pending) >= self.batch_docs:
-                    await self._flush(pending, report)
-                    pending, pending_chunks = {}, 0
-            else:
-                action, reason = outcome
-                if action == "remove":
-                    removals.append(key)
-                    report.record(key.source, key.doc_id, "skipped", reason)
-                else:
-                    report.record(key.source, key.doc_id, action, reason)
-                    if action != "unchanged":
-                        log.info("sync.document_" + action, doc=str(key), reason=reason)
-            if progress:
-                progress(done, total, item.doc_id)
-        if pending:
-            await self._flush(pending, report)
+        for source in sources:
+            connector = connector_for(source, max_bytes=self.config.max_file_bytes)
+            try:
+                removals += await self._sync_source(
+                    source, connector, manifest, batch, report, counter
+                )
+            finally:
+                await connector.close()
+        listings = await self._list_feeds(feeds, report)
         for name, listing in listings.items():
+            seen: set[DocKey] = set()
+            for doc in listing.documents:
+                seen.add(doc.key)
+                outcome = await asyncio.to_thread(self._prepare_fed, doc, manifest.get(doc.key))
+                await self._apply(doc.key, outcome, batch, report, removals)
+                counter.step(doc.doc_id)
             for doc_id, reason in sorted(listing.skipped.items()):
                 report.record(name, doc_id, "skipped", reason)
+            removals += sorted(k for k in manifest if k.source == name and k not in seen)
+        await batch.flush()
+        await self._remove(removals, report)
+        await self._optimize()
 
-        # A feed that failed lists nothing: its documents stay as they were.
-        synced = {s.source_name for s in sources} | set(listings)
-        gone = sorted(k for k in manifest if k.source in synced and k not in seen)
-        await self.index.delete_documents(gone + removals)
-        await asyncio.to_thread(self.vocabulary.update, {}, gone + removals)
-        for key in gone:
-            report.record(key.source, key.doc_id, "deleted")
-        await self.index.optimize()
+    async def _sync_source(
+        self,
+        source: SourceConfig,
+        connector: Connector,
+        manifest: dict[DocKey, DocState],
+        batch: _Batch,
+        report: SyncReport,
+        counter: _Counter,
+    ) -> list[DocKey]:
+        """One source: its documents indexed, its cursor saved; returns what it deleted. A
+        source that fails keeps its documents and its previous cursor."""
+        name = source.source_name
+        ours = {k: st for k, st in manifest.items() if k.source == name}
+        state = await asyncio.to_thread(self.states.cursor, name)
+        known = {k.doc_id for k, st in ours.items() if st.complete}
+        seen: set[DocKey] = set()
+        removals: list[DocKey] = []
+        listed = 0
+        try:
+            async for entry in connector.entries(state, known):
+                key = DocKey(name, entry.doc_id)
+                if entry.deleted:
+                    if key in ours:
+                        removals.append(key)
+                    continue
+                if key in seen:
+                    continue
+                seen.add(key)
+                listed += 1
+                outcome = await self._prepare_entry(source, connector, entry, ours.get(key))
+                await self._apply(key, outcome, batch, report, removals)
+                counter.step(entry.doc_id)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if isinstance(exc, SourceError | DocumentError):
+                why = str(exc)
+            else:
+                log.exception("sync.source_failed", source=name)
+                why = f"{exc.__class__.__name__}: {exc}"
+            report.record(name, "*", "failed", f"could not be listed ({why}){KEPT}")
+            await asyncio.to_thread(self.states.failed, source, why)
+            return []
+        if connector.full_listing:
+            removals += sorted(k for k in ours if k not in seen)
+        await asyncio.to_thread(self.states.saved, source, state, listed)
+        return removals
 
-    async def _list_feeds(self, report: SyncReport) -> dict[str, FeedListing]:
+    async def _apply(
+        self,
+        key: DocKey,
+        outcome: Outcome,
+        batch: _Batch,
+        report: SyncReport,
+        removals: list[DocKey],
+    ) -> None:
+        if isinstance(outcome, _Pending):
+            await batch.add(key, outcome)
+            return
+        action, reason = outcome
+        if action == "remove":
+            removals.append(key)
+            report.record(key.source, key.doc_id, "skipped", reason)
+            return
+        report.record(key.source, key.doc_id, action, reason)
+        if action != "unchanged":
+            log.info("sync.document_" + action, doc=str(key), reason=reason)
+
+    async def _remove(self, keys: list[DocKey], report: SyncReport) -> None:
+        """Documents gone from their source (or kept out of it now) leave the index."""
+        keys = sorted(set(keys))
+        await self.index.delete_documents(keys)
+        await asyncio.to_thread(self.vocabulary.update, {}, keys)
+        skipped = {(i.source, i.doc_id) for i in report.items if i.action == "skipped"}
+        for key in keys:
+            if (key.source, key.doc_id) not in skipped:
+                report.record(key.source, key.doc_id, "deleted")
+
+    async def _optimize(self) -> None:
+        """Bring the full-text and ANN indices up to date; a sync of another source doing it
+        right now does it for both."""
+        lock = JobLock(self.engine, OPTIMIZE_LOCK)
+        try:
+            async with lock.held():
+                await self.index.optimize()
+        except AlreadyRunningError:
+            log.info("sync.optimize_left", reason="another sync is optimizing the index")
+
+    async def _list_feeds(
+        self, feeds: list[DocumentFeed], report: SyncReport
+    ) -> dict[str, FeedListing]:
         """Every feed's listing; a feed that fails is reported and left out of this sync."""
         listings: dict[str, FeedListing] = {}
-        for feed in self.feeds:
+        for feed in feeds:
             try:
                 listings[feed.name] = await feed.listing()
             except Exception as exc:
@@ -262,16 +413,7 @@ class Syncer:
                 report.record(feed.name, "*", "failed", reason)
         return listings
 
-    def _prepare_any(
-        self, item: SourceFile | Document, state: DocState | None
-    ) -> _Pending | tuple[str, str | None]:
-        if isinstance(item, SourceFile):
-            return self._prepare(item, state)
-        return self._prepare_fed(item, state)
-
-    def _prepare_fed(
-        self, doc: Document, state: DocState | None
-    ) -> _Pending | tuple[str, str | None]:
+    def _prepare_fed(self, doc: Document, state: DocState | None) -> Outcome:
         """A feed's document: unchanged, or chunked to be indexed."""
         index_hash = sha256_hex(
             f"{self.fingerprint}|{doc.content_hash}|{doc.access.value}|{','.join(doc.allowed)}|"
@@ -284,32 +426,42 @@ class Syncer:
             return "remove", "no text (removed from the index)"
         return _Pending(doc, chunks, "updated" if state else "added", state is not None, index_hash)
 
-    def _index_hash(self, file: SourceFile, content_hash: str) -> str:
-        src = file.source
-        return sha256_hex(
-            f"{self.fingerprint}|{content_hash}|{src.access.value}|{','.join(src.allowed)}|{file.uri}"
-        )
-
-    def _prepare(
-        self, file: SourceFile, state: DocState | None
-    ) -> _Pending | tuple[str, str | None]:
-        """Decide what to do with one file: unchanged, skipped/failed (with reason), or index it."""
+    async def _prepare_entry(
+        self, source: SourceConfig, connector: Connector, entry: Entry, state: DocState | None
+    ) -> Outcome:
+        """Decide what to do with one listed document: unchanged, skipped/failed (with reason),
+        or index it."""
+        if entry.unchanged and state is not None and state.complete:
+            return "unchanged", None
         kept = KEPT if state else ""
         limit = self.config.max_file_bytes
-        if file.size > limit:
-            return "skipped", _too_large(file.size, limit) + kept
+        if entry.size > limit:
+            return "skipped", _too_large(entry.size, limit) + kept
         try:
-            data = file.path.read_bytes()
-        except OSError as exc:
-            return "failed", f"unreadable: {exc.strerror or exc.__class__.__name__}{kept}"
+            data = entry.content if entry.content is not None else await connector.read(entry)
+        except (SourceError, DocumentError) as exc:
+            return "failed", f"{exc}{kept}"
+        except Exception as exc:  # a connector bug must not abort the sync
+            log.exception("sync.read_crashed", source=source.source_name, doc=entry.doc_id)
+            return "failed", f"read error ({exc.__class__.__name__}){kept}"
         if len(data) > limit:  # it grew between the listing and the read
             return "skipped", _too_large(len(data), limit) + kept
+        return await asyncio.to_thread(self._prepare_bytes, source, entry, data, state)
+
+    def _prepare_bytes(
+        self, source: SourceConfig, entry: Entry, data: bytes, state: DocState | None
+    ) -> Outcome:
+        kept = KEPT if state else ""
         content_hash = sha256_hex(data)
-        index_hash = self._index_hash(file, content_hash)
+        index_hash = sha256_hex(
+            f"{self.fingerprint}|{content_hash}|{source.access.value}|{','.join(source.allowed)}|"
+            f"{entry.access.value if entry.access else ''}|{','.join(entry.allowed)}|"
+            f"{entry.uri}|{entry.title or ''}"
+        )
         if state and state.index_hash == index_hash and state.complete:
             return "unchanged", None
         try:
-            parsed = parse_document(file.doc_id, data)
+            parsed = parse_document(entry.parse_name, data)
             chunks = self.chunker.chunk(parsed.sections)
         except DocumentSkipped as exc:
             if state and str(exc) in ("empty file", "no text could be extracted"):
@@ -318,18 +470,21 @@ class Syncer:
         except DocumentError as exc:
             return "failed", f"{exc}{kept}"
         except Exception as exc:  # a parser bug must not abort the sync
-            log.exception("sync.parser_crashed", doc=file.doc_id)
+            log.exception("sync.parser_crashed", doc=entry.doc_id)
             return "failed", f"parser error ({exc.__class__.__name__}){kept}"
-        access = parsed.access or file.source.access
-        allowed = parsed.allowed if parsed.allowed is not None else tuple(file.source.allowed)
-        if access is not Access.RESTRICTED:
-            allowed = ()
+        # The document's own front matter labels it, else its source; what the platform says
+        # of it may then only narrow that.
+        label = parsed.access or source.access
+        allowed = parsed.allowed if parsed.allowed is not None else tuple(source.allowed)
+        access, allowed = narrow(
+            label, allowed if label is Access.RESTRICTED else (), entry.access, entry.allowed
+        )
         doc = Document(
-            source=file.source.source_name,
-            doc_id=file.doc_id,
-            title=parsed.title,
-            uri=file.uri,
-            modified=file.modified,
+            source=source.source_name,
+            doc_id=entry.doc_id,
+            title=entry.title or parsed.title,
+            uri=entry.uri,
+            modified=entry.modified,
             content_hash=content_hash,
             access=access,
             allowed=allowed,
@@ -394,6 +549,19 @@ class Syncer:
         report.chunks_written += sum(len(r) for r in records.values())
         for key, item in pending.items():
             report.record(key.source, key.doc_id, item.action)
+
+
+class _Counter:
+    """Documents seen so far, for a progress display (the total is not known in advance)."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.done = 0
+
+    def step(self, doc_id: str) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, 0, doc_id)
 
 
 def _too_large(size: int, limit: int) -> str:

@@ -30,7 +30,7 @@ async def record(work: Path) -> dict[str, Any]:
     from bot.core.knowledge import knowledge_for
     from bot.ops import Ops
     from bot.settings import load_settings
-    from knowledge.config import SourceConfig
+    from knowledge.config import FolderSource
     from tests.helpers import QUESTIONS, TRAINING, corrected
     from tests.models import build_tiny_phi3
     from training.feedback.store import FeedbackStore
@@ -47,7 +47,7 @@ async def record(work: Path) -> dict[str, Any]:
         }
     )
     settings.knowledge.sources = [
-        SourceConfig(path=ROOT / "examples" / "knowledge", name="handbook")
+        FolderSource(path=ROOT / "examples" / "knowledge", name="handbook")
     ]
     knowledge = knowledge_for(settings)
     await knowledge.open()

@@ -25,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 
 from base.database import make_engine, sqlite_url
-from knowledge.config import EmbeddingConfig, KnowledgeConfig, SourceConfig
+from knowledge.config import EmbeddingConfig, FolderSource, KnowledgeConfig
 from knowledge.embedding import SentenceTransformerEmbedder
 from knowledge.index.base import KnowledgeIndex
 from tests.helpers import (
@@ -200,7 +200,7 @@ def handbook(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def knowledge_config(handbook: Path) -> KnowledgeConfig:
-    return KnowledgeConfig(sources=[SourceConfig(path=handbook, name="handbook")])
+    return KnowledgeConfig(sources=[FolderSource(path=handbook, name="handbook")])
 
 
 @pytest.fixture(scope="session")
@@ -270,7 +270,7 @@ def synced_handbook(
     from knowledge.runtime import Knowledge
 
     data_dir = tmp_path_factory.mktemp("handbook-index")
-    config = KnowledgeConfig(sources=[SourceConfig(path=HANDBOOK, name="handbook")])
+    config = KnowledgeConfig(sources=[FolderSource(path=HANDBOOK, name="handbook")])
     engine = make_engine(sqlite_url(data_dir / "expertbot.db"))
     memo = _SESSION_MEMO.setdefault("memo", MemoEmbedder(real_embedder))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from base.database import make_engine, sqlite_url
-from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.config import FolderSource, KnowledgeConfig
 from knowledge.index.lancedb import LanceIndex
 from knowledge.runtime import Knowledge
 
@@ -38,7 +38,7 @@ class KillingIndex(LanceIndex):
 
 
 async def main(source: Path, data_dir: Path, kill_after: int) -> None:
-    config = KnowledgeConfig(sources=[SourceConfig(path=source, name="handbook")])
+    config = KnowledgeConfig(sources=[FolderSource(path=source, name="handbook")])
     engine = make_engine(sqlite_url(data_dir / "expertbot.db"))
     index = KillingIndex(data_dir / "lancedb", kill_after)
     knowledge = Knowledge.build(config, data_dir=data_dir, engine=engine, index=index)

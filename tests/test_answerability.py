@@ -27,7 +27,7 @@ from knowledge.answerability import (
     Signals,
     content_terms,
 )
-from knowledge.config import SourceConfig
+from knowledge.config import FolderSource
 from knowledge.models import AccessScope, DocKey, Hit
 from knowledge.search import Retrieval
 from knowledge.vocabulary import Vocabulary
@@ -297,7 +297,7 @@ async def test_an_index_synced_before_the_vocabulary_was_kept_falls_back_until_t
         before = await core.answerer.answer(Question(UNANSWERED_Q, asker="U1"))
         assert not before.abstained
         await core.knowledge.syncer.run(
-            [SourceConfig(path=HANDBOOK, name="handbook")], rebuild=True
+            [FolderSource(path=HANDBOOK, name="handbook")], rebuild=True
         )
         after = await core.answerer.answer(Question(UNANSWERED_Q, asker="U1"))
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from knowledge.sync import sync_lock
 from tests.helpers import HANDBOOK, run_cli
 
 
@@ -29,8 +30,8 @@ def test_sync_json_report(tmp_path):
     assert report["status"] == "ok" and report["added"] == len(list(docs.iterdir()))
     # The folder given, and the experts' answers every sync indexes.
     assert report["sources"] == [
-        {"name": "kb", "path": str(docs)},
-        {"name": "expert-answers", "path": ""},
+        {"name": "kb", "type": "folder", "path": str(docs)},
+        {"name": "expert-answers", "type": "feed", "path": ""},
     ]
     again = run_cli("sync", str(docs))
     assert again.exit_code == 0
@@ -135,10 +136,31 @@ def test_a_second_sync_while_one_runs_exits_3_and_says_since_when(tmp_path):
 
     engine = make_engine(sqlite_url(tmp_path / "data" / "expertbot.db"))
     migrate_all(engine)
-    JobLock(engine, "knowledge.sync", holder="other-host:1:abc").try_acquire()
+    for source in ("knowledge", "expert-answers"):
+        JobLock(engine, sync_lock(source), holder="other-host:1:abc").try_acquire()
     result = run_cli("sync", str(HANDBOOK))
     assert result.exit_code == 3
     assert "already running since" in result.stderr and "other-host" in result.stderr
+
+
+def test_a_source_syncing_elsewhere_is_left_to_it_and_the_others_sync(tmp_path):
+    from base.database import make_engine, sqlite_url
+    from base.locks import JobLock
+    from base.migrations import migrate_all
+
+    engine = make_engine(sqlite_url(tmp_path / "data" / "expertbot.db"))
+    migrate_all(engine)
+    JobLock(engine, sync_lock("knowledge"), holder="other-host:1:abc").try_acquire()
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "parking.md").write_text("# Parking\n\nThe garage code is 4711.\n")
+    result = run_cli("sync", str(HANDBOOK), str(notes), "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    actions = {(i["source"], i["doc_id"], i["action"]) for i in report["items"]}
+    assert ("notes", "parking.md", "added") in actions
+    [busy] = [i for i in report["items"] if i["source"] == "knowledge"]
+    assert busy["action"] == "skipped" and "already running" in busy["reason"]
 
 
 def test_help_lists_the_commands():

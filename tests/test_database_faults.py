@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from knowledge.config import SourceConfig
+from knowledge.config import FolderSource
 from tests.helpers import (
     HANDBOOK,
     PASSWORD_Q,
@@ -68,7 +68,7 @@ async def test_a_database_restart_mid_traffic_loses_nothing_and_needs_no_server_
     restartable_postgres: str, handbook_data_dir: Path, tiny_phi3: Path, embedder, aiohttp_client
 ) -> None:
     settings = settings_for(handbook_data_dir, str(tiny_phi3))
-    settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    settings.knowledge.sources = [FolderSource(path=HANDBOOK, name="handbook")]
     settings.database_url = restartable_postgres
     async with running_slack(settings, embedder, aiohttp_client) as env:
         ts = env.slack.next_ts()

@@ -388,7 +388,7 @@ def assert_scaled_out(settings: Settings) -> None:
     assert settings.knowledge.weaviate.url
     assert settings.resolved_database_url.startswith("postgresql+psycopg://")
     assert settings.data_dir == Path("/data")
-    assert [str(s.path) for s in settings.knowledge.sources] == ["/documents"]
+    assert [s.location for s in settings.knowledge.sources] == ["/documents"]
     assert settings.log_format == "json"
 
 

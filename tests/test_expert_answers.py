@@ -16,7 +16,7 @@ from base.database import make_engine
 from bot.core.feedback import Feedback
 from bot.core.question import Question, Where, WhereKind
 from bot.core.runtime import Core
-from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.config import FolderSource, KnowledgeConfig
 from knowledge.models import AccessScope, Hit, SearchFilters
 from knowledge.runtime import Knowledge
 from tests.fakes import FakeOpenAI
@@ -294,11 +294,11 @@ async def test_a_sync_of_a_folder_never_deletes_the_expert_answers(
     folder = tmp_path / "notes"
     folder.mkdir()
     (folder / "lunch.md").write_text("# Lunch\n\nThe canteen opens at noon.\n")
-    report = await core.knowledge.syncer.run([SourceConfig(path=folder)])
+    report = await core.knowledge.syncer.run([FolderSource(path=folder)])
     assert report.added == 2 and report.deleted == 0
     (folder / "lunch.md").unlink()
     (folder / "coffee.md").write_text("# Coffee\n\nThe coffee machine is on the second floor.\n")
-    report = await core.knowledge.syncer.run([SourceConfig(path=folder)])
+    report = await core.knowledge.syncer.run([FolderSource(path=folder)])
     assert (report.added, report.deleted, report.unchanged) == (1, 1, 1)
     assert experts(await retrieve(core, BIKE_PARAPHRASE, PUBLIC_SCOPE))
 
@@ -316,7 +316,7 @@ async def test_a_failing_feed_is_reported_and_the_folders_still_sync(
     folder.mkdir()
     (folder / "lunch.md").write_text("# Lunch\n\nThe canteen opens at noon.\n")
     knowledge = Knowledge.build(
-        KnowledgeConfig(sources=[SourceConfig(path=folder)]),
+        KnowledgeConfig(sources=[FolderSource(path=folder)]),
         data_dir=clean_environ,
         engine=engine,
         embedder=embedder,

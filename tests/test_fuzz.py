@@ -33,7 +33,7 @@ from bot.core.runtime import Core
 from bot.server import Services, make_app
 from bot.slack import ids
 from bot.teams.config import MESSAGES_PATH, TeamsConfig
-from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.config import FolderSource, KnowledgeConfig
 from knowledge.parsing import FORMATS, ParsedDocument, parse_document
 from knowledge.runtime import Knowledge
 from tests.helpers import HANDBOOK, SECRET, SlackEnv, envelope, running_slack, settings_for
@@ -976,7 +976,7 @@ def test_a_sync_indexes_the_good_file_and_counts_each_bad_one_with_its_reason(
 
 async def sync_and_search(source: Path, data_dir: Path, embedder: Any) -> tuple[Any, list[str]]:
     engine = make_engine(sqlite_url(data_dir / "expertbot.db"))
-    config = KnowledgeConfig(sources=[SourceConfig(path=source, name="docs")])
+    config = KnowledgeConfig(sources=[FolderSource(path=source, name="docs")])
     knowledge = Knowledge.build(config, data_dir=data_dir, engine=engine, embedder=embedder)
     try:
         await knowledge.open(index=False)

@@ -25,9 +25,9 @@ from bot.core.question import Answer, Question, Turn, Where, WhereKind
 from bot.intake import TOO_OLD, Intake
 from bot.ops import status_lines
 from bot.settings import DeliveryConfig
-from knowledge import sync as sync_module
-from knowledge.config import SourceConfig
-from knowledge.sync import SYNC_LOCK
+from knowledge.config import FolderSource
+from knowledge.connectors import folder as folder_module
+from knowledge.sync import sync_lock
 from tests.helpers import HANDBOOK, PASSWORD_Q, running_slack, settings_for
 from tests.slack_fake import TEAM, Call
 
@@ -122,7 +122,7 @@ async def test_an_expired_lease_is_taken_by_exactly_one_replica(engine) -> None:
 @pytest.fixture
 async def slack_env(handbook_data_dir: Path, tiny_phi3: Path, embedder, aiohttp_client):
     settings = settings_for(handbook_data_dir, str(tiny_phi3))
-    settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    settings.knowledge.sources = [FolderSource(path=HANDBOOK, name="handbook")]
     async with running_slack(settings, embedder, aiohttp_client) as made:
         yield made
 
@@ -301,16 +301,16 @@ async def test_a_sync_running_when_the_server_stops_is_recorded_interrupted(
     slack_env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = slack_env
-    scan = sync_module.scan  # type: ignore[attr-defined]
+    scan = folder_module.scan
 
     def slow_scan(source: Any) -> Any:
         time.sleep(1.0)
         return scan(source)
 
-    monkeypatch.setattr(sync_module, "scan", slow_scan)
+    monkeypatch.setattr(folder_module, "scan", slow_scan)
     ops = env.services.ops
     job = asyncio.create_task(ops.sync(trigger="test"))
-    lock = JobLock(env.core.knowledge.engine, SYNC_LOCK)
+    lock = JobLock(env.core.knowledge.engine, sync_lock("handbook"))
     for _ in range(100):
         if await asyncio.to_thread(lock.current):
             break

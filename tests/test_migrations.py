@@ -32,7 +32,7 @@ from bot.job_history import JobHistory, job_runs
 from bot.schedule import JOB_TABLE
 from bot.teams.references import References, conversations
 from knowledge.reports import SyncRunStore
-from knowledge.schema import sync_items, sync_runs
+from knowledge.schema import source_states, sync_items, sync_runs
 from knowledge.vocabulary import document_terms, term_frequencies
 from tests.helpers import POSTGRES_URL, ROOT, postgres_schema
 from training.feedback.records import RatingKind
@@ -61,6 +61,7 @@ def live_tables() -> list[sa.Table]:
         job_locks,
         sync_runs,
         sync_items,
+        source_states,
         answers,
         curated_answers,
         answer_messages,

@@ -25,13 +25,13 @@ from bot.cli import _with_ops
 from bot.ops import RETRAIN_LOCK, status_lines
 from bot.schedule import ScheduleConfig, Scheduler
 from bot.server import schedule_mode
-from knowledge.config import SourceConfig
+from knowledge.config import FolderSource
 from tests.helpers import HANDBOOK, POSTGRES_URL, needs_postgres, postgres_schema, settings_for
 
 
 def settings(data_dir: Path, **schedule: str) -> Any:
     made = settings_for(data_dir, "demo")
-    made.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    made.knowledge.sources = [FolderSource(path=HANDBOOK, name="handbook")]
     made.schedule = ScheduleConfig(**({"sync": "", "train": ""} | schedule))
     return made
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from bot.core.answering import QUOTE_INTRO
 from bot.slack import ids
-from knowledge.config import SourceConfig
+from knowledge.config import FolderSource
 from tests.fakes import FakeOpenAI
 from tests.helpers import (
     CITED,
@@ -106,7 +106,7 @@ def streamed_text(slack: FakeSlack, ts: str) -> str:
 @pytest.fixture
 async def env(handbook_data_dir: Path, tiny_phi3: Path, embedder, aiohttp_client):
     settings = settings_for(handbook_data_dir, str(tiny_phi3))
-    settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    settings.knowledge.sources = [FolderSource(path=HANDBOOK, name="handbook")]
     settings.training = TrainingConfig(**TRAINING)
     async with running_slack(
         settings,
@@ -128,7 +128,7 @@ async def cited(handbook_data_dir: Path, embedder, aiohttp_client, aiohttp_serve
     model.reply = CITED
     url = str((await aiohttp_server(model.app())).make_url("/v1"))
     settings = settings_for(handbook_data_dir, "served-model")
-    settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    settings.knowledge.sources = [FolderSource(path=HANDBOOK, name="handbook")]
     settings.model.backend = "openai"
     settings.model.openai = OpenAIConfig(base_url=url)
     async with running_slack(settings, embedder, aiohttp_client) as made:
@@ -141,7 +141,7 @@ async def scripted(handbook_data_dir: Path, embedder, aiohttp_client, aiohttp_se
     model = FakeOpenAI()
     url = str((await aiohttp_server(model.app())).make_url("/v1"))
     settings = settings_for(handbook_data_dir, "served-model")
-    settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    settings.knowledge.sources = [FolderSource(path=HANDBOOK, name="handbook")]
     settings.model.backend = "openai"
     settings.model.openai = OpenAIConfig(base_url=url)
     async with running_slack(settings, embedder, aiohttp_client) as made:

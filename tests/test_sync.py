@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from base.database import make_engine
-from base.errors import AlreadyRunningError, ConfigError, SourceError
-from knowledge.config import KnowledgeConfig, SourceConfig
+from base.errors import AlreadyRunningError, ConfigError
+from knowledge.config import FolderSource, KnowledgeConfig
 from knowledge.index.lancedb import LanceIndex
 from knowledge.models import Access, AccessScope, SearchFilters
 from knowledge.reports import SyncRunStore
 from knowledge.runtime import Knowledge
+from knowledge.sources import source_statuses
 
 HANDBOOK_DOCS = 18
 PDF = "finance/travel-and-expense-policy.pdf"
@@ -160,7 +161,7 @@ async def test_bad_files_are_skipped_or_failed_with_reasons_and_the_rest_indexed
     (src / "bad-front-matter.md").write_text("---\naccess: secret\n---\n# Hello\n\nHi\n")
     (src / ".hidden.md").write_text("# Hidden\n\nnever indexed\n")
     (src / "dangling.md").symlink_to(src / "moved-away.md")  # unreadable: its target is gone
-    config = KnowledgeConfig(sources=[SourceConfig(path=src)], max_file_bytes=100_000)
+    config = KnowledgeConfig(sources=[FolderSource(path=src)], max_file_bytes=100_000)
     knowledge = build(config, engine, embedder, clean_environ)
     await knowledge.open(index=False)
     report = await knowledge.syncer.run()
@@ -208,13 +209,36 @@ async def test_an_emptied_document_is_removed(kb, handbook):
     assert "people/benefits.md" not in {k.doc_id for k in await kb.index.manifest()}
 
 
-async def test_a_missing_source_folder_is_a_clear_error(tmp_path, engine, embedder, clean_environ):
-    config = KnowledgeConfig(sources=[SourceConfig(path=tmp_path / "nope")])
+async def test_a_source_that_cannot_be_read_keeps_its_documents_and_never_blocks_the_others(
+    handbook, tmp_path, engine, embedder, clean_environ
+):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "parking.md").write_text("# Parking\n\nThe garage code is 4711.\n")
+    config = KnowledgeConfig(
+        sources=[FolderSource(path=handbook, name="handbook"), FolderSource(path=notes)]
+    )
     knowledge = build(config, engine, embedder, clean_environ)
     await knowledge.open(index=False)
-    with pytest.raises(SourceError, match=r"source folder .*nope does not exist"):
-        await knowledge.syncer.run()
-    assert SyncRunStore(engine).last(finished=False) is None
+    first = await knowledge.syncer.run()
+    assert first.failed_sources == [] and first.added > 1
+
+    shutil.rmtree(notes)  # an unmounted share, a folder renamed by mistake
+    (handbook / "it" / "printers.md").write_text("# Printers\n\nPrint on the 3rd floor.\n")
+    report = await knowledge.syncer.run()
+    assert report.failed_sources == ["notes"]
+    [failure] = [i for i in report.items if i.source == "notes"]
+    assert "does not exist" in (failure.reason or "") and "stays in the index" in (
+        failure.reason or ""
+    )
+    assert ("handbook", "it/printers.md", "added") in {
+        (i.source, i.doc_id, i.action) for i in report.items
+    }
+    assert report.deleted == 0
+    hits = await knowledge.search.search("garage code", k=3)
+    assert hits and hits[0].doc_id == "parking.md"  # kept until the folder is back
+    [notes_status] = [s for s in source_statuses(config, engine) if s.name == "notes"]
+    assert notes_status.status == "failed" and notes_status.documents == 1
 
 
 async def test_no_sources_is_a_clear_error(engine, embedder, clean_environ):
@@ -227,7 +251,7 @@ async def test_no_sources_is_a_clear_error(engine, embedder, clean_environ):
 async def test_source_access_applies_unless_front_matter_says_otherwise(
     handbook, engine, embedder, clean_environ
 ):
-    config = KnowledgeConfig(sources=[SourceConfig(path=handbook, access=Access.PRIVATE)])
+    config = KnowledgeConfig(sources=[FolderSource(path=handbook, access=Access.PRIVATE)])
     knowledge = build(config, engine, embedder, clean_environ)
     await knowledge.open(index=False)
     await knowledge.syncer.run()
@@ -243,7 +267,7 @@ async def test_source_access_applies_unless_front_matter_says_otherwise(
     await knowledge.close()
 
     # Making the source public again re-indexes every document with the new label.
-    config = KnowledgeConfig(sources=[SourceConfig(path=handbook)])
+    config = KnowledgeConfig(sources=[FolderSource(path=handbook)])
     knowledge = build(config, engine, embedder, clean_environ)
     await knowledge.open(index=False)
     report = await knowledge.syncer.run()
@@ -333,7 +357,7 @@ async def test_kill_9_mid_sync_then_resync_leaves_nothing_missing_or_twice(
     running = runs.last(finished=False)
     assert running is not None and running.status == "running"
 
-    config = KnowledgeConfig(sources=[SourceConfig(path=handbook, name="handbook")])
+    config = KnowledgeConfig(sources=[FolderSource(path=handbook, name="handbook")])
     knowledge = build(config, engine, embedder, clean_environ)
     await knowledge.open(index=False)
     report = await knowledge.syncer.run()  # the dead child's lease is taken over at once

@@ -29,7 +29,7 @@ from bot.server import Services, make_app
 from bot.settings import DeliveryConfig
 from bot.teams.config import MESSAGES_PATH, TeamsConfig
 from bot.teams.render import APPROVE_VERB, CORRECT_VERB, SEARCHING
-from knowledge.config import SourceConfig
+from knowledge.config import FolderSource
 from tests.fakes import FakeOpenAI
 from tests.helpers import (
     CITED,
@@ -119,7 +119,7 @@ async def make_env(
     connector = FakeConnector()
     await connector.start()
     settings = settings_for(data_dir, str(tiny_phi3))
-    settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    settings.knowledge.sources = [FolderSource(path=HANDBOOK, name="handbook")]
     settings.teams = teams
     settings.training = TrainingConfig(**TRAINING)
     if model is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from knowledge.config import SourceConfig
+from knowledge.config import FolderSource
 from tests.helpers import (
     HANDBOOK,
     WEAVIATE_API_KEY,
@@ -137,7 +137,7 @@ async def slack_env(
     settings = settings_for(clean_environ, str(tiny_phi3))
     settings.knowledge.store = "weaviate"
     settings.knowledge.weaviate = weaviate_config(synced["collection"])
-    settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    settings.knowledge.sources = [FolderSource(path=HANDBOOK, name="handbook")]
     async with running_slack(settings, embedder, aiohttp_client) as env:
         yield env
 

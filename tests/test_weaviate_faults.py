@@ -17,7 +17,7 @@ from base.database import make_engine, sqlite_url
 from base.errors import IndexStoreError
 from bot.core.runtime import Core
 from bot.server import Services, make_app
-from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.config import FolderSource, KnowledgeConfig
 from knowledge.index.weaviate import WeaviateIndex
 from knowledge.reports import SyncRunStore
 from knowledge.runtime import Knowledge
@@ -46,7 +46,7 @@ async def test_kill_9_mid_sync_then_restart_and_sync_again_loses_and_duplicates_
     weaviate_server.start()
     config = KnowledgeConfig(
         store="weaviate",
-        sources=[SourceConfig(path=HANDBOOK, name="handbook")],
+        sources=[FolderSource(path=HANDBOOK, name="handbook")],
         weaviate=weaviate_server.config("Handbook"),
     )
     engine = make_engine(sqlite_url(tmp_path / "expertbot.db"))

@@ -85,7 +85,24 @@ def _m002_vocabulary(conn: Connection) -> None:
         table.create(conn)
 
 
+def _m003_source_states(conn: Connection) -> None:
+    sa.Table(
+        "source_states",
+        sa.MetaData(),
+        sa.Column("name", sa.String(256), primary_key=True),
+        sa.Column("type", sa.String(32), nullable=False),
+        sa.Column("location", sa.Text, nullable=False),
+        sa.Column("cursor", sa.Text, nullable=False),
+        sa.Column("synced_at", sa.DateTime),
+        sa.Column("documents", sa.Integer, nullable=False),
+        sa.Column("attempted_at", sa.DateTime, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("error", sa.Text),
+    ).create(conn)
+
+
 MIGRATIONS = (
     Migration("m001_initial", _m001_initial),
     Migration("m002_vocabulary", _m002_vocabulary),
+    Migration("m003_source_states", _m003_source_states),
 )
