@@ -210,3 +210,40 @@ async def test_without_configured_sources_the_sync_job_is_off_and_says_why(
         assert ops.history.recent(5, job="sync") == []
 
     await with_scheduler(made, body)
+
+
+async def test_a_source_with_its_own_schedule_syncs_alone_on_it(
+    handbook_data_dir: Path, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "parking.md").write_text("# Parking\n\nThe garage code is 4711.\n")
+    made = settings(handbook_data_dir, sync="0 3 * * *")
+    made.knowledge.sources = [
+        FolderSource(path=HANDBOOK, name="handbook"),
+        FolderSource(path=notes, name="notes", schedule="*/2 * * * * *"),
+    ]
+
+    async def body(ops: Any, scheduler: Scheduler) -> None:
+        assert set(scheduler.next_runs()) == {"sync", "sync:notes"}
+        def finished() -> list[dict[str, Any]]:
+            return [r for r in ops.history.recent(5, job="sync") if r["outcome"] != "running"]
+
+        await until(lambda: bool(finished()))
+        run = finished()[-1]
+        assert run["outcome"] == "ok" and run["trigger"].startswith("schedule@")
+        reports = [ops.knowledge.syncer.runs.get(n) for n in range(1, 10)]
+        [scheduled] = [r for r in reports if r and r.trigger == run["trigger"]]
+        assert [s["name"] for s in scheduled.sources] == ["notes"]  # alone: not the handbook
+        # the global job covers the others and the experts' answers
+        result = await scheduler._run("sync", "test")
+        assert [s["name"] for s in result.details["sources"]] == ["handbook", "expert-answers"]
+
+    await with_scheduler(made, body)
+
+    made.knowledge.sources[1] = FolderSource(path=notes, name="notes")  # its schedule removed
+
+    async def after(ops: Any, scheduler: Scheduler) -> None:
+        assert set(scheduler.next_runs()) == {"sync"}
+
+    await with_scheduler(made, after)
