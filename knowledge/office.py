@@ -35,6 +35,7 @@ import csv
 import io
 import math
 import re
+import struct
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -98,6 +99,7 @@ def parse_office(fmt: str, data: bytes) -> ParsedDocument:
         NotImplementedError,
         zipfile.BadZipFile,
         zlib.error,
+        struct.error,
     ) as exc:
         raise DocumentError(f"corrupt .{fmt} file ({_describe(exc)})") from None
     except (
@@ -125,7 +127,7 @@ def _check_container(fmt: str, data: bytes) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError):
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, struct.error):
         raise DocumentError(f"corrupt .{fmt} file (not a zip archive, or truncated)") from None
     limit = max_unpacked_bytes(len(data))
     if unpacked > limit:
