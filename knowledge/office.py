@@ -85,12 +85,10 @@ def parse_office(fmt: str, data: bytes) -> ParsedDocument:
     except (DocumentError, MemoryError):
         raise
     except (
-        KeyError,
+        LookupError,  # KeyError (a missing part), IndexError
         ValueError,
         TypeError,
         AttributeError,
-        IndexError,
-        LookupError,
         OSError,
         EOFError,
         SyntaxError,  # lxml's XMLSyntaxError, ElementTree's ParseError
@@ -102,9 +100,9 @@ def parse_office(fmt: str, data: bytes) -> ParsedDocument:
         struct.error,
     ) as exc:
         raise DocumentError(f"corrupt .{fmt} file ({_describe(exc)})") from None
-    except (
-        Exception
-    ) as exc:  # the libraries' own errors: PackageNotFoundError, InvalidFileException
+    except Exception as exc:
+        # The libraries' own errors (docx's PackageNotFoundError, openpyxl's
+        # InvalidFileException) say the file is damaged; any other is a bug of ours.
         if type(exc).__module__.split(".")[0] in ("docx", "pptx", "openpyxl"):
             raise DocumentError(f"corrupt .{fmt} file ({_describe(exc)})") from None
         raise
@@ -339,13 +337,16 @@ def _parse_pptx(data: bytes) -> ParsedDocument:
     return ParsedDocument(title, tuple(builder.sections))
 
 
+_GROUP_DEPTH = 20  # groups nested deeper than this are left out
+
+
 def _add_shape(builder: SectionBuilder, shape: BaseShape, depth: int = 0) -> None:
     """A shape's text (a group's shapes in order, a table's rows as records)."""
     from pptx.shapes.graphfrm import GraphicFrame
     from pptx.shapes.group import GroupShape
 
     if isinstance(shape, GroupShape):
-        if depth < _STYLE_DEPTH:
+        if depth < _GROUP_DEPTH:
             for inner in shape.shapes:
                 _add_shape(builder, inner, depth + 1)
         return
