@@ -1,6 +1,7 @@
 """Turning a file's bytes into a title, an access label and sections under heading paths.
 
-Formats are chosen by extension: Markdown, plain text, reStructuredText, HTML and PDF.
+Formats are chosen by extension: Markdown, plain text, reStructuredText, HTML, PDF, and (in
+`knowledge/office.py`) Word, PowerPoint, Excel and CSV; legacy .doc, .xls and .ppt are refused.
 Every failure is a `DocumentError` whose message is the reason a sync reports.
 """
 
@@ -10,6 +11,7 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -19,7 +21,7 @@ from base.errors import DocumentError, DocumentSkipped
 from knowledge.models import Access, Section
 
 # Bump when parsing or chunking changes in a way that should re-index every document.
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"
 
 FORMATS = {
     ".md": "markdown",
@@ -30,7 +32,16 @@ FORMATS = {
     ".html": "html",
     ".htm": "html",
     ".pdf": "pdf",
+    ".docx": "docx",
+    ".pptx": "pptx",
+    ".xlsx": "xlsx",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".doc": "doc",
+    ".xls": "xls",
+    ".ppt": "ppt",
 }
+_OFFICE = ("docx", "pptx", "xlsx", "csv", "tsv", "doc", "xls", "ppt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +159,7 @@ def access_from_meta(meta: dict[str, Any]) -> tuple[Access | None, tuple[str, ..
 # --- sections ------------------------------------------------------------------------------
 
 
-class _SectionBuilder:
+class SectionBuilder:
     """Collects lines under the current heading path."""
 
     def __init__(self) -> None:
@@ -166,13 +177,13 @@ class _SectionBuilder:
         self.lines.append(text)
 
     def flush(self) -> None:
-        body = _tidy("\n".join(self.lines))
+        body = tidy("\n".join(self.lines))
         if body:
             self.sections.append(Section(tuple(t for _, t in self.path), body))
         self.lines = []
 
 
-def _tidy(text: str) -> str:
+def tidy(text: str) -> str:
     # Line by line: the regex `[ \t]+\n` rescans a run of blanks from each of its characters,
     # which on a long run (a padded export) takes minutes.
     text = "\n".join(line.rstrip(" \t") for line in text.split("\n"))
@@ -180,7 +191,7 @@ def _tidy(text: str) -> str:
     return text.strip()
 
 
-def _strip_control(text: str) -> str:
+def strip_control(text: str) -> str:
     return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text)
 
 
@@ -193,7 +204,7 @@ _FENCE = re.compile(r"^[ \t]{0,3}(```|~~~)")
 def _parse_markdown(data: bytes) -> ParsedDocument:
     meta, body = split_front_matter(decode_text(data))
     access, allowed = access_from_meta(meta)
-    builder = _SectionBuilder()
+    builder = SectionBuilder()
     first_h1 = ""
     lines = body.split("\n")
     in_fence = False
@@ -254,12 +265,12 @@ def _md_inline(text: str) -> str:
 def _parse_text(data: bytes) -> ParsedDocument:
     meta, body = split_front_matter(decode_text(data))
     access, allowed = access_from_meta(meta)
-    body = _strip_control(body)
+    body = strip_control(body)
     title = str(meta.get("title") or "")
     if not title:
         first = next((ln.strip() for ln in body.split("\n") if ln.strip()), "")
         title = first if len(first) <= 80 else ""
-    return ParsedDocument(title, (Section((), _tidy(body)),), access, allowed)
+    return ParsedDocument(title, (Section((), tidy(body)),), access, allowed)
 
 
 # --- reStructuredText ----------------------------------------------------------------------
@@ -274,7 +285,7 @@ def _parse_rst(data: bytes) -> ParsedDocument:
     meta, body = split_front_matter(decode_text(data))
     access, allowed = access_from_meta(meta)
     lines = body.split("\n")
-    builder = _SectionBuilder()
+    builder = SectionBuilder()
     styles: list[tuple[str, bool]] = []
     title = ""
     i = 0
@@ -319,7 +330,7 @@ def _parse_rst(data: bytes) -> ParsedDocument:
 
 
 def _rst_heading(
-    builder: _SectionBuilder,
+    builder: SectionBuilder,
     styles: list[tuple[str, bool]],
     style: tuple[str, bool],
     text: str,
@@ -376,7 +387,7 @@ def _parse_html(data: bytes) -> ParsedDocument:
     first_h1 = next((text for text in h1s if text), "")
     for tag in soup.find_all("li"):
         tag.insert(0, "- ")
-    builder = _SectionBuilder()
+    builder = SectionBuilder()
     for raw in soup.get_text("\n").split("\n"):
         if raw.startswith(_HEADING_MARK):
             builder.heading(int(raw[len(_HEADING_MARK)]), raw[len(_HEADING_MARK) + 1 :])
@@ -433,7 +444,7 @@ def _parse_pdf(data: bytes) -> ParsedDocument:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
             raise DocumentError("encrypted PDF (needs a password)")
-        pages = [_strip_control(page.extract_text() or "") for page in reader.pages]
+        pages = [strip_control(page.extract_text() or "") for page in reader.pages]
         metadata: dict[str, Any] = dict(reader.metadata or {})
         meta_title = str(metadata.get("/Title") or "")
     except DocumentError:
@@ -449,11 +460,18 @@ def _parse_pdf(data: bytes) -> ParsedDocument:
     ) as exc:
         raise DocumentError(f"corrupt PDF ({exc.__class__.__name__})") from None
     sections = tuple(
-        Section((f"Page {n}",), _tidy(text))
-        for n, text in enumerate(pages, start=1)
-        if text.strip()
+        Section((f"Page {n}",), tidy(text)) for n, text in enumerate(pages, start=1) if text.strip()
     )
     return ParsedDocument(meta_title, sections)
+
+
+# --- Office and CSV ------------------------------------------------------------------------
+
+
+def _parse_office(fmt: str, data: bytes) -> ParsedDocument:
+    from knowledge.office import parse_office  # it builds on this module
+
+    return parse_office(fmt, data)
 
 
 _PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
@@ -462,4 +480,5 @@ _PARSERS: dict[str, Callable[[bytes], ParsedDocument]] = {
     "rst": _parse_rst,
     "html": _parse_html,
     "pdf": _parse_pdf,
+    **{fmt: partial(_parse_office, fmt) for fmt in _OFFICE},
 }

@@ -36,7 +36,7 @@ from bot.teams.config import MESSAGES_PATH, TeamsConfig
 from knowledge.config import FolderSource, KnowledgeConfig
 from knowledge.parsing import FORMATS, ParsedDocument, parse_document
 from knowledge.runtime import Knowledge
-from tests.helpers import HANDBOOK, SECRET, SlackEnv, envelope, running_slack, settings_for
+from tests.helpers import HANDBOOK, ROOT, SECRET, SlackEnv, envelope, running_slack, settings_for
 from tests.slack_fake import TEAM
 from tests.teams_fake import FakeConnector, activity
 
@@ -768,6 +768,9 @@ def parse_or_refuse(doc_id: str, data: bytes) -> ParsedDocument | DocumentError:
     return result
 
 
+OFFICE = ROOT / "tests" / "assets" / "office"
+
+
 def seed(doc_id: str) -> tuple[str, bytes]:
     return doc_id, (HANDBOOK / doc_id).read_bytes()
 
@@ -778,6 +781,15 @@ SEEDS = [
     seed("security/incident-response.rst"),
     seed("it/laptop-and-equipment.html"),
     seed("finance/travel-and-expense-policy.pdf"),
+    *[
+        (name, (OFFICE / name).read_bytes())
+        for name in [
+            "expense-policy-lo.docx",
+            "sales-kickoff-lo.pptx",
+            "on-call-roster-lo.xlsx",
+            "price-list.csv",
+        ]
+    ],
     (
         "notes.md",
         b"---\ntitle: Notes\naccess: restricted\nallowed: [C1, finance]\n---\n# A\n\n## B ##\ntext [link](u)\n",

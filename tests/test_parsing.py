@@ -117,8 +117,8 @@ def test_skips_have_reasons():
         parse_document("e.md", b" \n\t\n")
     with pytest.raises(DocumentSkipped, match="binary file"):
         parse_document("b.txt", b"abc\x00def")
-    with pytest.raises(DocumentSkipped, match=r"unsupported file type \.docx"):
-        parse_document("w.docx", b"PK...")
+    with pytest.raises(DocumentSkipped, match=r"unsupported file type \.odt"):
+        parse_document("w.odt", b"PK...")
     with pytest.raises(DocumentSkipped, match="no text"):
         parse_document("h.html", b"<html><body><script>x()</script></body></html>")
 
