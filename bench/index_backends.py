@@ -44,9 +44,9 @@ from base.database import make_engine, sqlite_url
 from bench.pydocs_dataset import build as build_dataset
 from knowledge.config import (
     FolderSource,
-    SourceConfig,
     KnowledgeConfig,
     LanceDBConfig,
+    SourceConfig,
     WeaviateConfig,
 )
 from knowledge.embedding import SentenceTransformerEmbedder

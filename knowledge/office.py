@@ -376,7 +376,7 @@ def _notes(slide: Slide) -> str:
 
 
 def _parse_xlsx(data: bytes) -> ParsedDocument:
-    import openpyxl  # type: ignore[import-untyped]
+    import openpyxl
 
     workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     try:

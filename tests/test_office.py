@@ -11,12 +11,12 @@ import shutil
 from pathlib import Path
 
 import docx
-import openpyxl  # type: ignore[import-untyped]
+import openpyxl
 import pytest
 
 from base.errors import DocumentError, DocumentSkipped
 from knowledge import office
-from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.config import FolderSource, KnowledgeConfig
 from knowledge.parsing import ParsedDocument, parse_document
 from knowledge.runtime import Knowledge
 from tests.helpers import ROOT
@@ -272,7 +272,7 @@ async def test_a_sync_finds_each_formats_facts_under_their_heading_and_counts_th
 ) -> None:
     source = tmp_path / "shared-drive"
     shutil.copytree(ASSETS, source)
-    config = KnowledgeConfig(sources=[SourceConfig(path=source, name="drive")])
+    config = KnowledgeConfig(sources=[FolderSource(path=source, name="drive")])
     knowledge = Knowledge.build(config, data_dir=clean_environ, engine=engine, embedder=embedder)
     await knowledge.open(index=False)
     try:

@@ -254,7 +254,7 @@ async def test_a_listing_that_fails_midway_keeps_the_old_cursor_and_every_docume
     connector.fail_after = 1
     report = await knowledge.syncer.run()
     assert report.failed_sources == ["wiki"] and report.deleted == 0
-    assert "503" in next(i.reason for i in report.items if i.doc_id == "*")  # type: ignore[operator]
+    assert "503" in next(i.reason for i in report.items if i.doc_id == "*")
     state = SourceStateStore(knowledge.engine).all()["wiki"]
     assert state.status == "failed" and state.cursor == {"delta": 1} and state.documents == 2
     connector.fail_after = None
