@@ -142,7 +142,9 @@ class WebSource(_Source):
     max_depth: int = Field(default=20, ge=0, le=1_000, description="Links followed from the start.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight at once.")
     delay_s: float = Field(
-        default=0.0, ge=0, description="Pause between requests (robots.txt's Crawl-delay wins)."
+        default=0.0,
+        ge=0,
+        description="Least pause between requests to the site (a longer robots.txt Crawl-delay wins).",
     )
     timeout_s: float = Field(default=30.0, gt=0)
     user_agent: str = "expertbot"
