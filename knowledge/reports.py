@@ -28,7 +28,7 @@ class SyncItem:
 class SyncReport:
     trigger: str
     store: str
-    sources: list[dict[str, str]]
+    sources: list[dict[str, Any]]
     started_at: datetime = field(default_factory=utcnow)
     run_id: int | None = None
     status: str = "running"
@@ -49,6 +49,11 @@ class SyncReport:
         setattr(self, action, getattr(self, action) + 1)
         if action != "unchanged":
             self.items.append(SyncItem(source, doc_id, action, reason))
+
+    def source(self, name: str) -> dict[str, Any]:
+        """This report's entry for the source `name` (what it listed, whether its cursor was
+        saved)."""
+        return next(s for s in self.sources if s["name"] == name)
 
     @property
     def failed_sources(self) -> list[str]:
@@ -122,6 +127,7 @@ class SyncRunStore:
                 .where(sync_runs.c.id == report.run_id)
                 .values(
                     status=report.status,
+                    sources=json.dumps(report.sources),
                     finished_at=report.finished_at,
                     duration_s=report.duration_s,
                     chunks_written=report.chunks_written,
@@ -180,6 +186,7 @@ class SourceState:
     location: str
     cursor: dict[str, Any]
     synced_at: datetime | None
+    run_id: int | None
     documents: int
     attempted_at: datetime
     status: str
@@ -200,7 +207,9 @@ class SourceStateStore:
             ).scalar()
         return json.loads(text) if text else {}
 
-    def saved(self, source: Any, cursor: dict[str, Any], documents: int) -> None:
+    def saved(
+        self, source: Any, cursor: dict[str, Any], documents: int, run_id: int | None
+    ) -> None:
         now = utcnow()
         self._put(
             source,
@@ -208,12 +217,13 @@ class SourceStateStore:
             synced_at=now,
             documents=documents,
             attempted_at=now,
+            run_id=run_id,
             status="ok",
             error=None,
         )
 
-    def failed(self, source: Any, error: str) -> None:
-        self._put(source, attempted_at=utcnow(), status="failed", error=error[:2000])
+    def failed(self, source: Any, error: str, run_id: int | None) -> None:
+        self._put(source, attempted_at=utcnow(), run_id=run_id, status="failed", error=error[:2000])
 
     def _put(self, source: Any, **values: Any) -> None:
         name = source.source_name
@@ -243,6 +253,7 @@ class SourceStateStore:
                 row.location,
                 json.loads(row.cursor or "{}"),
                 row.synced_at,
+                row.run_id,
                 row.documents,
                 row.attempted_at,
                 row.status,

@@ -57,6 +57,7 @@ source_states = sa.Table(
     sa.Column("location", sa.Text, nullable=False),
     sa.Column("cursor", sa.Text, nullable=False),  # JSON
     sa.Column("synced_at", sa.DateTime),  # the last listing that finished (the cursor's age)
+    sa.Column("run_id", sa.Integer),  # the sync report of the last attempt
     sa.Column("documents", sa.Integer, nullable=False),  # what that listing held
     sa.Column("attempted_at", sa.DateTime, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # ok | failed

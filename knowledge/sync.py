@@ -352,11 +352,13 @@ class Syncer:
                 log.exception("sync.source_failed", source=name)
                 why = f"{exc.__class__.__name__}: {exc}"
             report.record(name, "*", "failed", f"could not be listed ({why}){KEPT}")
-            await asyncio.to_thread(self.states.failed, source, why)
+            await asyncio.to_thread(self.states.failed, source, why, report.run_id)
+            report.source(name).update(listed=listed, cursor="kept")
             return []
         if connector.full_listing:
             removals += sorted(k for k in ours if k not in seen)
-        await asyncio.to_thread(self.states.saved, source, state, listed)
+        await asyncio.to_thread(self.states.saved, source, state, listed, report.run_id)
+        report.source(name).update(listed=listed, cursor="saved")
         return removals
 
     async def _apply(

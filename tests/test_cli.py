@@ -30,7 +30,13 @@ def test_sync_json_report(tmp_path):
     assert report["status"] == "ok" and report["added"] == len(list(docs.iterdir()))
     # The folder given, and the experts' answers every sync indexes.
     assert report["sources"] == [
-        {"name": "kb", "type": "folder", "path": str(docs)},
+        {
+            "name": "kb",
+            "type": "folder",
+            "path": str(docs),
+            "listed": report["added"],
+            "cursor": "saved",
+        },
         {"name": "expert-answers", "type": "feed", "path": ""},
     ]
     again = run_cli("sync", str(docs))

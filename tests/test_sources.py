@@ -254,12 +254,20 @@ async def test_a_listing_that_fails_midway_keeps_the_old_cursor_and_every_docume
     connector.fail_after = 1
     report = await knowledge.syncer.run()
     assert report.failed_sources == ["wiki"] and report.deleted == 0
+    assert report.source("wiki") == {
+        "name": "wiki",
+        "type": "web",
+        "path": "https://wiki.example.com/",
+        "listed": 1,
+        "cursor": "kept",
+    }
     assert "503" in next(i.reason for i in report.items if i.doc_id == "*")
     state = SourceStateStore(knowledge.engine).all()["wiki"]
     assert state.status == "failed" and state.cursor == {"delta": 1} and state.documents == 2
     connector.fail_after = None
-    await knowledge.syncer.run()
+    last = await knowledge.syncer.run()
     assert SourceStateStore(knowledge.engine).cursor("wiki") == {"delta": 2}
+    assert SourceStateStore(knowledge.engine).all()["wiki"].run_id == last.run_id
 
 
 async def test_what_the_platform_restricts_is_only_seen_where_it_is_allowed(wiki) -> None:

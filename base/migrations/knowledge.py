@@ -94,6 +94,7 @@ def _m003_source_states(conn: Connection) -> None:
         sa.Column("location", sa.Text, nullable=False),
         sa.Column("cursor", sa.Text, nullable=False),
         sa.Column("synced_at", sa.DateTime),
+        sa.Column("run_id", sa.Integer),
         sa.Column("documents", sa.Integer, nullable=False),
         sa.Column("attempted_at", sa.DateTime, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
