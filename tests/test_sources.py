@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Collection
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from bot.settings import load_settings
 from knowledge import sync as sync_module
 from knowledge.config import FolderSource, KnowledgeConfig, WebSource
 from knowledge.connectors.base import Entry, narrow
+from knowledge.connectors.http import HttpClient
 from knowledge.models import Access, AccessScope, SearchFilters
 from knowledge.reports import SourceStateStore
 from knowledge.runtime import Knowledge
@@ -395,3 +397,14 @@ async def test_two_sources_sync_at_once_each_under_its_own_lease(
         assert not [e for e in logs if "already running" in str(e)]
     finally:
         await knowledge.close()
+
+
+def test_retry_after_is_honoured_in_seconds_or_as_a_date_and_capped() -> None:
+    from email.utils import format_datetime
+
+    client = HttpClient(source="intranet", user_agent="expertbot", max_wait_s=120)
+    assert client._wait("7", attempt=1) == 7
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 < client._wait(soon, attempt=1) <= 30
+    assert client._wait("86400", attempt=1) == 120  # a day is not worth waiting for here
+    assert client._wait("soon-ish", attempt=3) <= 120  # unreadable: exponential backoff
