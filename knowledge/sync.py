@@ -45,7 +45,7 @@ from base.errors import (
     DocumentSkipped,
     SourceError,
 )
-from base.locks import JobLock
+from base.locks import JobLock, make_holder
 from knowledge.answerability import content_terms
 from knowledge.chunking import Chunker
 from knowledge.config import KnowledgeConfig, SourceConfig
@@ -205,9 +205,8 @@ class Syncer:
                 ]
                 + [{"name": feed.name, "type": "feed", "path": ""} for feed in feeds_synced],
             )
-            for lock in held:
-                if lock.previous_holder:
-                    await asyncio.to_thread(self.runs.mark_interrupted, lock.previous_holder)
+            for previous in {lock.previous_holder for lock in held if lock.previous_holder}:
+                await asyncio.to_thread(self.runs.mark_interrupted, previous)
             await asyncio.to_thread(self.runs.start, report, held[0].holder)
             for name, since in busy.items():
                 report.record(name, "*", "skipped", f"{BUSY} (since {since})")
@@ -255,8 +254,9 @@ class Syncer:
         held: list[JobLock] = []
         busy: dict[str, str] = {}
         first_refusal: AlreadyRunningError | None = None
+        holder = make_holder()  # one for the run: a run that died is closed by any of its leases
         for name in names:
-            lock = JobLock(self.engine, sync_lock(name))
+            lock = JobLock(self.engine, sync_lock(name), holder=holder)
             try:
                 await stack.enter_async_context(lock.held(wait=wait))
             except AlreadyRunningError as exc:
