@@ -64,6 +64,7 @@ from bot.slack.config import SlackConfig
 from bot.slack.delivery import EphemeralAnswer, StreamedAnswer, UpdatedAnswer
 from bot.slack.directory import Directory
 from bot.slack.permissions import Permissions
+from bot.slack.render import feedback_vote
 from bot.slack.views import correction_view, notice_view
 from training.feedback.records import AnswerRecord, RatingKind
 
@@ -106,6 +107,8 @@ _DOWN_REACTIONS = {"-1", "thumbsdown"}
 # messages — is ignored).
 _HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
 _REFUSED = (SlackApiError, SlackRequestError)
+
+LAST_VOTE = "(Your last vote on an answer is the one that counts.)"
 
 HELP = (
     "*Ask me* by mentioning me in a channel, in a DM, or by replying in a thread I answered.\n"
@@ -164,6 +167,7 @@ class SlackBot:
         app.event("message", middleware=claimed)(self._on_event)
         app.event("reaction_added", middleware=claimed)(self._on_reaction_added)
         app.event("reaction_removed", middleware=claimed)(self._on_reaction_removed)
+        app.action(ids.FEEDBACK_ACTION)(self._on_button)
         app.action(ids.FEEDBACK_UP)(self._on_button)
         app.action(ids.FEEDBACK_DOWN)(self._on_button)
         app.shortcut(ids.CORRECT_SHORTCUT)(self._on_correct_shortcut)
@@ -455,11 +459,21 @@ class SlackBot:
             await self.feedback.retract(answer_id, user, kind)
 
     async def _on_button(self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]) -> None:
+        """A click on an answer's feedback buttons (or on the plain 👍 / 👎 buttons of answers
+        posted before them). Slack toggles its feedback buttons and says nothing when one is
+        unselected: each click is a vote, and a person's last vote replaces the earlier one."""
         await ack()
         action = body["actions"][0]
-        kind = RatingKind.UP if action["action_id"] == ids.FEEDBACK_UP else RatingKind.DOWN
+        value = str(action.get("value", ""))
+        if action.get("type") == "feedback_buttons":
+            vote = feedback_vote(value)
+            if vote is None:
+                return
+            up, answer_id = vote
+        else:
+            up, answer_id = action["action_id"] == ids.FEEDBACK_UP, value
+        kind = RatingKind.UP if up else RatingKind.DOWN
         user = body["user"]["id"]
-        answer_id = str(action.get("value", ""))
         if not await asyncio.to_thread(self.core.store.get_answer, answer_id):
             return
         await self.feedback.rate(
@@ -468,12 +482,12 @@ class SlackBot:
         channel = (body.get("channel") or {}).get("id")
         if channel:
             thanks = rating_thanks(
-                kind == RatingKind.UP,
+                up,
                 f"An expert can reply `{self.config.correction_prefix} …` in the thread with the "
                 "right answer.",
             )
             message = body.get("message") or {}
-            await self._ephemeral(channel, user, thanks, message.get("thread_ts"))
+            await self._ephemeral(channel, user, f"{thanks} {LAST_VOTE}", message.get("thread_ts"))
 
     async def _correction_reply(self, event: dict[str, Any], text: str) -> None:
         channel, thread, user = event["channel"], event["thread_ts"], event["user"]
