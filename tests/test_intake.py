@@ -164,7 +164,10 @@ async def test_a_question_a_dead_replica_left_is_answered_once_by_another(slack_
     assert stream.body["thread_ts"] == question.where.thread
     # Answered exactly as it was asked: the same place, asker and groups (the same documents).
     assert env.questions == [question]
-    # 👀 while it was answered again, taken off at the end.
+    # A status while it was answered again, cleared at the end; the 👀 an earlier try may have
+    # left is taken off.
+    statuses = [c.body["status"] for c in env.slack.calls_to("assistant.threads.setStatus")]
+    assert statuses[0] and statuses[-1] == ""
     assert [c.body["name"] for c in env.slack.calls_to("reactions.remove")] == ["eyes"]
 
 

@@ -170,13 +170,23 @@ async def test_a_mention_is_acked_and_answered_in_its_thread_with_progress_sourc
     env = cited
     ts, stop = await env.ask(PASSWORD_Q)
     slack = env.slack
-    add = slack.calls_to("reactions.add")[0]
-    assert add.body == {"channel": "CPUBLIC", "timestamp": ts, "name": "eyes"}
     start = slack.calls_to("chat.startStream")[0]
     assert start.body["channel"] == "CPUBLIC" and start.body["thread_ts"] == ts
     assert start.body["recipient_user_id"] == EMPLOYEE and start.body["recipient_team_id"] == TEAM
     assert start.headers["Authorization"] == "Bearer xoxb-test"
-    assert add.at < start.at  # progress shows before the answer starts
+    # While it works: a status with loading messages; cleared once the answer is done.
+    status, cleared = await slack.wait_for("assistant.threads.setStatus", 2)
+    assert status.body["channel_id"] == "CPUBLIC" and status.body["thread_ts"] == ts
+    assert status.body["status"] == "is looking this up…"
+    assert status.body["loading_messages"] == [
+        "Searching the handbook…",
+        "Reading the sources…",
+        "Writing…",
+    ]
+    assert status.at < start.at  # progress shows before the answer starts
+    assert cleared.body == {"channel_id": "CPUBLIC", "thread_ts": ts, "status": ""}
+    assert cleared.at > stop.at
+    assert not slack.calls_to("reactions.add")  # the status says it: no 👀
     answer_ts = stop.body["ts"]
     answer_id = answer_of(stop)
     row = env.core.store.get_answer(answer_id)
@@ -191,8 +201,20 @@ async def test_a_mention_is_acked_and_answered_in_its_thread_with_progress_sourc
     shown = [line for e in sources["elements"] for line in e["text"].splitlines()]
     assert [line.split(" ", 1)[0] for line in shown] == ["[1]", "[2]"]
     assert all(s.source.title in line for s, line in zip(row.sources, shown, strict=True))
-    await slack.wait_for("reactions.remove")
-    assert slack.calls_to("reactions.remove")[0].body["timestamp"] == ts
+
+
+async def test_where_slack_refuses_the_status_the_question_gets_eyes_instead(env: Env) -> None:
+    env.slack.fail("assistant.threads.setStatus", error="not_allowed")
+    ts, _ = await env.ask(PASSWORD_Q)
+    add = (await env.slack.wait_for("reactions.add"))[0]
+    assert add.body == {"channel": "CPUBLIC", "timestamp": ts, "name": "eyes"}
+    removed = (await env.slack.wait_for("reactions.remove"))[0]
+    assert removed.body["timestamp"] == ts
+    # Refused once in that channel: not asked again there for a while, 👀 at once.
+    again, _ = await env.ask(PASSWORD_Q)
+    await env.slack.wait_for("reactions.remove", 2)
+    assert len(env.slack.calls_to("assistant.threads.setStatus")) == 1
+    assert env.slack.calls_to("reactions.add")[1].body["timestamp"] == again
 
 
 async def test_the_http_ack_comes_before_the_answer(env: Env) -> None:
@@ -207,12 +229,20 @@ async def test_the_http_ack_comes_before_the_answer(env: Env) -> None:
     assert acked < 1.0
 
 
-async def test_a_dm_is_answered_in_its_thread_with_dm_access(env: Env) -> None:
+async def test_a_dm_is_answered_in_its_thread_with_a_status_then_feedback_buttons(
+    env: Env,
+) -> None:
     ts = env.slack.next_ts()
     await env.event(message(PASSWORD_Q, channel="D0DM", user=EMPLOYEE, ts=ts, channel_type="im"))
     stop = (await env.slack.wait_for("chat.stopStream"))[0]
     row = stored_answer(env.core.store, answer_of(stop))
     assert row.where_kind == "dm" and row.thread == ts and row.asker == EMPLOYEE
+    status, cleared = await env.slack.wait_for("assistant.threads.setStatus", 2)
+    assert (status.body["channel_id"], status.body["thread_ts"]) == ("D0DM", ts)
+    assert status.body["loading_messages"][-1] == "Writing…"
+    assert status.at < env.slack.calls_to("chat.startStream")[0].at
+    assert cleared.body == {"channel_id": "D0DM", "thread_ts": ts, "status": ""}
+    assert not env.slack.calls_to("reactions.add")
 
 
 async def test_a_follow_up_in_the_thread_carries_its_history(env: Env) -> None:
@@ -395,7 +425,8 @@ async def test_a_failure_to_answer_ends_in_an_apology_in_the_thread(env: Env) ->
     await env.event(mention(PASSWORD_Q, channel="CPUBLIC", user=EMPLOYEE, ts=ts))
     posted = (await env.slack.wait_for("chat.postMessage"))[0]
     assert posted.body["thread_ts"] == ts and "Sorry" in posted.body["text"]
-    await env.slack.wait_for("reactions.remove")
+    _, cleared = await env.slack.wait_for("assistant.threads.setStatus", 2)
+    assert cleared.body == {"channel_id": "CPUBLIC", "thread_ts": ts, "status": ""}
 
 
 # -- feedback ----------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ from bot.delivery import Note, Started, deliver
 from bot.intake import Intake
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
 from bot.slack import ids
+from bot.slack.assistant import ThreadStatus, Viewing
 from bot.slack.client import error_code, make_client, post
 from bot.slack.config import SlackConfig
 from bot.slack.delivery import EphemeralAnswer, StreamedAnswer, UpdatedAnswer
@@ -143,6 +144,9 @@ class SlackBot:
         self.client = make_client(config)
         self.directory = Directory(self.client, config.cache_ttl_s)
         self.permissions = Permissions(config, self.directory)
+        sources = [s.source_name for s in ops.settings.knowledge.sources]
+        self.status = ThreadStatus(self.client, config.cache_ttl_s, sources=sources)
+        self.viewing = Viewing()
         if config.admin_channel:
             ops.announcers.append(self.announce)
         # Bolt reads $SLACK_BOT_TOKEN itself and warns that our client (which has it) wins.
@@ -324,7 +328,9 @@ class SlackBot:
     async def answer(self, pending: Pending, note: Note, started: Started) -> bool:
         question, ts = pending.question, str(pending.reply["ts"])
         channel, thread = str(question.where.channel), str(question.where.thread)
-        await self._react(channel, ts, add=True)
+        shown = await self.status.show(channel, thread)
+        if not shown:  # no status here: 👀 on the question instead
+            await self._react(channel, ts, add=True)
         if pending.messages:
             sink: StreamedAnswer | UpdatedAnswer = await self._in_place(
                 channel, thread, pending.messages, note
@@ -337,7 +343,10 @@ class SlackBot:
             with structlog.contextvars.bound_contextvars(platform=PLATFORM, channel=channel):
                 answer = await deliver(self.core.answerer, question, sink, started=started)
         finally:
-            await self._react(channel, ts, add=False)
+            if shown:
+                await self.status.clear(channel, thread)
+            if not shown or pending.resumed:  # a resumed one: an earlier try's 👀, too
+                await self._react(channel, ts, add=False)
         if answer is not None:
             log.info(
                 "slack.answered",
@@ -359,6 +368,8 @@ class SlackBot:
             await self.client.chat_update(channel=channel, ts=sink.ts, text=text)
         else:
             await post(self.client, channel, thread, text)
+        # An earlier try may have left either: its status, or its 👀.
+        await self.status.clear(channel, thread)
         await self._react(channel, str(pending.reply["ts"]), add=False)
 
     async def _in_place(
