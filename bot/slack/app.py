@@ -53,17 +53,24 @@ from bot.chat import (
 )
 from bot.claims import EventClaims, Pending
 from bot.core.feedback import Feedback
-from bot.core.question import Question, Turn, Where
+from bot.core.question import Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
 from bot.delivery import Note, Started, deliver
 from bot.intake import Intake
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
 from bot.slack import ids
-from bot.slack.assistant import ThreadStatus, Viewing
+from bot.slack.assistant import (
+    ThreadStatus,
+    Viewing,
+    event_user,
+    prompts_for,
+    viewed_channel,
+)
 from bot.slack.client import error_code, make_client, post
 from bot.slack.config import SlackConfig
 from bot.slack.delivery import EphemeralAnswer, StreamedAnswer, UpdatedAnswer
 from bot.slack.directory import Directory
+from bot.slack.home import Home
 from bot.slack.permissions import Permissions
 from bot.slack.render import feedback_vote
 from bot.slack.views import correction_view, notice_view
@@ -147,6 +154,15 @@ class SlackBot:
         sources = [s.source_name for s in ops.settings.knowledge.sources]
         self.status = ThreadStatus(self.client, config.cache_ttl_s, sources=sources)
         self.viewing = Viewing()
+        self.home = Home(
+            self.client,
+            config,
+            core,
+            ops,
+            self.permissions,
+            self.directory,
+            how_to_ask=help_text(config),
+        )
         if config.admin_channel:
             ops.announcers.append(self.announce)
         # Bolt reads $SLACK_BOT_TOKEN itself and warns that our client (which has it) wins.
@@ -171,9 +187,14 @@ class SlackBot:
         app.event("message", middleware=claimed)(self._on_event)
         app.event("reaction_added", middleware=claimed)(self._on_reaction_added)
         app.event("reaction_removed", middleware=claimed)(self._on_reaction_removed)
+        app.event("app_home_opened")(self._on_app_home_opened)
+        app.event("app_context_changed")(self._on_app_context_changed)
         app.action(ids.FEEDBACK_ACTION)(self._on_button)
         app.action(ids.FEEDBACK_UP)(self._on_button)
         app.action(ids.FEEDBACK_DOWN)(self._on_button)
+        app.action(ids.HOME_APPROVE)(self._on_home_review)
+        app.action(ids.HOME_CORRECT)(self._on_home_review)
+        app.action(re.compile(f"^{ids.HOME_JOB}_"))(self._on_home_job)
         app.shortcut(ids.CORRECT_SHORTCUT)(self._on_correct_shortcut)
         app.view(ids.CORRECTION_VIEW)(self._on_correction_submitted)
         app.command(self.config.command)(self._on_command)
@@ -278,6 +299,7 @@ class SlackBot:
             return Correction(event, _MENTION.sub("", text).strip())
         team = context.get("team_id")
         if channel_type == "im":
+            self._saw_context(user, event)
             return await self._ask(event, _MENTION.sub("", text).strip(), team=team)
         if thread:
             earlier = await asyncio.to_thread(
@@ -420,13 +442,58 @@ class SlackBot:
                     self.core.store.thread_answers, PLATFORM, channel, thread
                 )
             history = thread_history(earlier)
+        viewing: tuple[str, ...] = ()
+        looked_at = self.viewing.channel_of(user) if kind == WhereKind.DM else None
+        if looked_at:  # ranks what a DM's answer uses; its documents stay the DM's
+            name = await self.directory.name_of(looked_at)
+            viewing = (looked_at, name) if name else (looked_at,)
         return Question(
             text=text,
             asker=user,
             where=Where(kind=kind, channel=channel, platform=PLATFORM, thread=thread),
             history=history,
             asker_groups=await self.directory.groups_of(user),
+            viewing=viewing,
         )
+
+    # -- the agent messaging experience ------------------------------------------------------
+
+    def _saw_context(self, user: str, event: dict[str, Any]) -> None:
+        """Keep what `user` is looking at, where the event says (Slack adds the context to DMs
+        and App Home visits only when the app subscribes to `app_context_changed`)."""
+        if "context" in event or "app_context" in event:
+            self.viewing.saw(user, viewed_channel(event))
+
+    async def _on_app_context_changed(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        user = event_user(body, event)
+        if user:
+            self.viewing.saw(user, viewed_channel(event))
+
+    async def _on_app_home_opened(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        """The Messages tab opened (the agent conversation): its suggested prompts, set with the
+        channel only (a thread_ts there makes Slack drop them). The Home tab: its view."""
+        user, channel = str(event.get("user") or ""), str(event.get("channel") or "")
+        if not user:
+            return
+        self._saw_context(user, event)
+        if event.get("tab") == "messages" and channel:
+            await self._suggest(channel)
+        elif event.get("tab") == "home":
+            await self.home.opened(user)
+
+    async def _suggest(self, channel: str) -> None:
+        config = self.config
+        prompts = await prompts_for(
+            self.core.store, learned=config.learned_prompts, defaults=config.suggested_prompts
+        )
+        if not prompts:
+            return  # Slack shows the manifest's prompts, if any
+        try:
+            await self.client.assistant_threads_setSuggestedPrompts(
+                channel_id=channel, prompts=prompts, title=config.suggested_prompts_title
+            )
+        except _REFUSED as exc:
+            log.info("slack.prompts_refused", channel=channel, error=error_code(exc))
 
     # -- feedback ----------------------------------------------------------------------------
 
@@ -572,9 +639,54 @@ class SlackBot:
             return
         await ack()
         meta = json.loads(view.get("private_metadata") or "{}")
-        await self._correct(
-            meta["answer_id"], body["user"]["id"], value, meta["channel"], meta.get("thread")
-        )
+        user = body["user"]["id"]
+        await self._correct(meta["answer_id"], user, value, meta["channel"], meta.get("thread"))
+        if meta.get("home"):  # corrected from the Home tab: it leaves the review list
+            await self.home.publish(user)
+
+    # -- the Home tab's buttons (every click checked again: a payload can be forged) --------
+
+    async def _on_home_review(
+        self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]
+    ) -> None:
+        """An expert's Approve or Correct on an answer to review."""
+        await ack()
+        user, action = body["user"]["id"], body["actions"][0]
+        answer_id = str(action.get("value", ""))
+        row = await asyncio.to_thread(self.core.store.get_answer, answer_id)
+        if row is None:
+            return
+        if not await self.permissions.is_expert(user) or not await self.home.may_see(user, row):
+            log.info("slack.home_refused", action=action.get("action_id"), user=user)
+            await post(self.client, user, None, "Sorry, reviewing answers is for experts only.")
+            return
+        if action.get("action_id") == ids.HOME_APPROVE:
+            await self.feedback.approve(answer_id, user, platform=PLATFORM, source="home")
+            await self.home.publish(user)
+            return
+        metadata = {"answer_id": answer_id, "channel": row.channel or "", "home": True}
+        view = correction_view(row.question, row.answer, json.dumps(metadata))
+        await self.client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    async def _on_home_job(self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]) -> None:
+        """An admin's Sync / Retrain / Rollback: the same jobs as the slash command."""
+        await ack()
+        user = body["user"]["id"]
+        job = str(body["actions"][0].get("action_id", "")).removeprefix(f"{ids.HOME_JOB}_")
+        if job not in ADMIN_JOBS:
+            return
+        if not await self.permissions.is_admin(user):
+            log.info("slack.command_refused", command=job, user=user, via="home")
+            await post(self.client, user, None, refused(job))
+            return
+        log.info("slack.command", command=job, user=user, via="home")
+
+        async def report(line: str) -> None:
+            await post(self.client, user, None, line)
+
+        await report(f"Starting `{job}` …")
+        await report(await run_admin_job(self.ops, job, "", trigger=f"slack:{user}", report=report))
+        await self.home.refresh()
 
     # -- the slash command -------------------------------------------------------------------
 
@@ -621,6 +733,7 @@ class SlackBot:
         await report(
             await run_admin_job(self.ops, job, arg, trigger=f"slack:{user}", report=report)
         )
+        await self.home.refresh()
 
     async def announce(self, result: JobResult) -> None:
         """Post a training run's outcome to the admin channel: the summary, the before/after

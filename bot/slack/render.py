@@ -27,6 +27,7 @@ __all__ = [
     "SlackMessage",
     "answer_messages",
     "curated_block",
+    "escape",
     "feedback_block",
     "feedback_vote",
     "footer_blocks",
@@ -69,6 +70,11 @@ _REOPEN, _CLOSE = "```\n", "\n```"
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape(text: str) -> str:
+    """`text` shown literally in mrkdwn: Slack's control characters escaped."""
+    return _escape(text)
 
 
 def _link(uri: str, text: str) -> str:
