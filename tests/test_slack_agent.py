@@ -32,7 +32,13 @@ from tests.helpers import (
 from tests.helpers import SlackEnv as Env
 from tests.slack_fake import TEAM, Call
 from training.config import TrainingConfig
-from training.feedback.records import AnswerRecord, CitedSource, RetrievedChunk, StoredSource
+from training.feedback.records import (
+    AnswerRecord,
+    CitedSource,
+    RatingKind,
+    RetrievedChunk,
+    StoredSource,
+)
 
 ADMIN, EXPERT, EMPLOYEE = "UADMIN", "UEXPERT", "UEMPLOYEE"
 DEFAULTS = ["How do I request a laptop?", "Where is the travel policy?"]
@@ -117,7 +123,9 @@ def record(
 
 
 def rate(env: Env, answer_id: str, user: str, kind: str) -> None:
-    env.core.store.rate(answer_id=answer_id, user_id=user, platform="slack", kind=kind, source="t")
+    env.core.store.rate(
+        answer_id=answer_id, user_id=user, platform="slack", kind=RatingKind(kind), source="t"
+    )
 
 
 # -- suggested prompts -------------------------------------------------------------------------
@@ -403,13 +411,13 @@ async def test_a_forged_admin_button_from_a_non_admin_is_refused_and_nothing_run
 
 
 def test_the_admin_section_shows_each_runs_verdict_and_scores_and_lists_are_cut() -> None:
-    status = {
+    status: dict[str, Any] = {
         "model": "phi-3",
         "adapter": {"version": "v0002", "metrics": {"grounding": 0.9}, "baseline": {}},
         "schedule": {"timezone": "UTC", "jobs": {"sync": {"cron": "0 3 * * *", "next": "x"}}},
         "feedback": {"answers": 7, "up": 3, "down": 1},
     }
-    runs = [
+    runs: list[dict[str, Any]] = [
         {
             "status": "promoted",
             "version": "v0002",
