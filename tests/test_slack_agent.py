@@ -23,6 +23,7 @@ from tests.helpers import (
     HANDBOOK,
     PASSWORD_Q,
     TRAINING,
+    envelope,
     jobs_run,
     running_slack,
     settings_for,
@@ -194,8 +195,12 @@ async def test_a_long_question_is_cut_in_the_prompts_title_not_in_its_message(en
 async def test_what_the_user_looks_at_ranks_a_dm_answer_but_never_widens_its_documents(
     env: Env,
 ) -> None:
-    changed = {"type": "app_context_changed", "user": EMPLOYEE, "context": looking_at("C0FINANCE")}
-    assert (await env.event(changed)).status == 200
+    # As Slack documents it: the event names no user; its authorization does.
+    changed = {"type": "app_context_changed", "context": looking_at("C0FINANCE")}
+    body = envelope(changed, "EvContext") | {
+        "authorizations": [{"team_id": TEAM, "user_id": EMPLOYEE, "is_bot": False}]
+    }
+    assert (await env.post(json.dumps(body), content_type="application/json")).status == 200
     await settle(env)
     ts = env.slack.next_ts()
     await env.event(dm(FINANCE_Q, user=EMPLOYEE, ts=ts))

@@ -5,14 +5,22 @@ Listeners:
 
 - `app_mention` (in channels), `message` (in DMs, and any reply in a thread where the bot
   already answered: a follow-up, with the thread's earlier turns): a question. Bots, the bot
-  itself, edits and other subtypes, and channels outside `slack.channels` are ignored. 👀 on the
-  question while it is answered; the answer goes through `bot.delivery.deliver` into the thread
-  (`bot/slack/delivery.py`: streamed, or posted and updated), ending with its sources, the
-  expert-approved mark of a curated answer, and 👍 / 👎 buttons. A thread reply starting with
-  `slack.correction_prefix` is a correction instead; deleting that reply withdraws it.
+  itself, edits and other subtypes, and channels outside `slack.channels` are ignored. While it
+  is answered the thread shows a status with loading messages (`bot/slack/assistant.py`), or 👀
+  on the question where Slack refuses the status; the answer goes through `bot.delivery.deliver`
+  into the thread (`bot/slack/delivery.py`: streamed, or posted and updated), ending with its
+  sources, the expert-approved mark of a curated answer, and Slack's feedback buttons. A thread
+  reply starting with `slack.correction_prefix` is a correction instead; deleting that reply
+  withdraws it.
+- `app_home_opened`: the Messages tab (the agent conversation) gets its suggested prompts; the
+  Home tab its view (`bot/slack/home.py`). `app_context_changed` and the context on DMs: the
+  channel a person looks at, which may rank their DM answers' passages, never widen them.
 - `reaction_added` / `reaction_removed`: 👍 / 👎 on an answer are ratings; the approval reaction
   counts from experts only.
-- The 👍 / 👎 buttons (`block_actions`): one vote per person, thanked in an ephemeral message.
+- The feedback buttons (`block_actions`): a person's last vote counts, thanked in an ephemeral
+  message; the plain 👍 / 👎 buttons of older answers too.
+- The Home tab's buttons: an expert's Approve / Correct, an admin's Sync / Retrain / Rollback;
+  the role is checked again on every click.
 - The "Correct this answer" message shortcut and its modal (`view_submission`): a correction,
   which counts from experts only (others' are comments).
 - `/expertbot`: `ask`, `status`, `help` for anyone; `sync`, `retrain`, `rollback` for admins only.
@@ -183,12 +191,18 @@ class SlackBot:
     def _register(self) -> None:
         app = self.app
         claimed = [self._claim]  # runs before the ack: see `_claim`
-        app.event("app_mention", middleware=claimed)(self._on_event)
-        app.event("message", middleware=claimed)(self._on_event)
-        app.event("reaction_added", middleware=claimed)(self._on_reaction_added)
-        app.event("reaction_removed", middleware=claimed)(self._on_reaction_removed)
-        app.event("app_home_opened")(self._on_app_home_opened)
-        app.event("app_context_changed")(self._on_app_context_changed)
+        events: dict[str, tuple[Callable[..., Awaitable[None]], list[Any]]] = {
+            "app_mention": (self._on_event, claimed),
+            "message": (self._on_event, claimed),
+            "reaction_added": (self._on_reaction_added, claimed),
+            "reaction_removed": (self._on_reaction_removed, claimed),
+            # Idempotent (a view or prompts set again): no claim needed.
+            "app_home_opened": (self._on_app_home_opened, []),
+            "app_context_changed": (self._on_app_context_changed, []),
+        }
+        assert tuple(events) == ids.EVENTS, "ids.EVENTS lists what the manifest subscribes to"
+        for name, (listener, middleware) in events.items():
+            app.event(name, middleware=middleware)(listener)
         app.action(ids.FEEDBACK_ACTION)(self._on_button)
         app.action(ids.FEEDBACK_UP)(self._on_button)
         app.action(ids.FEEDBACK_DOWN)(self._on_button)

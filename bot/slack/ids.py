@@ -22,6 +22,17 @@ CORRECTION_VIEW = "expertbot_correction"
 CORRECTION_BLOCK = "correction"
 CORRECTION_INPUT = "text"
 
+# The Events API events the app listens to; the manifest subscribes to them (`message` as
+# message.channels, message.groups, message.im and message.mpim).
+EVENTS = (
+    "app_mention",
+    "message",
+    "reaction_added",
+    "reaction_removed",
+    "app_home_opened",
+    "app_context_changed",
+)
+
 # The default slash command (configurable: slack.command).
 DEFAULT_COMMAND = "/expertbot"
 
