@@ -132,9 +132,9 @@ def rate(env: Env, answer_id: str, user: str, kind: str) -> None:
 # -- suggested prompts -------------------------------------------------------------------------
 
 
-async def suggested(env: Env, user: str = EMPLOYEE) -> Call:
+async def suggested(env: Env, user: str = EMPLOYEE, **extra: Any) -> Call:
     before = len(env.slack.calls_to("assistant.threads.setSuggestedPrompts"))
-    assert (await env.event(opened(user, "messages"))).status == 200
+    assert (await env.event(opened(user, "messages", **extra))).status == 200
     calls = await env.slack.wait_for("assistant.threads.setSuggestedPrompts", before + 1)
     return calls[before]
 
@@ -142,13 +142,15 @@ async def suggested(env: Env, user: str = EMPLOYEE) -> Call:
 async def test_opening_the_messages_tab_sets_the_configured_prompts_with_the_channel_only(
     env: Env,
 ) -> None:
-    call = await suggested(env)
+    call = await suggested(env, app_context=looking_at("C0FINANCE"))
     assert call.body == {
         "channel_id": "D0DM",
         "title": "Try asking",
         "prompts": [{"title": q, "message": q} for q in DEFAULTS],
     }  # no thread_ts: under the agent experience it would make Slack drop them
     assert not call.failed
+    # The context it came with is what the user looks at (see the next tests for its use).
+    assert env.services.slack.viewing.channel_of(EMPLOYEE) == "C0FINANCE"
 
 
 async def test_learned_prompts_are_well_rated_public_questions_from_public_documents_only(
