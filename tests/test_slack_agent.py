@@ -15,6 +15,7 @@ import pytest
 from bot.core.answering import prefer_viewed
 from bot.ops import ADMIN_JOBS
 from bot.slack import ids
+from bot.slack.assistant import viewed_channel
 from bot.slack.home import HomeData, home_view
 from knowledge.config import SourceConfig
 from knowledge.models import Hit
@@ -220,6 +221,16 @@ async def test_what_the_user_looks_at_ranks_a_dm_answer_but_never_widens_its_doc
     await env.event(dm("And the VPN?", user=EMPLOYEE, ts=env.slack.next_ts(), app_context={}))
     await env.slack.wait_for("chat.stopStream", 2)
     assert env.questions[-1].viewing == ()
+
+
+def test_the_viewed_channel_is_read_from_every_shape_slack_sends_and_dms_say_nothing() -> None:
+    assert viewed_channel({"context": looking_at("C1")}) == "C1"
+    assert viewed_channel({"app_context": looking_at("G2")}) == "G2"
+    assert viewed_channel({"context": {"channel_id": "C3"}}) == "C3"  # assistant_view's shape
+    assert viewed_channel({"context": looking_at("D4")}) is None  # a DM is no topic
+    canvas = {"entities": [{"type": "slack#/types/canvas_id", "value": "F5"}]}
+    assert viewed_channel({"context": canvas}) is None
+    assert viewed_channel({"context": {}}) is None and viewed_channel({"context": "x"}) is None
 
 
 def hit(doc: str, *, access: str = "public", allowed: tuple[str, ...] = ()) -> Hit:
