@@ -4,7 +4,10 @@
 slack.api_url)` at it: every Web API call (and every POST to a `response_url(...)`) is recorded as
 a `Call` with its JSON, form and query parameters merged into one `body` (form values that hold
 JSON, like `blocks`, are decoded). `fail()` queues rate limits or `ok: false` answers; `hold()`
-keeps a method's calls waiting. Socket
+keeps a method's calls waiting. The agent messaging calls (`assistant.threads.setStatus`,
+`assistant.threads.setSuggestedPrompts`) and `views.publish` refuse what Slack documents as
+invalid (more than four prompts, a view over 100 blocks); `users.conversations` lists the
+channels `set_channel(..., members=...)` puts a user in. Socket
 Mode: `apps.connections.open` hands out `socket_url`; `send_envelope()` pushes an envelope to the
 connected client and returns its ack.
 """
@@ -139,6 +142,7 @@ class FakeSlack:
         is_im: bool = False,
         is_mpim: bool = False,
         name: str | None = None,
+        members: list[str] | None = None,
     ) -> None:
         self._channels[channel] = {
             "id": channel,
@@ -148,6 +152,7 @@ class FakeSlack:
             "is_private": is_private or is_im or is_mpim,
             "is_im": is_im,
             "is_mpim": is_mpim,
+            "members": list(members or ()),
         }
 
     def set_usergroup(self, group_id: str, handle: str, users: list[str]) -> None:
@@ -192,7 +197,10 @@ class FakeSlack:
             return web.json_response(body, status=429, headers=headers)
         if failure is not None:
             return web.json_response({"ok": False, "error": failure.error}, status=failure.status)
-        return web.json_response({"ok": True, **self._answer(method, call.body)})
+        answer = self._answer(method, call.body)
+        if "error" in answer:
+            return web.json_response({"ok": False, "error": answer["error"]})
+        return web.json_response({"ok": True, **answer})
 
     def _answer(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         channel = body.get("channel")
@@ -216,7 +224,7 @@ class FakeSlack:
                 is_im = str(channel).startswith("D")
                 info = {"id": channel, "name": str(channel).lower(), "is_channel": not is_im}
                 info |= {"is_group": False, "is_private": is_im, "is_im": is_im, "is_mpim": False}
-            return {"channel": info}
+            return {"channel": {k: v for k, v in info.items() if k != "members"}}
         if method == "usergroups.list":
             with_users = str(body.get("include_users", "")).lower() in ("1", "true")
             groups = [
@@ -227,6 +235,17 @@ class FakeSlack:
         if method == "usergroups.users.list":
             group = self._groups.get(str(body.get("usergroup")))
             return {"users": group["users"] if group else []}
+        if method.startswith("assistant.threads.") or method == "views.publish":
+            return self._agent(method, body)
+        if method == "users.conversations":
+            user, kinds = str(body.get("user")), str(body.get("types") or "public_channel")
+            found = [
+                {k: v for k, v in info.items() if k != "members"}
+                for info in self._channels.values()
+                if user in info.get("members", ())
+                and ("private_channel" if info["is_private"] else "public_channel") in kinds
+            ]
+            return {"channels": found, "response_metadata": {"next_cursor": ""}}
         if method == "views.open":
             return {"view": {**(body.get("view") or {}), "id": f"V{uuid.uuid4().hex[:10]}"}}
         if method == "apps.connections.open":
@@ -238,6 +257,30 @@ class FakeSlack:
             return {"files": [{"id": f["id"], "title": f.get("title")} for f in body["files"]]}
         if method == "users.info":
             return {"user": {"id": body.get("user"), "name": str(body.get("user")).lower()}}
+        return {}
+
+    def _agent(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The agent messaging calls and `views.publish`, refusing what Slack refuses; a
+        refusal is `{"error": ...}`, answered as `ok: false`."""
+        if method == "assistant.threads.setStatus":
+            if not body.get("channel_id") or not body.get("thread_ts") or "status" not in body:
+                return {"error": "invalid_arguments"}
+            return {}
+        if method == "assistant.threads.setSuggestedPrompts":
+            prompts = body.get("prompts") or []
+            if not body.get("channel_id") or not 0 < len(prompts) <= 4:
+                return {"error": "invalid_arguments"}
+            if not all(p.get("title") and p.get("message") for p in prompts):
+                return {"error": "invalid_arguments"}
+            return {}
+        if method == "views.publish":
+            view = body.get("view") or {}
+            if isinstance(view, str):
+                view = json.loads(view)
+            blocks = view.get("blocks") or []
+            if not body.get("user_id") or view.get("type") != "home" or len(blocks) > 100:
+                return {"error": "invalid_arguments"}
+            return {"view": {**view, "id": f"V{uuid.uuid4().hex[:10]}"}}
         return {}
 
     async def _upload(self, request: web.Request) -> web.Response:

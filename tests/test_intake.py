@@ -164,7 +164,10 @@ async def test_a_question_a_dead_replica_left_is_answered_once_by_another(slack_
     assert stream.body["thread_ts"] == question.where.thread
     # Answered exactly as it was asked: the same place, asker and groups (the same documents).
     assert env.questions == [question]
-    # 👀 while it was answered again, taken off at the end.
+    # A status while it was answered again, cleared at the end; the 👀 an earlier try may have
+    # left is taken off.
+    statuses = [c.body["status"] for c in env.slack.calls_to("assistant.threads.setStatus")]
+    assert statuses[0] and statuses[-1] == ""
     assert [c.body["name"] for c in env.slack.calls_to("reactions.remove")] == ["eyes"]
 
 
@@ -205,6 +208,10 @@ async def test_a_question_that_keeps_failing_gets_an_apology_after_max_attempts(
     [apology] = env.slack.calls_to("chat.postMessage")
     assert "couldn't answer" in apology.body["text"] and env.questions == []
     assert state(env.core.knowledge.engine, "EvCursed") == (FAILED, 4)
+    # Whatever an earlier try showed is taken off: its status, and its 👀.
+    [cleared] = env.slack.calls_to("assistant.threads.setStatus")
+    assert cleared.body["status"] == "" and cleared.body["thread_ts"] == apology.body["thread_ts"]
+    assert [c.body["name"] for c in env.slack.calls_to("reactions.remove")] == ["eyes"]
 
 
 async def test_a_reply_is_recorded_even_when_the_database_is_away_for_a_while(

@@ -129,7 +129,7 @@ async def answered_once(slack: FakeSlack, *, within: float) -> float:
     return waited
 
 
-async def test_killed_after_its_eyes_reaction_a_question_is_answered_once_by_the_next_start(
+async def test_killed_after_its_status_showed_a_question_is_answered_once_by_the_next_start(
     handbook_data_dir: Path, tiny_phi3: Path
 ) -> None:
     async with FakeSlack() as slack:
@@ -137,7 +137,7 @@ async def test_killed_after_its_eyes_reaction_a_question_is_answered_once_by_the
         first = await Serve.start(slack, tiny_phi3)
         try:
             assert await first.ask(slack.next_ts(), "EvKill") == 200
-            await slack.wait_for("reactions.add")
+            await slack.wait_for("assistant.threads.setStatus")
             await slack.wait_for("chat.startStream")
             first.kill()
         finally:

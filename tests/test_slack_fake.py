@@ -163,3 +163,32 @@ async def test_socket_mode_client_connects_and_acks(slack: FakeSlack) -> None:
     assert received[0].type == "slash_commands" and received[0].payload == payload
     assert received[0].accepts_response_payload
     assert ack == {"envelope_id": received[0].envelope_id, "payload": {"text": "pong"}}
+
+
+async def test_the_agent_calls_and_views_publish_refuse_what_slack_refuses() -> None:
+    async with FakeSlack() as slack:
+        client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+        await client.assistant_threads_setStatus(
+            channel_id="D1", thread_ts="1.2", status="is writing…", loading_messages=["Writing…"]
+        )
+        prompts = [{"title": f"Q{n}", "message": f"Question {n}?"} for n in range(5)]
+        await client.assistant_threads_setSuggestedPrompts(channel_id="D1", prompts=prompts[:4])
+        with pytest.raises(SlackApiError, match="invalid_arguments"):
+            await client.assistant_threads_setSuggestedPrompts(channel_id="D1", prompts=prompts)
+        divider = {"type": "divider"}
+        published = await client.views_publish(
+            user_id="U1", view={"type": "home", "blocks": [divider] * 100}
+        )
+        assert published["view"]["id"].startswith("V")
+        with pytest.raises(SlackApiError, match="invalid_arguments"):
+            await client.views_publish(
+                user_id="U1", view={"type": "home", "blocks": [divider] * 101}
+            )
+        status, *_ = slack.calls_to("assistant.threads.setStatus")
+        assert status.body == {
+            "channel_id": "D1",
+            "thread_ts": "1.2",
+            "status": "is writing…",
+            "loading_messages": ["Writing…"],
+        }
+        assert "thread_ts" not in slack.calls_to("assistant.threads.setSuggestedPrompts")[0].body

@@ -12,8 +12,9 @@ from bot.slack import ids
 
 MANIFEST = Path(__file__).resolve().parent.parent / "deploy" / "slack" / "manifest.yaml"
 
-# The bot scope each subscribed event needs (Slack refuses the manifest, or never delivers).
-EVENT_SCOPES = {
+# The bot scope each subscribed event needs (Slack refuses the manifest, or never delivers);
+# None: no scope (app_context_changed needs the agent_view feature instead).
+EVENT_SCOPES: dict[str, str | None] = {
     "app_mention": "app_mentions:read",
     "message.channels": "channels:history",
     "message.groups": "groups:history",
@@ -21,6 +22,8 @@ EVENT_SCOPES = {
     "message.mpim": "mpim:history",
     "reaction_added": "reactions:read",
     "reaction_removed": "reactions:read",
+    "app_home_opened": None,
+    "app_context_changed": None,
 }
 
 
@@ -80,9 +83,33 @@ def test_scopes_cover_every_subscribed_event(manifest):
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     events = manifest["settings"]["event_subscriptions"]["bot_events"]
     assert set(events) == set(EVENT_SCOPES)
-    missing = {event: EVENT_SCOPES[event] for event in events if EVENT_SCOPES[event] not in scopes}
+    missing = {
+        event: EVENT_SCOPES[event]
+        for event in events
+        if EVENT_SCOPES[event] is not None and EVENT_SCOPES[event] not in scopes
+    }
     assert not missing
     assert {"chat:write", "commands"} <= scopes
+
+
+def test_subscribed_events_are_those_the_app_listens_to(manifest):
+    events = manifest["settings"]["event_subscriptions"]["bot_events"]
+    assert {event.split(".")[0] for event in events} == set(ids.EVENTS)
+
+
+def test_the_agent_messaging_experience_is_declared_with_what_it_needs(manifest):
+    features = manifest["features"]
+    agent = features["agent_view"]
+    assert agent["agent_description"] and len(agent["agent_description"]) <= 300
+    assert len(agent.get("suggested_prompts") or []) <= 4
+    assert "assistant_view" not in features  # the older experience, being deprecated
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert "assistant:write" in scopes  # thread status and suggested prompts
+    events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
+    assert {"app_home_opened", "app_context_changed", "message.im"} <= events
+    # The App Home tab the bot publishes, and the Messages tab the conversation lives in.
+    assert features["app_home"]["home_tab_enabled"] is True
+    assert features["app_home"]["messages_tab_enabled"] is True
 
 
 def test_scopes_are_listed_once(manifest):

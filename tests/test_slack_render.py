@@ -6,15 +6,17 @@ import re
 from typing import Any
 
 import pytest
+from slack_sdk.models.blocks import Block
 
 from bot.core.question import Answer, Source, Timings
-from bot.slack.ids import FEEDBACK_BLOCK, FEEDBACK_DOWN, FEEDBACK_UP
+from bot.slack.ids import FEEDBACK_ACTION, FEEDBACK_BLOCK
 from bot.slack.render import (
     MAX_BLOCKS,
     MESSAGE_TEXT_LIMIT,
     SECTION_LIMIT,
     answer_messages,
     curated_block,
+    feedback_vote,
     footer_blocks,
     progress_text,
     source_link,
@@ -165,7 +167,7 @@ def test_a_long_answer_is_split_within_slack_limits_and_keeps_all_text() -> None
     # The footer (sources and buttons) comes once, under the last message.
     footers = [[b for b in m.blocks if b["type"] != "section"] for m in messages]
     assert all(f == [] for f in footers[:-1])
-    assert [b["type"] for b in footers[-1]] == ["context", "actions"]
+    assert [b["type"] for b in footers[-1]] == ["context", "context_actions"]
 
 
 def test_a_short_answer_is_one_message_with_its_footer() -> None:
@@ -180,7 +182,7 @@ def test_a_short_answer_is_one_message_with_its_footer() -> None:
 
 def test_feedback_can_be_left_out() -> None:
     [message] = answer_messages(make_answer(), feedback=False)
-    assert all(b["type"] != "actions" for b in message.blocks)
+    assert all(b["type"] != "context_actions" for b in message.blocks)
 
 
 def test_progress_text_is_mrkdwn_cut_to_the_message_limit() -> None:
@@ -232,18 +234,23 @@ def test_curated_answers_are_marked(approved_by: str, suffix: str) -> None:
     assert curated_block(make_answer()) is None
 
 
-def test_feedback_buttons_carry_the_answer_id() -> None:
-    actions = footer_blocks(make_answer(id="ans-7"))[-1]
-    assert actions["type"] == "actions" and actions["block_id"] == FEEDBACK_BLOCK
-    buttons = {b["action_id"]: b for b in actions["elements"]}
-    assert set(buttons) == {FEEDBACK_UP, FEEDBACK_DOWN}
-    assert buttons[FEEDBACK_UP]["text"]["text"] == "👍 Helpful"
-    assert buttons[FEEDBACK_DOWN]["text"]["text"] == "👎 Not helpful"
-    assert all(b["type"] == "button" and b["value"] == "ans-7" for b in buttons.values())
+def test_feedback_buttons_are_slacks_feedback_buttons_carrying_the_answer_id() -> None:
+    block = footer_blocks(make_answer(id="ans-7"))[-1]
+    assert block["type"] == "context_actions" and block["block_id"] == FEEDBACK_BLOCK
+    [buttons] = block["elements"]
+    assert buttons["type"] == "feedback_buttons" and buttons["action_id"] == FEEDBACK_ACTION
+    assert buttons["positive_button"]["value"] == "up:ans-7"
+    assert buttons["negative_button"]["value"] == "down:ans-7"
+    assert buttons["positive_button"]["text"]["text"] == "Helpful"
+    # The shape slack_sdk's own Block Kit classes read and write back unchanged.
+    assert Block.parse(block).to_dict() == block  # type: ignore[union-attr]
+    assert feedback_vote("up:ans-7") == (True, "ans-7")
+    assert feedback_vote("down:ans-7") == (False, "ans-7")
+    assert feedback_vote("ans-7") is None and feedback_vote("up:") is None
 
 
 def test_an_abstained_answer_has_no_sources_but_still_has_buttons() -> None:
     answer = make_answer("I don't know.", sources=(), abstained=True)
     [message] = answer_messages(answer)
-    assert [b["type"] for b in message.blocks] == ["section", "actions"]
+    assert [b["type"] for b in message.blocks] == ["section", "context_actions"]
     assert all(b.get("block_id") != "expertbot_sources" for b in message.blocks)

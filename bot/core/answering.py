@@ -49,6 +49,7 @@ QUOTE_INTRO = (
 )
 QUOTE_CHARS = 1200  # a passage quoted longer than this is cut after a sentence
 
+_WORD = re.compile(r"\w+")
 _CONTROL = re.compile(
     r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]"
 )
@@ -135,7 +136,8 @@ class Answerer:
                 decision = self.rule.decide(retrieval)
             retrieved_at = time.perf_counter()
             if retrieval and decision is not None and decision.answer:
-                prompt = self.builder.build(text, merge_passages(retrieval.hits), question.history)
+                hits = prefer_viewed(retrieval.hits, question.viewing)
+                prompt = self.builder.build(text, merge_passages(hits), question.history)
             prompted_at = time.perf_counter()
 
         if curated is not None:
@@ -418,6 +420,21 @@ def excerpt(text: str, limit: int = QUOTE_CHARS) -> str:
     end = max(cut.rfind(". "), cut.rfind(".\n"), cut.rfind("\n"))
     end = end + 1 if end >= limit // 2 else cut.rfind(" ")
     return cut[: end if end > 0 else limit].rstrip() + " …"
+
+
+def prefer_viewed(hits: Sequence[Hit], viewing: Sequence[str]) -> list[Hit]:
+    """`hits` with those about what the asker is looking at first (`Question.viewing`: a
+    channel's id and name): restricted to that channel, or naming it in their document, title or
+    heading. Only an order: the hits are those the question's access scope already admits."""
+    marks = {v.lower() for v in viewing if v}
+    if not marks:
+        return list(hits)
+
+    def about(hit: Hit) -> bool:
+        words = set(_WORD.findall(f"{hit.doc_id} {hit.title} {hit.heading}".lower()))
+        return bool(marks & ({a.lower() for a in hit.allowed} | words))
+
+    return sorted(hits, key=lambda hit: not about(hit))
 
 
 def merge_passages(hits: Sequence[Hit]) -> list[Passage]:

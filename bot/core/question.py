@@ -38,6 +38,9 @@ class Question:
     where: Where = field(default_factory=Where)
     history: tuple[Turn, ...] = ()  # the thread's earlier turns, oldest first
     asker_groups: frozenset[str] = frozenset()  # e.g. Slack user groups, AAD groups
+    # What the asker is looking at (a channel's id and name): it may rank what the answer uses,
+    # never widen it (`where` alone decides the documents).
+    viewing: tuple[str, ...] = ()
 
     def as_record(self) -> dict[str, Any]:
         """The question as JSON, to be answered later (by another process, too) exactly as it
@@ -53,7 +56,7 @@ class Question:
             },
             "history": [[turn.role, turn.text] for turn in self.history],
             "asker_groups": sorted(self.asker_groups),
-        }
+        } | ({"viewing": list(self.viewing)} if self.viewing else {})
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Question:
@@ -69,6 +72,7 @@ class Question:
             ),
             history=tuple(Turn(role, text) for role, text in record["history"]),
             asker_groups=frozenset(record["asker_groups"]),
+            viewing=tuple(record.get("viewing") or ()),
         )
 
 

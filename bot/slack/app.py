@@ -5,14 +5,22 @@ Listeners:
 
 - `app_mention` (in channels), `message` (in DMs, and any reply in a thread where the bot
   already answered: a follow-up, with the thread's earlier turns): a question. Bots, the bot
-  itself, edits and other subtypes, and channels outside `slack.channels` are ignored. 👀 on the
-  question while it is answered; the answer goes through `bot.delivery.deliver` into the thread
-  (`bot/slack/delivery.py`: streamed, or posted and updated), ending with its sources, the
-  expert-approved mark of a curated answer, and 👍 / 👎 buttons. A thread reply starting with
-  `slack.correction_prefix` is a correction instead; deleting that reply withdraws it.
+  itself, edits and other subtypes, and channels outside `slack.channels` are ignored. While it
+  is answered the thread shows a status with loading messages (`bot/slack/assistant.py`), or 👀
+  on the question where Slack refuses the status; the answer goes through `bot.delivery.deliver`
+  into the thread (`bot/slack/delivery.py`: streamed, or posted and updated), ending with its
+  sources, the expert-approved mark of a curated answer, and Slack's feedback buttons. A thread
+  reply starting with `slack.correction_prefix` is a correction instead; deleting that reply
+  withdraws it.
+- `app_home_opened`: the Messages tab (the agent conversation) gets its suggested prompts; the
+  Home tab its view (`bot/slack/home.py`). `app_context_changed` and the context on DMs: the
+  channel a person looks at, which may rank their DM answers' passages, never widen them.
 - `reaction_added` / `reaction_removed`: 👍 / 👎 on an answer are ratings; the approval reaction
   counts from experts only.
-- The 👍 / 👎 buttons (`block_actions`): one vote per person, thanked in an ephemeral message.
+- The feedback buttons (`block_actions`): a person's last vote counts, thanked in an ephemeral
+  message; the plain 👍 / 👎 buttons of older answers too.
+- The Home tab's buttons: an expert's Approve / Correct, an admin's Sync / Retrain / Rollback;
+  the role is checked again on every click.
 - The "Correct this answer" message shortcut and its modal (`view_submission`): a correction,
   which counts from experts only (others' are comments).
 - `/expertbot`: `ask`, `status`, `help` for anyone; `sync`, `retrain`, `rollback` for admins only.
@@ -53,17 +61,26 @@ from bot.chat import (
 )
 from bot.claims import EventClaims, Pending
 from bot.core.feedback import Feedback
-from bot.core.question import Question, Turn, Where
+from bot.core.question import Question, Turn, Where, WhereKind
 from bot.core.runtime import Core
 from bot.delivery import Note, Started, deliver
 from bot.intake import Intake
 from bot.ops import ADMIN_JOBS, JobResult, Ops, status_lines
 from bot.slack import ids
+from bot.slack.assistant import (
+    ThreadStatus,
+    Viewing,
+    event_user,
+    prompts_for,
+    viewed_channel,
+)
 from bot.slack.client import error_code, make_client, post
 from bot.slack.config import SlackConfig
 from bot.slack.delivery import EphemeralAnswer, StreamedAnswer, UpdatedAnswer
 from bot.slack.directory import Directory
+from bot.slack.home import Home
 from bot.slack.permissions import Permissions
+from bot.slack.render import feedback_vote
 from bot.slack.views import correction_view, notice_view
 from training.feedback.records import AnswerRecord, RatingKind
 
@@ -107,6 +124,8 @@ _DOWN_REACTIONS = {"-1", "thumbsdown"}
 _HUMAN_SUBTYPES = {None, "file_share", "thread_broadcast"}
 _REFUSED = (SlackApiError, SlackRequestError)
 
+LAST_VOTE = "(Your last vote on an answer is the one that counts.)"
+
 HELP = (
     "*Ask me* by mentioning me in a channel, in a DM, or by replying in a thread I answered.\n"
     "*Experts:* react with :{approval}: to approve an answer, or reply `{prefix} <the right "
@@ -140,6 +159,18 @@ class SlackBot:
         self.client = make_client(config)
         self.directory = Directory(self.client, config.cache_ttl_s)
         self.permissions = Permissions(config, self.directory)
+        sources = [s.source_name for s in ops.settings.knowledge.sources]
+        self.status = ThreadStatus(self.client, config.cache_ttl_s, sources=sources)
+        self.viewing = Viewing()
+        self.home = Home(
+            self.client,
+            config,
+            core,
+            ops,
+            self.permissions,
+            self.directory,
+            how_to_ask=help_text(config),
+        )
         if config.admin_channel:
             ops.announcers.append(self.announce)
         # Bolt reads $SLACK_BOT_TOKEN itself and warns that our client (which has it) wins.
@@ -160,12 +191,24 @@ class SlackBot:
     def _register(self) -> None:
         app = self.app
         claimed = [self._claim]  # runs before the ack: see `_claim`
-        app.event("app_mention", middleware=claimed)(self._on_event)
-        app.event("message", middleware=claimed)(self._on_event)
-        app.event("reaction_added", middleware=claimed)(self._on_reaction_added)
-        app.event("reaction_removed", middleware=claimed)(self._on_reaction_removed)
+        events: dict[str, tuple[Callable[..., Awaitable[None]], list[Any]]] = {
+            "app_mention": (self._on_event, claimed),
+            "message": (self._on_event, claimed),
+            "reaction_added": (self._on_reaction_added, claimed),
+            "reaction_removed": (self._on_reaction_removed, claimed),
+            # Idempotent (a view or prompts set again): no claim needed.
+            "app_home_opened": (self._on_app_home_opened, []),
+            "app_context_changed": (self._on_app_context_changed, []),
+        }
+        assert tuple(events) == ids.EVENTS, "ids.EVENTS lists what the manifest subscribes to"
+        for name, (listener, middleware) in events.items():
+            app.event(name, middleware=middleware)(listener)
+        app.action(ids.FEEDBACK_ACTION)(self._on_button)
         app.action(ids.FEEDBACK_UP)(self._on_button)
         app.action(ids.FEEDBACK_DOWN)(self._on_button)
+        app.action(ids.HOME_APPROVE)(self._on_home_review)
+        app.action(ids.HOME_CORRECT)(self._on_home_review)
+        app.action(re.compile(f"^{ids.HOME_JOB}_"))(self._on_home_job)
         app.shortcut(ids.CORRECT_SHORTCUT)(self._on_correct_shortcut)
         app.view(ids.CORRECTION_VIEW)(self._on_correction_submitted)
         app.command(self.config.command)(self._on_command)
@@ -270,6 +313,7 @@ class SlackBot:
             return Correction(event, _MENTION.sub("", text).strip())
         team = context.get("team_id")
         if channel_type == "im":
+            self._saw_context(user, event)
             return await self._ask(event, _MENTION.sub("", text).strip(), team=team)
         if thread:
             earlier = await asyncio.to_thread(
@@ -320,7 +364,9 @@ class SlackBot:
     async def answer(self, pending: Pending, note: Note, started: Started) -> bool:
         question, ts = pending.question, str(pending.reply["ts"])
         channel, thread = str(question.where.channel), str(question.where.thread)
-        await self._react(channel, ts, add=True)
+        shown = await self.status.show(channel, thread)
+        if not shown:  # no status here: 👀 on the question instead
+            await self._react(channel, ts, add=True)
         if pending.messages:
             sink: StreamedAnswer | UpdatedAnswer = await self._in_place(
                 channel, thread, pending.messages, note
@@ -333,7 +379,10 @@ class SlackBot:
             with structlog.contextvars.bound_contextvars(platform=PLATFORM, channel=channel):
                 answer = await deliver(self.core.answerer, question, sink, started=started)
         finally:
-            await self._react(channel, ts, add=False)
+            if shown:
+                await self.status.clear(channel, thread)
+            if not shown or pending.resumed:  # a resumed one: an earlier try's 👀, too
+                await self._react(channel, ts, add=False)
         if answer is not None:
             log.info(
                 "slack.answered",
@@ -355,6 +404,8 @@ class SlackBot:
             await self.client.chat_update(channel=channel, ts=sink.ts, text=text)
         else:
             await post(self.client, channel, thread, text)
+        # An earlier try may have left either: its status, or its 👀.
+        await self.status.clear(channel, thread)
         await self._react(channel, str(pending.reply["ts"]), add=False)
 
     async def _in_place(
@@ -405,13 +456,58 @@ class SlackBot:
                     self.core.store.thread_answers, PLATFORM, channel, thread
                 )
             history = thread_history(earlier)
+        viewing: tuple[str, ...] = ()
+        looked_at = self.viewing.channel_of(user) if kind == WhereKind.DM else None
+        if looked_at:  # ranks what a DM's answer uses; its documents stay the DM's
+            name = await self.directory.name_of(looked_at)
+            viewing = (looked_at, name) if name else (looked_at,)
         return Question(
             text=text,
             asker=user,
             where=Where(kind=kind, channel=channel, platform=PLATFORM, thread=thread),
             history=history,
             asker_groups=await self.directory.groups_of(user),
+            viewing=viewing,
         )
+
+    # -- the agent messaging experience ------------------------------------------------------
+
+    def _saw_context(self, user: str, event: dict[str, Any]) -> None:
+        """Keep what `user` is looking at, where the event says (Slack adds the context to DMs
+        and App Home visits only when the app subscribes to `app_context_changed`)."""
+        if "context" in event or "app_context" in event:
+            self.viewing.saw(user, viewed_channel(event))
+
+    async def _on_app_context_changed(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        user = event_user(body, event)
+        if user:
+            self.viewing.saw(user, viewed_channel(event))
+
+    async def _on_app_home_opened(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        """The Messages tab opened (the agent conversation): its suggested prompts, set with the
+        channel only (a thread_ts there makes Slack drop them). The Home tab: its view."""
+        user, channel = str(event.get("user") or ""), str(event.get("channel") or "")
+        if not user:
+            return
+        self._saw_context(user, event)
+        if event.get("tab") == "messages" and channel:
+            await self._suggest(channel)
+        elif event.get("tab") == "home":
+            await self.home.opened(user)
+
+    async def _suggest(self, channel: str) -> None:
+        config = self.config
+        prompts = await prompts_for(
+            self.core.store, learned=config.learned_prompts, defaults=config.suggested_prompts
+        )
+        if not prompts:
+            return  # Slack shows the manifest's prompts, if any
+        try:
+            await self.client.assistant_threads_setSuggestedPrompts(
+                channel_id=channel, prompts=prompts, title=config.suggested_prompts_title
+            )
+        except _REFUSED as exc:
+            log.info("slack.prompts_refused", channel=channel, error=error_code(exc))
 
     # -- feedback ----------------------------------------------------------------------------
 
@@ -455,11 +551,21 @@ class SlackBot:
             await self.feedback.retract(answer_id, user, kind)
 
     async def _on_button(self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]) -> None:
+        """A click on an answer's feedback buttons (or on the plain 👍 / 👎 buttons of answers
+        posted before them). Slack toggles its feedback buttons and says nothing when one is
+        unselected: each click is a vote, and a person's last vote replaces the earlier one."""
         await ack()
         action = body["actions"][0]
-        kind = RatingKind.UP if action["action_id"] == ids.FEEDBACK_UP else RatingKind.DOWN
+        value = str(action.get("value", ""))
+        if action.get("type") == "feedback_buttons":
+            vote = feedback_vote(value)
+            if vote is None:
+                return
+            up, answer_id = vote
+        else:
+            up, answer_id = action["action_id"] == ids.FEEDBACK_UP, value
+        kind = RatingKind.UP if up else RatingKind.DOWN
         user = body["user"]["id"]
-        answer_id = str(action.get("value", ""))
         if not await asyncio.to_thread(self.core.store.get_answer, answer_id):
             return
         await self.feedback.rate(
@@ -468,12 +574,12 @@ class SlackBot:
         channel = (body.get("channel") or {}).get("id")
         if channel:
             thanks = rating_thanks(
-                kind == RatingKind.UP,
+                up,
                 f"An expert can reply `{self.config.correction_prefix} …` in the thread with the "
                 "right answer.",
             )
             message = body.get("message") or {}
-            await self._ephemeral(channel, user, thanks, message.get("thread_ts"))
+            await self._ephemeral(channel, user, f"{thanks} {LAST_VOTE}", message.get("thread_ts"))
 
     async def _correction_reply(self, event: dict[str, Any], text: str) -> None:
         channel, thread, user = event["channel"], event["thread_ts"], event["user"]
@@ -547,9 +653,54 @@ class SlackBot:
             return
         await ack()
         meta = json.loads(view.get("private_metadata") or "{}")
-        await self._correct(
-            meta["answer_id"], body["user"]["id"], value, meta["channel"], meta.get("thread")
-        )
+        user = body["user"]["id"]
+        await self._correct(meta["answer_id"], user, value, meta["channel"], meta.get("thread"))
+        if meta.get("home"):  # corrected from the Home tab: it leaves the review list
+            await self.home.publish(user)
+
+    # -- the Home tab's buttons (every click checked again: a payload can be forged) --------
+
+    async def _on_home_review(
+        self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]
+    ) -> None:
+        """An expert's Approve or Correct on an answer to review."""
+        await ack()
+        user, action = body["user"]["id"], body["actions"][0]
+        answer_id = str(action.get("value", ""))
+        row = await asyncio.to_thread(self.core.store.get_answer, answer_id)
+        if row is None:
+            return
+        if not await self.permissions.is_expert(user) or not await self.home.may_see(user, row):
+            log.info("slack.home_refused", action=action.get("action_id"), user=user)
+            await post(self.client, user, None, "Sorry, reviewing answers is for experts only.")
+            return
+        if action.get("action_id") == ids.HOME_APPROVE:
+            await self.feedback.approve(answer_id, user, platform=PLATFORM, source="home")
+            await self.home.publish(user)
+            return
+        metadata = {"answer_id": answer_id, "channel": row.channel or "", "home": True}
+        view = correction_view(row.question, row.answer, json.dumps(metadata))
+        await self.client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    async def _on_home_job(self, ack: Callable[..., Awaitable[None]], body: dict[str, Any]) -> None:
+        """An admin's Sync / Retrain / Rollback: the same jobs as the slash command."""
+        await ack()
+        user = body["user"]["id"]
+        job = str(body["actions"][0].get("action_id", "")).removeprefix(f"{ids.HOME_JOB}_")
+        if job not in ADMIN_JOBS:
+            return
+        if not await self.permissions.is_admin(user):
+            log.info("slack.command_refused", command=job, user=user, via="home")
+            await post(self.client, user, None, refused(job))
+            return
+        log.info("slack.command", command=job, user=user, via="home")
+
+        async def report(line: str) -> None:
+            await post(self.client, user, None, line)
+
+        await report(f"Starting `{job}` …")
+        await report(await run_admin_job(self.ops, job, "", trigger=f"slack:{user}", report=report))
+        await self.home.refresh()
 
     # -- the slash command -------------------------------------------------------------------
 
@@ -596,6 +747,7 @@ class SlackBot:
         await report(
             await run_admin_job(self.ops, job, arg, trigger=f"slack:{user}", report=report)
         )
+        await self.home.refresh()
 
     async def announce(self, result: JobResult) -> None:
         """Post a training run's outcome to the admin channel: the summary, the before/after

@@ -55,6 +55,25 @@ class SlackConfig(BaseModel):
         ge=0.1,
         description="Minimum time between chat.update calls when not streaming.",
     )
+    suggested_prompts: list[str] = Field(
+        default_factory=list,
+        description="Questions suggested at the top of the app's Messages tab (up to four shown), "
+        "after or instead of learned ones.",
+    )
+    learned_prompts: bool = Field(
+        default=True,
+        description="Suggest questions asked in public channels whose answers used public "
+        "documents only and were rated 👍 or approved; off: `suggested_prompts` only.",
+    )
+    suggested_prompts_title: str = Field(
+        default="Try asking", max_length=75, description="The title above the suggested prompts."
+    )
+    home_refresh_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="After a job, the App Home is refreshed for admins and for whoever opened it "
+        "within this many seconds.",
+    )
     rate_limit_retries: int = Field(default=3, ge=0, le=10)
     cache_ttl_s: float = Field(
         default=300.0, ge=0, description="How long channel kinds and group members are cached."

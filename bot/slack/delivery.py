@@ -1,7 +1,7 @@
 """How an answer reaches Slack: the sinks `bot.delivery.deliver` shows it through.
 
 - `StreamedAnswer`: Slack's chat streaming (`chat.startStream` / `appendStream` / `stopStream`),
-  the text appended as it is written, the footer (the curated mark, sources, 👍 / 👎 buttons)
+  the text appended as it is written, the footer (the curated mark, sources, feedback buttons)
   given to `chat.stopStream`; a long answer goes on in a new message. Where Slack refuses to
   start a stream, the same answer goes on as an `UpdatedAnswer`.
 - `UpdatedAnswer`: `chat.postMessage` at the first text, `chat.update` as more is written, then

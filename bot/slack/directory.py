@@ -33,6 +33,8 @@ class Directory:
     client: AsyncWebClient
     ttl: float
     _kinds: dict[str, tuple[float, WhereKind]] = field(default_factory=dict)
+    _names: dict[str, str] = field(default_factory=dict)
+    _private: dict[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
     _groups: tuple[float, dict[str, tuple[str, frozenset[str]]]] | None = None
 
     async def where_kind(self, channel: str, channel_type: str | None) -> WhereKind:
@@ -48,6 +50,8 @@ class Directory:
             # Unknown means public: the most restrictive choice of documents.
             log.warning("slack.channel_info_failed", channel=channel, error=error_code(exc))
             return WhereKind.PUBLIC
+        if info.get("name"):
+            self._names[channel] = str(info["name"])
         if info.get("is_im"):
             kind = WhereKind.DM
         elif info.get("is_private") or info.get("is_mpim") or info.get("is_group"):
@@ -56,6 +60,39 @@ class Directory:
             kind = WhereKind.PUBLIC
         self._kinds[channel] = (time.monotonic(), kind)
         return kind
+
+    async def name_of(self, channel: str) -> str | None:
+        """A channel's name (looked up with its kind), or None where Slack does not say."""
+        if channel not in self._names:
+            await self.where_kind(channel, None)
+        return self._names.get(channel)
+
+    async def private_channels_of(self, user: str) -> frozenset[str]:
+        """The private channels and group DMs `user` is in (those the bot is in too: the only
+        ones it can answer in), cached; empty if Slack will not say."""
+        cached = self._private.get(user)
+        if cached and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        found: set[str] = set()
+        cursor: str | None = None
+        try:
+            while True:
+                response = await self.client.users_conversations(
+                    user=user,
+                    types="private_channel,mpim",
+                    exclude_archived=True,
+                    limit=200,
+                    cursor=cursor,
+                )
+                found.update(str(c["id"]) for c in response.get("channels") or [])
+                cursor = (response.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+        except SlackApiError as exc:
+            log.warning("slack.user_channels_failed", error=error_code(exc))
+            return frozenset()
+        self._private[user] = (time.monotonic(), frozenset(found))
+        return frozenset(found)
 
     async def groups_of(self, user: str) -> frozenset[str]:
         """The ids and handles of the user groups `user` belongs to."""

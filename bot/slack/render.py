@@ -1,4 +1,4 @@
-"""How an `Answer` looks in Slack: mrkdwn text, section blocks, sources, feedback buttons.
+"""How an `Answer` looks in Slack: mrkdwn text, section blocks, sources, Slack's feedback buttons.
 
 The model writes Markdown, but Slack speaks its own mrkdwn (`*bold*`, `<url|text>`, no headings,
 no bullets) and treats `&`, `<` and `>` as control characters: an unescaped `<!channel>` in an
@@ -17,7 +17,7 @@ from typing import Any
 
 from bot.chat import curated_note
 from bot.core.question import Answer, Source
-from bot.slack.ids import FEEDBACK_BLOCK, FEEDBACK_DOWN, FEEDBACK_UP
+from bot.slack.ids import FEEDBACK_ACTION, FEEDBACK_BLOCK
 
 __all__ = [
     "MAX_BLOCKS",
@@ -27,7 +27,9 @@ __all__ = [
     "SlackMessage",
     "answer_messages",
     "curated_block",
+    "escape",
     "feedback_block",
+    "feedback_vote",
     "footer_blocks",
     "progress_text",
     "source_link",
@@ -68,6 +70,11 @@ _REOPEN, _CLOSE = "```\n", "\n```"
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape(text: str) -> str:
+    """`text` shown literally in mrkdwn: Slack's control characters escaped."""
+    return _escape(text)
 
 
 def _link(uri: str, text: str) -> str:
@@ -220,15 +227,36 @@ def curated_block(answer: Answer) -> dict[str, Any] | None:
 
 
 def feedback_block(answer_id: str) -> dict[str, Any]:
-    def button(label: str, action_id: str) -> dict[str, Any]:
-        text = {"type": "plain_text", "text": label, "emoji": True}
-        return {"type": "button", "text": text, "action_id": action_id, "value": answer_id}
+    """Slack's feedback buttons (👍 / 👎, toggled by Slack) under the answer. Each click sends
+    the button's value, `up:<answer id>` or `down:<answer id>`; unselecting sends nothing."""
+
+    def button(label: str, describe: str, vote: str) -> dict[str, Any]:
+        return {
+            "text": {"type": "plain_text", "text": label},
+            "accessibility_label": describe,
+            "value": f"{vote}:{answer_id}",
+        }
 
     return {
-        "type": "actions",
+        "type": "context_actions",
         "block_id": FEEDBACK_BLOCK,
-        "elements": [button("👍 Helpful", FEEDBACK_UP), button("👎 Not helpful", FEEDBACK_DOWN)],
+        "elements": [
+            {
+                "type": "feedback_buttons",
+                "action_id": FEEDBACK_ACTION,
+                "positive_button": button("Helpful", "This answer was helpful", "up"),
+                "negative_button": button("Not helpful", "This answer was not helpful", "down"),
+            }
+        ],
     }
+
+
+def feedback_vote(value: str) -> tuple[bool, str] | None:
+    """A feedback button's value -> (helpful?, the answer id); None if it is not one."""
+    vote, _, answer_id = value.partition(":")
+    if vote not in ("up", "down") or not answer_id:
+        return None
+    return vote == "up", answer_id
 
 
 def footer_blocks(answer: Answer, *, feedback: bool = True) -> list[dict[str, Any]]:

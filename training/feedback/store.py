@@ -640,6 +640,78 @@ class FeedbackStore:
             for r in rows
         ]
 
+    def recent_questions(self, asker: str, *, platform: str, limit: int) -> list[AnswerRecord]:
+        """`asker`'s latest answered questions on `platform`, newest first."""
+        query = (
+            sa.select(answers)
+            .where(answers.c.asker == asker, answers.c.platform == platform)
+            .order_by(answers.c.created_at.desc(), answers.c.id.desc())
+            .limit(limit)
+        )
+        with connection(self.engine, "loading the asker's questions") as conn:
+            return [_answer_record(r) for r in conn.execute(query).all()]
+
+    def answers_to_review(self, *, limit: int) -> list[tuple[AnswerRecord, int]]:
+        """The latest answers rated 👎 (in force) or abstained on, each with its 👎 count,
+        newest first; those an expert has approved or corrected since are left out."""
+        down = (
+            sa.select(ratings.c.answer_id, sa.func.count().label("downs"))
+            .where(ratings.c.kind == RatingKind.DOWN.value, ratings.c.retracted_at.is_(None))
+            .group_by(ratings.c.answer_id)
+            .subquery()
+        )
+        approved = sa.select(ratings.c.answer_id).where(
+            ratings.c.kind == RatingKind.APPROVED.value, ratings.c.retracted_at.is_(None)
+        )
+        corrected = sa.select(corrections.c.answer_id).where(
+            corrections.c.approved.is_(True), corrections.c.withdrawn_at.is_(None)
+        )
+        query = (
+            sa.select(answers, sa.func.coalesce(down.c.downs, 0).label("downs"))
+            .outerjoin(down, down.c.answer_id == answers.c.id)
+            .where(
+                (down.c.downs > 0) | answers.c.abstained.is_(True),
+                answers.c.id.not_in(approved),
+                answers.c.id.not_in(corrected),
+            )
+            .order_by(answers.c.created_at.desc(), answers.c.id.desc())
+            .limit(limit)
+        )
+        with connection(self.engine, "loading the answers to review") as conn:
+            return [(_answer_record(r), int(r.downs)) for r in conn.execute(query).all()]
+
+    def public_well_rated_questions(self, *, limit: int) -> list[str]:
+        """Questions asked in public channels whose answers were rated 👍 or approved (and not
+        👎), newest first, where everything the answer was written from — retrieved and cited —
+        is public: questions anyone may be shown."""
+        liked = sa.select(ratings.c.answer_id).where(
+            ratings.c.kind.in_([RatingKind.UP.value, RatingKind.APPROVED.value]),
+            ratings.c.retracted_at.is_(None),
+        )
+        disliked = sa.select(ratings.c.answer_id).where(
+            ratings.c.kind == RatingKind.DOWN.value, ratings.c.retracted_at.is_(None)
+        )
+        query = (
+            sa.select(answers)
+            .where(
+                answers.c.where_kind == "public",
+                answers.c.abstained.is_(False),
+                answers.c.id.in_(liked),
+                answers.c.id.not_in(disliked),
+            )
+            .order_by(answers.c.created_at.desc(), answers.c.id.desc())
+            .limit(limit * 5)
+        )
+        with connection(self.engine, "loading the well-rated questions") as conn:
+            rows = [_answer_record(r) for r in conn.execute(query).all()]
+        public = Access.PUBLIC.value
+        return [
+            row.question
+            for row in rows
+            if all(c.access == public for c in row.retrieved)
+            and all(s.source.access == public for s in row.sources)
+        ][:limit]
+
     def feedback_counts(self) -> dict[str, int]:
         """Ratings in force by kind, expert corrections, non-expert comments, answers given."""
         with connection(self.engine, "counting the feedback") as conn:
