@@ -112,6 +112,11 @@ def _recorded(
                 finally:
                     self.running.discard(task)
                 await finish("ok" if result.ok else "failed", result.summary)
+            for then in self.after_job:  # however it was started: schedule, CLI or chat
+                try:
+                    await then(result)
+                except Exception as exc:
+                    log.warning("ops.after_job_failed", error=f"{exc.__class__.__name__}: {exc}")
             return result
 
         return recorded
@@ -127,6 +132,8 @@ class Ops:
     registry: AdapterRegistry
     # Called with the result of every training run (the chat layers post it to an admin channel).
     announcers: list[Callable[[JobResult], Awaitable[None]]] = field(default_factory=list)
+    # Called after every job that ran (the Slack App Home is refreshed for its admins).
+    after_job: list[Callable[[JobResult], Awaitable[None]]] = field(default_factory=list)
     worker_pid: int | None = None  # the training worker while one runs in this process
     history: JobHistory = field(init=False)
     running: set[asyncio.Task[Any]] = field(default_factory=set)  # the jobs running here

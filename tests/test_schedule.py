@@ -226,6 +226,7 @@ async def test_a_source_with_its_own_schedule_syncs_alone_on_it(
 
     async def body(ops: Any, scheduler: Scheduler) -> None:
         assert set(scheduler.next_runs()) == {"sync", "sync:notes"}
+
         def finished() -> list[dict[str, Any]]:
             return [r for r in ops.history.recent(5, job="sync") if r["outcome"] != "running"]
 

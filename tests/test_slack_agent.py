@@ -17,7 +17,7 @@ from bot.ops import ADMIN_JOBS
 from bot.slack import ids
 from bot.slack.assistant import viewed_channel
 from bot.slack.home import HomeData, home_view
-from knowledge.config import SourceConfig
+from knowledge.config import FolderSource
 from knowledge.models import Hit
 from tests.helpers import (
     FINANCE_Q,
@@ -50,7 +50,7 @@ FINANCE_DOC = "finance/quarter-close.md"
 @pytest.fixture
 async def env(handbook_data_dir: Path, tiny_phi3: Path, embedder, aiohttp_client):
     settings = settings_for(handbook_data_dir, str(tiny_phi3))
-    settings.knowledge.sources = [SourceConfig(path=HANDBOOK, name="handbook")]
+    settings.knowledge.sources = [FolderSource(path=HANDBOOK, name="handbook")]
     settings.training = TrainingConfig(**TRAINING)
     async with running_slack(
         settings,
@@ -412,6 +412,13 @@ async def test_an_admin_runs_sync_from_home_and_homes_are_refreshed(env: Env) ->
     assert said[0] == "Starting `sync` …" and said[-1].startswith("✅ sync: ")
     refreshed = {c.body["user_id"] for c in env.slack.calls_to("views.publish")[published:]}
     assert refreshed == {ADMIN, EMPLOYEE}
+
+
+async def test_a_scheduled_job_refreshes_the_admins_home_too(env: Env) -> None:
+    published = len(env.slack.calls_to("views.publish"))
+    await env.services.ops.sync(trigger="schedule@2026-11-30T03:00:00+00:00")
+    refreshed = {c.body["user_id"] for c in env.slack.calls_to("views.publish")[published:]}
+    assert refreshed == {ADMIN}  # nobody else opened the tab lately
 
 
 @pytest.mark.parametrize("job", ADMIN_JOBS)

@@ -173,6 +173,7 @@ class SlackBot:
         )
         if config.admin_channel:
             ops.announcers.append(self.announce)
+        ops.after_job.append(self._refresh_home)
         # Bolt reads $SLACK_BOT_TOKEN itself and warns that our client (which has it) wins.
         logging.getLogger("slack_bolt.AsyncApp").addFilter(_quiet_token_warning)
         self.app = AsyncApp(
@@ -700,7 +701,6 @@ class SlackBot:
 
         await report(f"Starting `{job}` …")
         await report(await run_admin_job(self.ops, job, "", trigger=f"slack:{user}", report=report))
-        await self.home.refresh()
 
     # -- the slash command -------------------------------------------------------------------
 
@@ -747,6 +747,8 @@ class SlackBot:
         await report(
             await run_admin_job(self.ops, job, arg, trigger=f"slack:{user}", report=report)
         )
+
+    async def _refresh_home(self, _result: JobResult) -> None:
         await self.home.refresh()
 
     async def announce(self, result: JobResult) -> None:
