@@ -223,9 +223,14 @@ class Ops:
         knowledge = self.settings.knowledge
         chosen = [knowledge.source(name) for name in sources] if sources is not None else None
 
-        def progress(done: int, _total: int, _doc: str) -> None:
-            if done % 500 == 0:
-                reporter.once(done, f"sync: {done} documents so far")
+        def progress(done: int, total: int, _doc: str) -> None:
+            if not total:  # a source that does not say how many it holds
+                if done % 500 == 0:
+                    reporter.once(done, f"sync: {done} documents so far")
+                return
+            reached = [m for m in (25, 50, 75) if 100 * done // total >= m]
+            if reached:
+                reporter.once(max(reached), f"sync: {done}/{total} documents")
 
         if report is not None:
             await report("sync started")

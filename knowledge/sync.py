@@ -299,6 +299,7 @@ class Syncer:
         listings = await self._list_feeds(feeds, report)
         for name, listing in listings.items():
             seen: set[DocKey] = set()
+            counter.expect(name, len(listing.documents))
             for doc in listing.documents:
                 seen.add(doc.key)
                 outcome = await asyncio.to_thread(self._prepare_fed, doc, manifest.get(doc.key))
@@ -331,6 +332,7 @@ class Syncer:
         listed = 0
         try:
             async for entry in connector.entries(state, known):
+                counter.expect(name, connector.expected)
                 key = DocKey(name, entry.doc_id)
                 if entry.deleted:
                     if key in ours:
@@ -554,16 +556,26 @@ class Syncer:
 
 
 class _Counter:
-    """Documents seen so far, for a progress display (the total is not known in advance)."""
+    """Documents seen so far, for a progress display, and how many there will be as far as the
+    sources said (0 while one that does not say is listed)."""
 
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
         self.done = 0
+        self.total = 0
+        self._said: set[str] = set()
+
+    def expect(self, source: str, count: int | None) -> None:
+        """`source` will list `count` documents (None: it does not say)."""
+        if source in self._said:
+            return
+        self._said.add(source)
+        self.total = self.done + count if count is not None else 0
 
     def step(self, doc_id: str) -> None:
         self.done += 1
         if self.progress:
-            self.progress(self.done, 0, doc_id)
+            self.progress(self.done, self.total, doc_id)
 
 
 def _too_large(size: int, limit: int) -> str:

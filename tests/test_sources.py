@@ -182,6 +182,7 @@ class ScriptedConnector:
     def __init__(self, name: str) -> None:
         self.name = name
         self.full_listing = False
+        self.expected: int | None = None
         self.entries_next: list[Entry] = []
         self.fail_after: int | None = None
         self.states_seen: list[dict[str, Any]] = []

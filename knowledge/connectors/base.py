@@ -56,6 +56,7 @@ class Connector(Protocol):
 
     name: str
     full_listing: bool  # True: what `entries` does not list is gone
+    expected: int | None  # how many entries this listing holds, once known (for progress)
 
     def entries(self, state: dict[str, Any], known: Collection[str]) -> AsyncIterator[Entry]:
         """Every document (or, for a delta listing, every change) since `state`, updating

@@ -31,9 +31,11 @@ class FolderConnector:
     def __init__(self, source: FolderSource) -> None:
         self.source = source
         self.name = source.source_name
+        self.expected: int | None = None
 
     async def entries(self, state: dict[str, Any], known: Collection[str]) -> AsyncIterator[Entry]:
         files = await asyncio.to_thread(lambda: list(scan(self.source)))
+        self.expected = len(files)
         for file in files:
             yield Entry(
                 doc_id=file.doc_id,

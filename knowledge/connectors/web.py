@@ -513,6 +513,7 @@ class _Visit:
 
 class WebConnector:
     full_listing = True
+    expected: int | None = None  # a crawl does not know how many pages it will find
 
     def __init__(self, source: WebSource, *, max_bytes: int, backoff_s: float = 0.5) -> None:
         self.source = source
