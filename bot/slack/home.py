@@ -38,6 +38,7 @@ from bot.slack.config import SlackConfig
 from bot.slack.directory import Directory
 from bot.slack.permissions import Permissions
 from bot.slack.render import escape
+from knowledge.sources import SourceStatus, source_statuses
 from training.feedback.records import AnswerRecord
 
 log = structlog.get_logger("expertbot.slack")
@@ -120,10 +121,7 @@ def home_view(data: HomeData) -> dict[str, Any]:
         _header("Ask me"),
         _section(data.how_to_ask),
         _header("What I know"),
-        _section(
-            (f"Sources: {', '.join(escape(s) for s in data.sources)}\n" if data.sources else "")
-            + data.knows
-        ),
+        _section("".join(f"• {escape(s)}\n" for s in data.sources) + data.knows),
         _header("Your recent questions"),
     ]
     if data.mine:
@@ -276,7 +274,12 @@ class Home:
             if last
             else "never"
         )
-        sources = [s.source_name for s in self.ops.settings.knowledge.sources]
+        sources = [
+            _source_line(status)
+            for status in await asyncio.to_thread(
+                source_statuses, self.ops.settings.knowledge, self.ops.knowledge.engine
+            )
+        ]
         mine = await asyncio.to_thread(
             store.recent_questions, user, platform="slack", limit=MY_QUESTIONS
         )
@@ -319,3 +322,13 @@ class Home:
         return all(scope.sees(c.access, c.allowed) for c in row.retrieved) and all(
             scope.sees(s.source.access, s.source.allowed) for s in row.sources
         )
+
+
+def _source_line(status: SourceStatus) -> str:
+    """A source as the Home tab lists it: "handbook (folder): 18 documents, synced …"."""
+    if status.last_sync is None:
+        return f"{status.name} ({status.type}): not synced yet"
+    when = f"{status.last_sync:%Y-%m-%d %H:%M} UTC"
+    if status.status == "failed":
+        return f"{status.name} ({status.type}): could not be read at {when}; earlier documents kept"
+    return f"{status.name} ({status.type}): {status.documents} documents, synced {when}"
