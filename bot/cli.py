@@ -193,6 +193,8 @@ def sync(
     Exits 1 when a source could not be read (the others are synced; its documents stay)."""
 
     async def work(settings: Settings) -> SyncReport:
+        if rebuild and source:
+            raise ConfigError("--rebuild re-reads every source: leave out --source")
         sources = _sources_for(paths or [], source or [], settings)
         knowledge = _knowledge(settings)
         await knowledge.open(index=False)

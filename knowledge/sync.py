@@ -287,15 +287,13 @@ class Syncer:
         manifest = await self.index.manifest()
         batch = _Batch(self, report)
         counter = _Counter(progress)
-        removals: list[DocKey] = []
         for source in sources:
             connector = connector_for(source, max_bytes=self.config.max_file_bytes)
             try:
-                removals += await self._sync_source(
-                    source, connector, manifest, batch, report, counter
-                )
+                await self._sync_source(source, connector, manifest, batch, report, counter)
             finally:
                 await connector.close()
+        removals: list[DocKey] = []
         listings = await self._list_feeds(feeds, report)
         for name, listing in listings.items():
             seen: set[DocKey] = set()
@@ -320,9 +318,9 @@ class Syncer:
         batch: _Batch,
         report: SyncReport,
         counter: _Counter,
-    ) -> list[DocKey]:
-        """One source: its documents indexed, its cursor saved; returns what it deleted. A
-        source that fails keeps its documents and its previous cursor."""
+    ) -> None:
+        """One source: its documents indexed and deleted, then its cursor saved. A source that
+        fails keeps its documents and its previous cursor."""
         name = source.source_name
         ours = {k: st for k, st in manifest.items() if k.source == name}
         state = await asyncio.to_thread(self.states.cursor, name)
@@ -356,12 +354,15 @@ class Syncer:
             report.record(name, "*", "failed", f"could not be listed ({why}){KEPT}")
             await asyncio.to_thread(self.states.failed, source, why, report.run_id)
             report.source(name).update(listed=listed, cursor="kept")
-            return []
+            return
         if connector.full_listing:
             removals += sorted(k for k in ours if k not in seen)
+        # The cursor moves on only once what it covers is in the index: a sync killed before
+        # this point lists the same changes again.
+        await batch.flush()
+        await self._remove(removals, report)
         await asyncio.to_thread(self.states.saved, source, state, listed, report.run_id)
         report.source(name).update(listed=listed, cursor="saved")
-        return removals
 
     async def _apply(
         self,

@@ -273,6 +273,29 @@ async def test_a_listing_that_fails_midway_keeps_the_old_cursor_and_every_docume
     assert SourceStateStore(knowledge.engine).all()["wiki"].run_id == last.run_id
 
 
+async def test_the_cursor_moves_on_only_once_the_index_holds_what_it_covers(
+    wiki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    knowledge, connector = wiki
+    connector.entries_next = [page("a.md", "Alpha is our billing system.")]
+    await knowledge.syncer.run()
+    connector.entries_next = [page("b.md", "Beta is our ticketing system.")]
+
+    async def index_down(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("the index went away mid-write")
+
+    working = knowledge.index.replace_documents
+    monkeypatch.setattr(knowledge.index, "replace_documents", index_down)
+    with pytest.raises(RuntimeError):
+        await knowledge.syncer.run()
+    assert SourceStateStore(knowledge.engine).cursor("wiki") == {"delta": 1}  # not moved on
+    monkeypatch.setattr(knowledge.index, "replace_documents", working)
+    await knowledge.syncer.run()
+    assert connector.states_seen[-1] == {"delta": 1}  # the lost change is listed again
+    hits = await knowledge.search.search("ticketing system", k=1)
+    assert hits and hits[0].doc_id == "b.md"
+
+
 async def test_what_the_platform_restricts_is_only_seen_where_it_is_allowed(wiki) -> None:
     knowledge, connector = wiki
     connector.entries_next = [
@@ -358,6 +381,8 @@ def test_sources_list_and_sync_of_one_source(tmp_path: Path) -> None:
 
     unknown = run_cli("--config", config, "sync", "--source", "wiki")
     assert unknown.exit_code == 1 and "no source named 'wiki'" in unknown.stderr
+    partial = run_cli("--config", config, "sync", "--source", "notes", "--rebuild")
+    assert partial.exit_code == 1 and "--rebuild re-reads every source" in partial.stderr
 
 
 def test_sources_test_lists_a_few_documents_or_says_why_not(tmp_path: Path) -> None:
