@@ -166,11 +166,7 @@ class Scheduler:
             # re-synced (folders given to `expertbot sync` once are not remembered).
             log.warning("schedule.sync_off", reason=NO_SOURCES)
             sync = ""
-        wanted = {"sync": sync, "train": self.config.train} | {
-            SOURCE_JOB + s.source_name: s.schedule or ""
-            for s in self.ops.settings.knowledge.sources
-            if s.schedule
-        }
+        wanted = self._crons() | {"sync": sync}
         for job in self.scheduler.get_jobs():  # sources whose own schedule was removed
             if job.id.startswith(_job_id(SOURCE_JOB)) and job.name not in wanted:
                 self.scheduler.remove_job(job.id)
@@ -209,21 +205,17 @@ class Scheduler:
         if _current is self:
             _current = None
 
-    def _cron(self, job: str) -> str:
-        if job.startswith(SOURCE_JOB):
-            name = job[len(SOURCE_JOB) :]
-            return next(
-                (
-                    s.schedule or ""
-                    for s in self.ops.settings.knowledge.sources
-                    if s.source_name == name
-                ),
-                "",
-            )
-        return self.config.sync if job == "sync" else self.config.train
+    def _crons(self) -> dict[str, str]:
+        """Every job's cron expression: sync, train, and `sync:<name>` for each source on a
+        schedule of its own."""
+        return {"sync": self.config.sync, "train": self.config.train} | {
+            SOURCE_JOB + s.source_name: s.schedule
+            for s in self.ops.settings.knowledge.sources
+            if s.schedule
+        }
 
     async def fire(self, job: str) -> JobResult | None:
-        cron = self._cron(job)
+        cron = self._crons().get(job, "")
         zone = ZoneInfo(self.config.timezone)
         slot = slot_of(cron, self.config.timezone, datetime.now(zone)) if cron else None
         stamp = slot.isoformat(timespec="seconds") if slot else "manual"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -200,6 +200,21 @@ SourceConfig = Annotated[
 SOURCE_TYPES = ("folder", "web")
 
 
+def name_clash(sources: Sequence[FolderSource | WebSource]) -> str | None:
+    """What is wrong when two of `sources` share a name (configured, or folders given to
+    `expertbot sync`), else None."""
+    seen: dict[str, str] = {}
+    for source in sources:
+        name = source.source_name
+        if name in seen:
+            return (
+                f"two sources are named {name!r} ({seen[name]} and {source.location}); "
+                "give one a `name`"
+            )
+        seen[name] = source.location
+    return None
+
+
 class EmbeddingConfig(_Strict):
     model: str = Field(
         default=DEFAULT_EMBEDDING_MODEL,
@@ -325,15 +340,9 @@ class KnowledgeConfig(_Strict):
     def _unique_names(
         cls, sources: list[FolderSource | WebSource]
     ) -> list[FolderSource | WebSource]:
-        seen: dict[str, str] = {}
-        for source in sources:
-            name = source.source_name
-            if name in seen:
-                raise ValueError(
-                    f"two sources are named {name!r} ({seen[name]} and {source.location}); "
-                    "give one a `name`"
-                )
-            seen[name] = source.location
+        clash = name_clash(sources)
+        if clash:
+            raise ValueError(clash)
         return sources
 
     def source(self, name: str) -> FolderSource | WebSource:

@@ -48,7 +48,7 @@ from base.errors import (
 from base.locks import JobLock, make_holder
 from knowledge.answerability import content_terms
 from knowledge.chunking import Chunker
-from knowledge.config import KnowledgeConfig, SourceConfig
+from knowledge.config import KnowledgeConfig, SourceConfig, name_clash
 from knowledge.connectors import connector_for
 from knowledge.connectors.base import Connector, Entry, narrow
 from knowledge.embedding import Embedder
@@ -184,9 +184,10 @@ class Syncer:
             raise ConfigError(
                 "no document sources: pass folders to `expertbot sync` or set knowledge.sources"
             )
+        clash = name_clash(sources)
+        if clash:
+            raise ConfigError(clash)
         names = [s.source_name for s in sources]
-        for name in {n for n in names if names.count(n) > 1}:
-            raise ConfigError(f"two sources are named {name!r}; give one a `name`")
         for feed in self.feeds:
             if feed.name in names:
                 raise ConfigError(
@@ -293,7 +294,8 @@ class Syncer:
                 await self._sync_source(source, connector, manifest, batch, report, counter)
             finally:
                 await connector.close()
-        removals: list[DocKey] = []
+        gone: list[DocKey] = []
+        emptied: list[DocKey] = []
         listings = await self._list_feeds(feeds, report)
         for name, listing in listings.items():
             seen: set[DocKey] = set()
@@ -301,13 +303,13 @@ class Syncer:
             for doc in listing.documents:
                 seen.add(doc.key)
                 outcome = await asyncio.to_thread(self._prepare_fed, doc, manifest.get(doc.key))
-                await self._apply(doc.key, outcome, batch, report, removals)
+                await self._apply(doc.key, outcome, batch, report, emptied)
                 counter.step(doc.doc_id)
             for doc_id, reason in sorted(listing.skipped.items()):
                 report.record(name, doc_id, "skipped", reason)
-            removals += sorted(k for k in manifest if k.source == name and k not in seen)
+            gone += sorted(k for k in manifest if k.source == name and k not in seen)
         await batch.flush()
-        await self._remove(removals, report)
+        await self._remove(gone, emptied, report)
         await self._optimize()
 
     async def _sync_source(
@@ -326,7 +328,8 @@ class Syncer:
         state = await asyncio.to_thread(self.states.cursor, name)
         known = {k.doc_id for k, st in ours.items() if st.complete}
         seen: set[DocKey] = set()
-        removals: list[DocKey] = []
+        gone: list[DocKey] = []
+        emptied: list[DocKey] = []
         listed = 0
         try:
             async for entry in connector.entries(state, known):
@@ -334,14 +337,14 @@ class Syncer:
                 key = DocKey(name, entry.doc_id)
                 if entry.deleted:
                     if key in ours:
-                        removals.append(key)
+                        gone.append(key)
                     continue
                 if key in seen:
                     continue
                 seen.add(key)
                 listed += 1
                 outcome = await self._prepare_entry(source, connector, entry, ours.get(key))
-                await self._apply(key, outcome, batch, report, removals)
+                await self._apply(key, outcome, batch, report, emptied)
                 counter.step(entry.doc_id)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
@@ -356,11 +359,11 @@ class Syncer:
             report.source(name).update(listed=listed, cursor="kept")
             return
         if connector.full_listing:
-            removals += sorted(k for k in ours if k not in seen)
+            gone += sorted(k for k in ours if k not in seen)
         # The cursor moves on only once what it covers is in the index: a sync killed before
         # this point lists the same changes again.
         await batch.flush()
-        await self._remove(removals, report)
+        await self._remove(gone, emptied, report)
         await asyncio.to_thread(self.states.saved, source, state, listed, report.run_id)
         report.source(name).update(listed=listed, cursor="saved")
 
@@ -370,29 +373,30 @@ class Syncer:
         outcome: Outcome,
         batch: _Batch,
         report: SyncReport,
-        removals: list[DocKey],
+        emptied: list[DocKey],
     ) -> None:
+        """Record `outcome`: a document to index goes into the batch; one with no text left
+        leaves the index (`emptied`, reported skipped with why)."""
         if isinstance(outcome, _Pending):
             await batch.add(key, outcome)
             return
         action, reason = outcome
         if action == "remove":
-            removals.append(key)
+            emptied.append(key)
             report.record(key.source, key.doc_id, "skipped", reason)
             return
         report.record(key.source, key.doc_id, action, reason)
         if action != "unchanged":
             log.info("sync.document_" + action, doc=str(key), reason=reason)
 
-    async def _remove(self, keys: list[DocKey], report: SyncReport) -> None:
-        """Documents gone from their source (or kept out of it now) leave the index."""
-        keys = sorted(set(keys))
+    async def _remove(self, gone: list[DocKey], emptied: list[DocKey], report: SyncReport) -> None:
+        """Documents gone from their source (reported deleted) and those kept out of it now
+        (already reported skipped) leave the index."""
+        keys = sorted({*gone, *emptied})
         await self.index.delete_documents(keys)
         await asyncio.to_thread(self.vocabulary.update, {}, keys)
-        skipped = {(i.source, i.doc_id) for i in report.items if i.action == "skipped"}
-        for key in keys:
-            if (key.source, key.doc_id) not in skipped:
-                report.record(key.source, key.doc_id, "deleted")
+        for key in sorted(set(gone) - set(emptied)):
+            report.record(key.source, key.doc_id, "deleted")
 
     async def _optimize(self) -> None:
         """Bring the full-text and ANN indices up to date; a sync of another source doing it

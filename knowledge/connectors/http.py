@@ -163,8 +163,16 @@ def _retry_after_s(value: str) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    when = http_date(value)
+    return when - time.time() if when is not None else None
+
+
+def http_date(value: str | None) -> float | None:
+    """An HTTP date (`Retry-After`, `Last-Modified`) as seconds since the epoch; None if absent
+    or unreadable."""
+    if not value:
         return None
-    return float(when.timestamp()) - time.time()
+    try:
+        return float(email.utils.parsedate_to_datetime(value.strip()).timestamp())
+    except (TypeError, ValueError, OverflowError):
+        return None

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import re
 import xml.etree.ElementTree as ET
 import zlib
@@ -71,7 +70,7 @@ import yaml
 from base.errors import DocumentError, DocumentSkipped, SourceError
 from knowledge.config import WebSource
 from knowledge.connectors.base import Entry
-from knowledge.connectors.http import HttpClient, Response
+from knowledge.connectors.http import HttpClient, Response, http_date
 from knowledge.parsing import decode_text, format_of, parse_document
 
 log = structlog.get_logger(__name__)
@@ -188,15 +187,6 @@ def doc_id_of(url: str) -> str:
 
 def _suffix(url: str) -> str:
     return PurePosixPath(unquote(urlsplit(url).path)).suffix.lower()
-
-
-def _http_time(value: str | None) -> float:
-    if not value:
-        return 0.0
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, OverflowError):
-        return 0.0
 
 
 def _w3c_time(value: str | None) -> float:
@@ -689,7 +679,7 @@ class WebConnector:
             "etag": response.headers.get("etag"),
             "last_modified": response.headers.get("last-modified"),
             "links": [],
-            "modified": _http_time(response.headers.get("last-modified")) or item.lastmod,
+            "modified": http_date(response.headers.get("last-modified")) or item.lastmod,
         }
         if response.too_large:
             declared = response.headers.get("content-length", "")
@@ -704,13 +694,7 @@ class WebConnector:
             record.update(filename=_filename(final, kind), title=None)
             entry = Entry(**self._fields(record), size=len(response.body), content=response.body)
             return _Visit(item, entry, record, final=final)
-        page = await asyncio.to_thread(
-            read_page,
-            response.body,
-            final,
-            self.agent,
-            response.headers.get("x-robots-tag", ""),
-        )
+        page = await self._page(response, final)
         if not page.index:
             return _Visit(item, links=page.links, final=final)
         record.update(filename=_filename(final, ".md"), title=page.title or None, links=page.links)
@@ -766,6 +750,12 @@ class WebConnector:
         return ext
 
     # --- robots.txt and pace ---
+
+    async def _page(self, response: Response, url: str) -> Page:
+        """A fetched HTML page read (in a thread: extracting its main text is CPU work)."""
+        return await asyncio.to_thread(
+            read_page, response.body, url, self.agent, response.headers.get("x-robots-tag", "")
+        )
 
     async def _allowed(self, url: str) -> bool:
         return (await self._robots_for(url)).allows(url)
@@ -882,14 +872,7 @@ class WebConnector:
             raise DocumentSkipped(f"not a document ({response.content_type or 'no type'})")
         if kind != "page":
             return response.body
-        page = await asyncio.to_thread(
-            read_page,
-            response.body,
-            url,
-            self.agent,
-            response.headers.get("x-robots-tag", ""),
-        )
-        return page.content
+        return (await self._page(response, url)).content
 
 
 def parse_sitemap(data: bytes, url: str) -> tuple[list[tuple[str, float]], list[str]]:
